@@ -1,0 +1,41 @@
+# Two entry points: `make run` (the rot13 server on port 12345) and `make test` (every check).
+PYTHON ?= python3.11
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+PORT   ?= 12345
+
+.PHONY: run test lint typecheck pytest docs bench clean
+
+$(BIN)/.installed: pyproject.toml
+	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) on PATH (or make PYTHON=python3)"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev,docs,bench]'
+	touch $@
+
+run: $(BIN)/.installed
+	$(BIN)/tcpkit run examples/rot13.py:app --port $(PORT)
+
+lint: $(BIN)/.installed
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(BIN)/.installed
+	$(BIN)/mypy
+	$(BIN)/mypy --strict tests/typing
+	$(BIN)/pyright
+	$(BIN)/pyright tests/typing
+
+pytest: $(BIN)/.installed
+	$(BIN)/pytest
+
+docs: $(BIN)/.installed
+	$(BIN)/mkdocs build --strict --site-dir site
+
+bench: $(BIN)/.installed
+	$(BIN)/python -m benchmarks --quick
+
+test: lint typecheck pytest docs
+
+clean:
+	rm -rf $(VENV) site .mypy_cache .pytest_cache .ruff_cache

@@ -1,0 +1,66 @@
+"""tcpkit: a microframework for TCP servers.
+
+A server is a handful of decorated callbacks; tcpkit does the listening,
+accepting, framing, buffering, error handling and shutdown, on anyio (asyncio,
+uvloop or trio)::
+
+    from tcpkit import App
+
+    app = App()
+
+    @app.on_input
+    async def echo(conn, line: str) -> None:
+        await conn.send(line)
+
+    if __name__ == "__main__":
+        app.run(port=12345)
+"""
+
+from .app import App
+from .codecs import Codec, Decoder, Encoder, Layer, Lines, Raw
+from .connection import Connection, WriteBuffer
+from .exceptions import (
+    ConnectionClosed,
+    EncodeError,
+    FrameError,
+    FrameTooLarge,
+    IncompleteFrame,
+    MalformedFrame,
+    ProxyProtocolError,
+    RegistrationError,
+    ServerError,
+    SetupTimeout,
+    TcpkitError,
+    WriteBufferFull,
+)
+from .server import Server
+from .stats import ServerStats
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "App",
+    "Codec",
+    "Connection",
+    "ConnectionClosed",
+    "Decoder",
+    "EncodeError",
+    "Encoder",
+    "FrameError",
+    "FrameTooLarge",
+    "IncompleteFrame",
+    "Layer",
+    "Lines",
+    "MalformedFrame",
+    "ProxyProtocolError",
+    "Raw",
+    "RegistrationError",
+    "Server",
+    "ServerError",
+    "ServerStats",
+    "SetupTimeout",
+    "TcpkitError",
+    "WriteBuffer",
+    "WriteBufferFull",
+    "__version__",
+]

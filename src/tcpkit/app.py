@@ -1,0 +1,557 @@
+"""The App: handlers and settings of a server (POE::Component::Server::TCP->new).
+
+Handlers are registered with decorators, each a thin wrapper over an ``add_*``
+method that returns the function unchanged. Registration is frozen once the
+app serves. Running is delegated to :mod:`tcpkit.server` and
+:mod:`tcpkit.runner`; the app itself knows no backend.
+"""
+
+from __future__ import annotations
+
+import inspect
+import ssl as _ssl
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, Union, overload
+
+import anyio.abc
+from typing_extensions import TypeAlias, TypedDict, Unpack
+
+from .codecs.base import Codec, CodecSpec, resolve_codec
+from .codecs.lines import Lines
+from .connection import Connection, ConnectionConfig, WriteBuffer
+from .exceptions import RegistrationError
+from .handlers import Handler, handler
+
+if TYPE_CHECKING:
+    from .server import ListenConfig, Server
+
+__all__ = ["App", "AppOptions"]
+
+In = TypeVar("In")
+Out = TypeVar("Out")
+I = TypeVar("I")  # noqa: E741
+O = TypeVar("O")  # noqa: E741
+F = TypeVar("F", bound=Callable[..., Any])
+
+_Ret: TypeAlias = Union[Awaitable[Any], Any]
+"""What a handler returns: ``None`` from a ``def``, an awaitable from an ``async def``."""
+
+ConnectHandler: TypeAlias = Callable[..., _Ret]
+DisconnectHandler: TypeAlias = Callable[[Connection[In, Out]], _Ret]
+InputHandler: TypeAlias = Callable[[Connection[In, Out], In], _Ret]
+ErrorHandler: TypeAlias = Callable[[Connection[In, Out], Exception], _Ret]
+PreConnectHandler: TypeAlias = Callable[
+    [Connection[In, Out], anyio.abc.ByteStream],
+    Union[Awaitable["bool | anyio.abc.ByteStream | None"], "bool | anyio.abc.ByteStream | None"],
+]
+AcceptorHandler: TypeAlias = Callable[[anyio.abc.ByteStream, Any], _Ret]
+ServerHandler: TypeAlias = Callable[..., _Ret]
+
+_DEFAULT_WRITE_BUFFER = (1024 * 1024, 256 * 1024, 64 * 1024 * 1024)
+
+# Names that app.include() recognises as the standard handlers.
+_STANDARD = (
+    "pre_connect",
+    "on_connect",
+    "on_input",
+    "on_disconnect",
+    "on_error",
+    "on_flushed",
+    "on_started",
+    "on_stopped",
+    "on_listen_error",
+    "acceptor",
+)
+
+
+class AppOptions(TypedDict, total=False):
+    """The keyword options of :class:`App` other than the codecs."""
+
+    name: str
+    max_connections: int | None
+    state: Callable[[], Any] | None
+    client_args: Sequence[Any]
+    listener_args: Sequence[Any]
+    connection_class: type[Connection[Any, Any]]
+    shutdown_on_error: bool
+    idle_timeout: float | None
+    write_buffer: tuple[int, int, int]
+    setup_timeout: float | None
+    proxy_protocol: bool
+
+
+class App(Generic[In, Out]):
+    """A TCP server's handlers and settings.
+
+    Args:
+        codec: the framing of both directions (POE ClientFilter): a
+            :class:`~tcpkit.codecs.Codec` instance (a prototype: each connection
+            gets fresh state), a codec class, or ``(class, kwargs)``. Default
+            :class:`~tcpkit.Lines`.
+        input_codec: the framing of input only (POE ClientInputFilter); overrides ``codec``.
+        output_codec: the framing of output only (POE ClientOutputFilter); overrides ``codec``.
+        name: the server's name in logs (POE Alias).
+        max_connections: open sockets allowed at once (POE Concurrency);
+            ``None`` is unlimited, ``0`` accepts nothing until raised.
+        state: a zero-argument factory; its result is ``conn.state`` (the typed HEAP).
+        client_args: extra arguments for ``on_connect`` (POE ClientArgs).
+        listener_args: extra arguments for ``on_started`` (POE ListenerArgs).
+        connection_class: the :class:`Connection` subclass used (POE SessionType).
+        shutdown_on_error: shut a connection down after ``on_error`` (POE
+            ClientShutdownOnError); per connection as ``conn.shutdown_on_error``.
+        idle_timeout: seconds without input after which a connection is shut down.
+        write_buffer: ``(high, low, limit)`` in bytes; see :class:`WriteBuffer`.
+        setup_timeout: seconds allowed for PROXY header, TLS handshake and
+            ``pre_connect`` together; ``None`` for no limit.
+        proxy_protocol: expect a PROXY protocol v1/v2 header on every connection.
+    """
+
+    @overload
+    def __init__(
+        self: App[str, str],
+        codec: None = None,
+        *,
+        input_codec: None = None,
+        output_codec: None = None,
+        **options: Unpack[AppOptions],
+    ) -> None: ...
+
+    @overload
+    def __init__(
+        self: App[I, O],
+        codec: CodecSpec[I, O],
+        *,
+        input_codec: None = None,
+        output_codec: None = None,
+        **options: Unpack[AppOptions],
+    ) -> None: ...
+
+    @overload
+    def __init__(
+        self: App[I, O],
+        codec: None = None,
+        *,
+        input_codec: CodecSpec[I, Any],
+        output_codec: CodecSpec[Any, O],
+        **options: Unpack[AppOptions],
+    ) -> None: ...
+
+    @overload
+    def __init__(
+        self: App[Any, Any],
+        codec: CodecSpec[Any, Any] | None = None,
+        *,
+        input_codec: CodecSpec[Any, Any] | None = None,
+        output_codec: CodecSpec[Any, Any] | None = None,
+        **options: Unpack[AppOptions],
+    ) -> None: ...
+
+    def __init__(
+        self,
+        codec: CodecSpec[Any, Any] | None = None,
+        *,
+        input_codec: CodecSpec[Any, Any] | None = None,
+        output_codec: CodecSpec[Any, Any] | None = None,
+        name: str = "tcpkit",
+        max_connections: int | None = None,
+        state: Callable[[], Any] | None = None,
+        client_args: Sequence[Any] = (),
+        listener_args: Sequence[Any] = (),
+        connection_class: type[Connection[Any, Any]] = Connection,
+        shutdown_on_error: bool = True,
+        idle_timeout: float | None = None,
+        write_buffer: tuple[int, int, int] = _DEFAULT_WRITE_BUFFER,
+        setup_timeout: float | None = 10.0,
+        proxy_protocol: bool = False,
+    ) -> None:
+        base: Codec[Any, Any] = resolve_codec(codec) if codec is not None else Lines()
+        self.input_codec: Codec[Any, Any] = (
+            resolve_codec(input_codec) if input_codec is not None else base
+        )
+        self.output_codec: Codec[Any, Any] = (
+            resolve_codec(output_codec) if output_codec is not None else base
+        )
+        if max_connections is not None and max_connections < 0:
+            raise ValueError("max_connections must be None or >= 0")
+        if idle_timeout is not None and idle_timeout <= 0:
+            raise ValueError("idle_timeout must be None or > 0")
+        if not (isinstance(connection_class, type) and issubclass(connection_class, Connection)):
+            raise TypeError("connection_class must be a subclass of tcpkit.Connection")
+        if state is not None and not callable(state):
+            raise TypeError("state must be a zero-argument factory (a class or a function)")
+        self.name = name
+        self.max_connections = max_connections
+        self.state = state
+        self.client_args = tuple(client_args)
+        self.listener_args = tuple(listener_args)
+        self.connection_class = connection_class
+        self.shutdown_on_error = shutdown_on_error
+        self.idle_timeout = idle_timeout
+        self.write_buffer = WriteBuffer(*write_buffer)
+        self.setup_timeout = setup_timeout
+        self.proxy_protocol = proxy_protocol
+        self._handlers: dict[str, Handler] = {}
+        self._events: dict[str, Handler] = {}
+        self._frozen = False
+
+    def __repr__(self) -> str:
+        return f"<App {self.name!r} handlers={sorted(self._handlers)} events={sorted(self._events)}>"
+
+    # -- registration --------------------------------------------------------
+
+    def _add(self, kind: str, func: Callable[..., Any]) -> None:
+        if self._frozen:
+            raise RegistrationError(
+                f"cannot register {kind}: the app is already serving "
+                "(register every handler before starting it)"
+            )
+        if kind in self._handlers:
+            raise RegistrationError(
+                f"{kind} is already registered ({self._handlers[kind].func!r})"
+            )
+        clash = {"on_input": "acceptor", "acceptor": "on_input"}.get(kind)
+        if clash is not None and clash in self._handlers:
+            raise RegistrationError(
+                "acceptor and on_input are mutually exclusive: a custom acceptor "
+                "replaces the default connection handling (and so on_input)"
+            )
+        self._handlers[kind] = handler(func)
+
+    def add_pre_connect(self, func: PreConnectHandler[In, Out]) -> None:
+        """Register the ``pre_connect`` handler (POE ClientPreConnect)."""
+        self._add("pre_connect", func)
+
+    def add_on_connect(self, func: ConnectHandler) -> None:
+        """Register the ``on_connect`` handler (POE ClientConnected)."""
+        self._add("on_connect", func)
+
+    def add_on_input(self, func: InputHandler[In, Out]) -> None:
+        """Register the ``on_input`` handler (POE ClientInput)."""
+        self._add("on_input", func)
+
+    def add_on_disconnect(self, func: DisconnectHandler[In, Out]) -> None:
+        """Register the ``on_disconnect`` handler (POE ClientDisconnected)."""
+        self._add("on_disconnect", func)
+
+    def add_on_error(self, func: ErrorHandler[In, Out]) -> None:
+        """Register the ``on_error`` handler (POE ClientError)."""
+        self._add("on_error", func)
+
+    def add_on_flushed(self, func: DisconnectHandler[In, Out]) -> None:
+        """Register the ``on_flushed`` handler (POE ClientFlushed)."""
+        self._add("on_flushed", func)
+
+    def add_on_started(self, func: ServerHandler) -> None:
+        """Register the ``on_started`` handler (POE Started)."""
+        self._add("on_started", func)
+
+    def add_on_stopped(self, func: ServerHandler) -> None:
+        """Register the ``on_stopped`` handler (POE Stopped)."""
+        self._add("on_stopped", func)
+
+    def add_on_listen_error(self, func: ServerHandler) -> None:
+        """Register the ``on_listen_error`` handler (POE Error)."""
+        self._add("on_listen_error", func)
+
+    def add_acceptor(self, func: AcceptorHandler) -> None:
+        """Register a custom acceptor (POE Acceptor); excludes ``on_input``."""
+        self._add("acceptor", func)
+
+    def add_on_event(self, name: str, func: Callable[..., _Ret]) -> None:
+        """Register the handler of the custom event ``name`` (POE InlineStates).
+
+        Raises:
+            RegistrationError: the app is serving, or ``name`` already has a handler.
+        """
+        if self._frozen:
+            raise RegistrationError(
+                f"cannot register event {name!r}: the app is already serving"
+            )
+        if not isinstance(name, str) or not name:  # pyright: ignore[reportUnnecessaryIsInstance]
+            raise TypeError("an event name must be a non-empty string")
+        if name in self._events:
+            raise RegistrationError(f"event {name!r} already has a handler")
+        self._events[name] = handler(func)
+
+    def pre_connect(self, func: F) -> F:
+        """Decorator: ``(conn, stream)`` before setup; return falsy to reject,
+        ``True`` to accept, or a wrapped ``anyio.abc.ByteStream`` to use instead."""
+        self.add_pre_connect(func)
+        return func
+
+    def on_connect(self, func: F) -> F:
+        """Decorator: ``(conn, *client_args)`` once per connection, after ``pre_connect``."""
+        self.add_on_connect(func)
+        return func
+
+    def on_input(
+        self, func: Callable[[Connection[In, Out], In], _Ret]
+    ) -> Callable[[Connection[In, Out], In], _Ret]:
+        """Decorator: ``(conn, message)`` for every decoded message, in order."""
+        self.add_on_input(func)
+        return func
+
+    def on_disconnect(self, func: F) -> F:
+        """Decorator: ``(conn)`` exactly once per connection that was connected."""
+        self.add_on_disconnect(func)
+        return func
+
+    def on_error(self, func: F) -> F:
+        """Decorator: ``(conn, exc)`` for socket, codec and handler errors."""
+        self.add_on_error(func)
+        return func
+
+    def on_flushed(self, func: F) -> F:
+        """Decorator: ``(conn)`` each time all pending output was handed to the OS."""
+        self.add_on_flushed(func)
+        return func
+
+    def on_started(self, func: F) -> F:
+        """Decorator: ``(server, *listener_args)`` after every listener is bound."""
+        self.add_on_started(func)
+        return func
+
+    def on_stopped(self, func: F) -> F:
+        """Decorator: ``(server)`` once, when the server has fully stopped."""
+        self.add_on_stopped(func)
+        return func
+
+    def on_listen_error(self, func: F) -> F:
+        """Decorator: ``(server, exc)`` on a bind or accept failure."""
+        self.add_on_listen_error(func)
+        return func
+
+    def acceptor(self, func: F) -> F:
+        """Decorator: ``(stream, remote_addr)`` replaces default connection handling."""
+        self.add_acceptor(func)
+        return func
+
+    def on_event(self, name: str) -> Callable[[F], F]:
+        """Decorator factory: ``(conn, *args)`` when ``conn.emit(name, ...)`` or
+        ``server.post(conn_id, name, ...)`` is called."""
+
+        def register(func: F) -> F:
+            self.add_on_event(name, func)
+            return func
+
+        return register
+
+    def include(
+        self, obj: object, events: Mapping[str, str] | Sequence[str] | None = None
+    ) -> None:
+        """Register the handler methods of an object or a class in one call.
+
+        POE's ObjectStates (an object) and PackageStates (a class). Methods named
+        like the decorators (``on_connect``, ``on_input``, ``pre_connect``,
+        ``acceptor``...) become those handlers. ``events`` names custom events:
+        a list of method names (each event is named like its method), or a
+        mapping of event name to method name. For a class, plain methods are
+        called with the class as ``self`` (as Perl calls ``Package->method``).
+
+        Raises:
+            RegistrationError: a handler is already registered, or a named
+                method is missing.
+        """
+        found = 0
+        for kind in _STANDARD:
+            method = _lookup(obj, kind)
+            if method is not None:
+                self._add(kind, method)
+                found += 1
+        pairs: list[tuple[str, str]]
+        if events is None:
+            pairs = []
+        elif isinstance(events, Mapping):
+            pairs = list(events.items())
+        else:
+            pairs = [(name, name) for name in events]
+        for event, method_name in pairs:
+            method = _lookup(obj, method_name)
+            if method is None:
+                raise RegistrationError(f"{obj!r} has no method {method_name!r}")
+            self.add_on_event(event, method)
+            found += 1
+        if not found:
+            raise RegistrationError(f"{obj!r} has no handler methods to include")
+
+    # -- freezing and running ----------------------------------------------------
+
+    def _freeze(self) -> None:
+        self._frozen = True
+
+    @property
+    def frozen(self) -> bool:
+        """True once the app has started serving (registration is closed)."""
+        return self._frozen
+
+    def _connection_config(self) -> ConnectionConfig:
+        h = self._handlers
+        return ConnectionConfig(
+            name=self.name,
+            input_codec=self.input_codec,
+            output_codec=self.output_codec,
+            on_connect=h.get("on_connect"),
+            on_input=h.get("on_input"),
+            on_disconnect=h.get("on_disconnect"),
+            on_error=h.get("on_error"),
+            on_flushed=h.get("on_flushed"),
+            events=dict(self._events),
+            client_args=self.client_args,
+            shutdown_on_error=self.shutdown_on_error,
+            idle_timeout=self.idle_timeout,
+            write_buffer=self.write_buffer,
+            state=self.state,
+        )
+
+    def _make_server(self) -> Server[In, Out]:
+        from .server import Server, ServerHandlers
+
+        self._freeze()
+        h = self._handlers
+        handlers = ServerHandlers(
+            connection=self._connection_config(),
+            connection_class=self.connection_class,
+            pre_connect=h.get("pre_connect"),
+            acceptor=h.get("acceptor"),
+            on_started=h.get("on_started"),
+            on_stopped=h.get("on_stopped"),
+            on_listen_error=h.get("on_listen_error"),
+            listener_args=self.listener_args,
+            max_connections=self.max_connections,
+            setup_timeout=self.setup_timeout,
+            proxy_protocol=self.proxy_protocol,
+        )
+        return Server(self.name, handlers)
+
+    @asynccontextmanager
+    async def start(
+        self,
+        host: str | Sequence[str] | None = "127.0.0.1",
+        port: int | None = 0,
+        *,
+        uds: str | None = None,
+        ssl: _ssl.SSLContext | None = None,
+        reuse_port: bool = False,
+        backlog: int = 1024,
+    ) -> AsyncIterator[Server[In, Out]]:
+        """Bind, start serving, and yield the running :class:`~tcpkit.Server`.
+
+        Leaving the block is ``server.shutdown(grace=0)``: listeners close,
+        connections are shut down gracefully (queued output is delivered), and
+        ``on_stopped`` runs. ``port`` defaults to 0 (the OS picks one; read it
+        from ``server.port``). With ``uds`` alone, only the Unix socket listens.
+
+        Raises:
+            ServerError: an address could not be bound.
+        """
+        server = self._make_server()
+        async with server._running(  # pyright: ignore[reportPrivateUsage]
+            _listen_config(host, port, uds, ssl, reuse_port, backlog)
+        ):
+            yield server
+
+    async def serve(
+        self,
+        host: str | Sequence[str] | None = "127.0.0.1",
+        port: int | None = 12345,
+        *,
+        uds: str | None = None,
+        ssl: _ssl.SSLContext | None = None,
+        reuse_port: bool = False,
+        backlog: int = 1024,
+        handle_signals: bool = False,
+        drain_timeout: float = 30.0,
+        task_status: anyio.abc.TaskStatus[Server[In, Out]] = anyio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Serve until the server is shut down, inside an existing anyio program.
+
+        With ``handle_signals=True`` (what :meth:`run` and the CLI use),
+        SIGINT/SIGTERM start a graceful shutdown bounded by ``drain_timeout``;
+        a second signal aborts at once. ``task_status.started(server)`` is
+        reported once every listener is bound.
+        """
+        from .runner import serve_until_stopped
+
+        await serve_until_stopped(
+            self._make_server(),
+            _listen_config(host, port, uds, ssl, reuse_port, backlog),
+            handle_signals=handle_signals,
+            drain_timeout=drain_timeout,
+            task_status=task_status,
+        )
+
+    def run(
+        self,
+        host: str | Sequence[str] | None = "127.0.0.1",
+        port: int | None = 12345,
+        *,
+        uds: str | None = None,
+        backend: str = "asyncio",
+        backend_options: dict[str, Any] | None = None,
+        ssl: _ssl.SSLContext | None = None,
+        reuse_port: bool = False,
+        backlog: int = 1024,
+        drain_timeout: float = 30.0,
+    ) -> None:
+        """Serve until SIGINT/SIGTERM; blocks. The same defaults as the CLI.
+
+        ``backend`` is ``"asyncio"`` or ``"trio"``;
+        ``backend_options={"use_uvloop": True}`` selects uvloop. The first
+        signal starts a graceful shutdown (``grace=0``, flushing bounded by
+        ``drain_timeout``); a second one aborts.
+
+        Raises:
+            ServerError: an address could not be bound.
+        """
+        from .runner import run
+
+        run(
+            self.serve,
+            backend=backend,
+            backend_options=backend_options,
+            host=host,
+            port=port,
+            uds=uds,
+            ssl=ssl,
+            reuse_port=reuse_port,
+            backlog=backlog,
+            drain_timeout=drain_timeout,
+        )
+
+
+def _listen_config(
+    host: str | Sequence[str] | None,
+    port: int | None,
+    uds: str | None,
+    ssl: _ssl.SSLContext | None,
+    reuse_port: bool,
+    backlog: int,
+) -> ListenConfig:
+    from .server import ListenConfig
+
+    if uds is not None and host == "127.0.0.1" and port in (0, 12345):
+        port = None  # a Unix socket alone, unless a TCP address was asked for too
+    return ListenConfig(
+        host=host,
+        port=port,
+        uds=uds,
+        ssl=ssl,
+        reuse_port=reuse_port,
+        backlog=backlog,
+    )
+
+
+def _lookup(obj: object, name: str) -> Callable[..., Any] | None:
+    """A handler method of an object, or of a class (called with the class as self)."""
+    if isinstance(obj, type):
+        raw = inspect.getattr_static(obj, name, None)
+        if raw is None:
+            return None
+        if isinstance(raw, (staticmethod, classmethod)):
+            return getattr(obj, name)  # type: ignore[no-any-return]
+        if callable(raw):
+            return getattr(obj, name).__get__(obj, type(obj))  # type: ignore[no-any-return]
+        return None
+    method = getattr(obj, name, None)
+    return method if callable(method) else None

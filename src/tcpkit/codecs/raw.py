@@ -1,0 +1,63 @@
+"""Unframed bytes (POE::Filter::Stream)."""
+
+from __future__ import annotations
+
+from ..exceptions import EncodeError
+from .base import NEED_DATA, Codec, Decoder, Encoder, NeedData
+
+__all__ = ["Raw"]
+
+
+class Raw(Codec[bytes, bytes]):
+    """Bytes as they arrive: each message is whatever one read delivered.
+
+    There is no framing, so the chunk boundaries carry no meaning; only the
+    concatenation of the messages is stable. Nothing is buffered between reads.
+    """
+
+    def decoder(self) -> Decoder[bytes]:
+        return _RawDecoder()
+
+    def encoder(self) -> Encoder[bytes]:
+        return _RawEncoder()
+
+    def __repr__(self) -> str:
+        return "Raw()"
+
+
+class _RawDecoder(Decoder[bytes]):
+    __slots__ = ("_chunks",)
+
+    def __init__(self) -> None:
+        self._chunks: list[bytes] = []
+
+    def push(self, data: bytes) -> None:
+        if data:
+            self._chunks.append(data)
+
+    def next_message(self) -> bytes | NeedData:
+        chunks = self._chunks
+        if not chunks:
+            return NEED_DATA
+        if len(chunks) == 1:
+            data = chunks[0]
+        else:
+            data = b"".join(chunks)
+        chunks.clear()
+        return data
+
+    def take_pending(self) -> bytes:
+        data = b"".join(self._chunks)
+        self._chunks.clear()
+        return data
+
+
+class _RawEncoder(Encoder[bytes]):
+    __slots__ = ()
+
+    def encode(self, message: bytes) -> bytes:
+        if isinstance(message, bytes):
+            return message
+        if isinstance(message, (bytearray, memoryview)):
+            return bytes(message)
+        raise EncodeError(f"Raw expects bytes messages, got {type(message).__name__}")

@@ -1,0 +1,665 @@
+"""One client connection: its decoder, encoder, write buffer and handler turns.
+
+POE splits this between a client session and its ReadWrite wheel; here it is
+one object, ``conn``, handed to every per-connection handler.
+
+How the I/O runs (the hot path):
+
+* One task per connection reads. Every message that one read delivered is
+  decoded and handled, one at a time and in order, before the task reads
+  again; a codec switch applies to the very next message.
+* ``put``/``send`` only encode and append to an output list. At the end of the
+  turn the list is joined and handed to the stream in one ``send``: the
+  output of every handler run for one read becomes one write.
+* Plain ``def`` handlers are called directly, ``async def`` handlers are
+  awaited in the same task: no task or queue hop per message.
+* Custom events (``emit``/``post``) and ``on_flushed`` run in a helper task
+  started on demand, taking turns with input so that the handlers of one
+  connection never overlap.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+import anyio
+import anyio.abc
+from anyio.abc import SocketAttribute
+
+from .codecs.base import NEED_DATA, Codec, CodecSpec, Decoder, Encoder, resolve_codec
+from .exceptions import (
+    ConnectionClosed,
+    FrameError,
+    RegistrationError,
+    WriteBufferFull,
+)
+from .handlers import Handler, call
+from .stats import ServerStats
+
+if TYPE_CHECKING:
+    from .server import Server
+
+__all__ = ["Connection", "ConnectionConfig", "WriteBuffer"]
+
+In = TypeVar("In")
+Out = TypeVar("Out")
+I2 = TypeVar("I2")
+O2 = TypeVar("O2")
+
+logger = logging.getLogger("tcpkit.connection")
+
+_SOCKET_ERRORS = (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError)
+
+
+@dataclass(frozen=True)
+class WriteBuffer:
+    """Write-buffer marks, in bytes (``App(write_buffer=(high, low, limit))``).
+
+    ``await conn.send()`` waits while the pending output is above ``high``,
+    until it drops to ``low``. ``limit`` is the hard limit: past it the
+    connection is closed with :class:`~tcpkit.WriteBufferFull`.
+    """
+
+    high: int = 1024 * 1024
+    low: int = 256 * 1024
+    limit: int = 64 * 1024 * 1024
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.low <= self.high <= self.limit:
+            raise ValueError(
+                f"write_buffer must satisfy 0 <= low <= high <= limit, got {self!r}"
+            )
+
+
+@dataclass(frozen=True)
+class ConnectionConfig:
+    """Everything a connection needs from its app, frozen when serving starts."""
+
+    name: str = "tcpkit"
+    input_codec: Codec[Any, Any] | None = None
+    output_codec: Codec[Any, Any] | None = None
+    on_connect: Handler | None = None
+    on_input: Handler | None = None
+    on_disconnect: Handler | None = None
+    on_error: Handler | None = None
+    on_flushed: Handler | None = None
+    events: Mapping[str, Handler] = field(default_factory=dict[str, Handler])
+    client_args: tuple[Any, ...] = ()
+    shutdown_on_error: bool = True
+    idle_timeout: float | None = None
+    write_buffer: WriteBuffer = WriteBuffer()
+    state: Callable[[], Any] | None = None
+    read_size: int = 65536
+    linger: float = 2.0
+    """After a graceful close, how long to read and discard client input so that
+    the client gets our last bytes instead of a reset."""
+
+
+class Connection(Generic[In, Out]):
+    """A client connection (POE's client session, its HEAP and its wheel).
+
+    Handlers receive it as their first argument. Its public attributes are the
+    POE HEAP members: ``remote_ip``, ``remote_port``, ``remote_addr``,
+    ``shutting_down``, ``got_an_error``, ``shutdown_on_error``, plus ``id``,
+    ``server``, ``state`` (from ``App(state=...)``) and ``args`` (the app's
+    ``client_args``).
+
+    Subclass it and pass ``App(connection_class=...)`` to add behaviour
+    (POE's SessionType).
+    """
+
+    def __init__(
+        self,
+        server: Server[In, Out],
+        config: ConnectionConfig,
+        stream: anyio.abc.ByteStream,
+        conn_id: int,
+        stats: ServerStats,
+    ) -> None:
+        self.id = conn_id
+        self.server = server
+        self.args = config.client_args
+        self.state: Any = config.state() if config.state is not None else None
+        self.shutdown_on_error = config.shutdown_on_error
+        self.got_an_error = False
+        self._config = config
+        self._stats = stats
+        self._stream = stream
+        assert config.input_codec is not None and config.output_codec is not None
+        self._decoder: Decoder[In] = config.input_codec.decoder()
+        self._encoder: Encoder[Out] = config.output_codec.encoder()
+        self._set_addresses(stream)
+        wb = config.write_buffer
+        self._high, self._low, self._limit = wb.high, wb.low, wb.limit
+        self._out: list[bytes] = []
+        self._out_size = 0
+        self._in_flight = 0
+        self._flushing = False
+        self._shutting_down = False
+        self._closed = False
+        self._paused = False
+        self._busy = False  # a handler turn is running
+        self._interruptible = False  # the reader is waiting for input
+        self._events: deque[tuple[Handler, tuple[Any, ...]]] = deque()
+        self._dispatching = False
+        self._flushed_queued = False
+        self._change: anyio.Event | None = None
+        self._tg: anyio.abc.TaskGroup | None = None
+        self._read_scope = anyio.CancelScope()
+        self._fatal: BaseException | None = None  # a socket error or overflow, reported at the end
+        self._log_prefix = f"{config.name} #{conn_id} {self._peer()}"
+
+    # -- addresses ---------------------------------------------------------
+
+    def _set_addresses(self, stream: anyio.abc.ByteStream) -> None:
+        remote: Any = stream.extra(SocketAttribute.remote_address, None)
+        local: Any = stream.extra(SocketAttribute.local_address, None)
+        self.remote_addr: Any = remote
+        self.local_addr: Any = local
+        if isinstance(remote, tuple):
+            self.remote_ip: str | None = str(remote[0])  # pyright: ignore[reportUnknownArgumentType]
+            self.remote_port: int | None = int(remote[1])  # pyright: ignore[reportUnknownArgumentType]
+        else:
+            self.remote_ip = None
+            self.remote_port = None
+
+    def _set_remote(self, ip: str, port: int) -> None:
+        """Replace the peer address (the PROXY protocol's real client)."""
+        self.remote_ip, self.remote_port = ip, port
+        self.remote_addr = (ip, port)
+        self._log_prefix = f"{self._config.name} #{self.id} {self._peer()}"
+
+    def _peer(self) -> str:
+        if self.remote_ip is None:
+            return str(self.remote_addr) if self.remote_addr else "(unix)"
+        if ":" in self.remote_ip:
+            return f"[{self.remote_ip}]:{self.remote_port}"
+        return f"{self.remote_ip}:{self.remote_port}"
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} #{self.id} {self._peer()}>"
+
+    # -- public state ------------------------------------------------------
+
+    @property
+    def shutting_down(self) -> bool:
+        """True from the moment a shutdown or close begins, whatever began it."""
+        return self._shutting_down
+
+    @property
+    def closed(self) -> bool:
+        """True once the connection has been closed (``close()`` or the end of it)."""
+        return self._closed
+
+    @property
+    def pending_output(self) -> int:
+        """Bytes queued by ``send``/``put`` and not yet handed to the OS."""
+        return self._out_size + self._in_flight
+
+    @property
+    def stream(self) -> anyio.abc.ByteStream:
+        """The byte stream in use (after ``pre_connect`` and TLS, the wrapped one)."""
+        return self._stream
+
+    # -- output --------------------------------------------------------------
+
+    def put(self, message: Out) -> None:
+        """Encode ``message`` and queue it for sending, without waiting (POE ``put``).
+
+        Usable from plain ``def`` handlers. The output of a handler turn is sent
+        in one write when the turn ends.
+
+        Raises:
+            ConnectionClosed: the connection is shutting down or closed, or this
+                message took the pending output past the hard limit (the
+                connection is then closed and ``on_error`` sees
+                :class:`~tcpkit.WriteBufferFull`).
+            EncodeError: the codec cannot encode ``message``.
+        """
+        if self._shutting_down:
+            raise ConnectionClosed(f"connection #{self.id} is shutting down or closed")
+        data = self._encoder.encode(message)
+        self._stats.messages_out += 1
+        self._queue(data)
+
+    async def send(self, message: Out) -> None:
+        """Encode and send ``message``; wait while the pending output is above the high mark.
+
+        Raises:
+            ConnectionClosed: the connection is shutting down or closed.
+            EncodeError: the codec cannot encode ``message``.
+        """
+        self.put(message)
+        if self._out_size + self._in_flight > self._high:
+            await self._drain()
+
+    def _queue(self, data: bytes) -> None:
+        if not data:
+            return
+        size = self._out_size + len(data)
+        if size + self._in_flight > self._limit:
+            exc = WriteBufferFull(size + self._in_flight, self._limit)
+            self._out.clear()
+            self._out_size = 0
+            self._fail(exc)
+            raise ConnectionClosed(str(exc)) from exc
+        self._out.append(data)
+        self._out_size = size
+        if not self._busy and not self._flushing and self._tg is not None:
+            # Output from outside this connection's handlers (broadcast, post...).
+            self._flushing = True
+            self._tg.start_soon(self._flush, True)
+
+    async def _flush(self, started: bool = False) -> None:
+        """Send everything queued, in as few writes as possible."""
+        if not started:
+            if self._flushing:
+                return
+            self._flushing = True
+        try:
+            while self._out:
+                out = self._out
+                data = out[0] if len(out) == 1 else b"".join(out)
+                self._out = []
+                self._out_size = 0
+                self._in_flight = len(data)
+                try:
+                    await self._stream.send(data)
+                except _SOCKET_ERRORS as exc:
+                    self._in_flight = 0
+                    self._fail(exc)
+                    return
+                self._in_flight = 0
+                self._stats.bytes_out += len(data)
+        finally:
+            self._flushing = False
+            self._changed()
+        if self._config.on_flushed is not None and not self._flushed_queued:
+            self._flushed_queued = True
+            self._enqueue(self._config.on_flushed, ())
+
+    async def _drain(self) -> None:
+        """Wait until the pending output is at or below the low mark."""
+        while self._out_size + self._in_flight > self._low:
+            if self._closed:
+                raise ConnectionClosed(f"connection #{self.id} closed while sending")
+            if self._flushing:
+                await self._wait_change()
+            else:
+                await self._flush()
+
+    # -- control -----------------------------------------------------------
+
+    def shutdown(self) -> None:
+        """Shut down gracefully: deliver no more input, flush pending output, then close.
+
+        Never blocks; safe to call more than once and from any handler.
+        """
+        if self._shutting_down:
+            return
+        self._shutting_down = True
+        if self._interruptible:
+            self._read_scope.cancel()
+        self._changed()
+
+    def close(self) -> None:
+        """Close at once: pending output is discarded. Never blocks."""
+        self._shutting_down = True
+        if self._closed:
+            return
+        self._closed = True
+        if self._tg is not None:
+            self._tg.cancel_scope.cancel()
+        self._changed()
+
+    def _fail(self, exc: BaseException) -> None:
+        """A fatal socket-level problem: remember it for ``on_error``, then close."""
+        if self._fatal is None and not self._closed:
+            self._fatal = exc
+        self.close()
+
+    def pause_input(self) -> None:
+        """Stop reading and delivering input until :meth:`resume_input`."""
+        self._paused = True
+
+    def resume_input(self) -> None:
+        """Deliver input again after :meth:`pause_input`."""
+        if self._paused:
+            self._paused = False
+            self._changed()
+
+    @property
+    def input_paused(self) -> bool:
+        """True between :meth:`pause_input` and :meth:`resume_input`."""
+        return self._paused
+
+    def set_codec(self, codec: CodecSpec[I2, O2]) -> Connection[I2, O2]:
+        """Switch both directions to ``codec`` (POE ``set_filter``).
+
+        Every byte after the message being handled is decoded by the new codec,
+        even bytes that arrived in the same read. Returns this connection, typed
+        for the new codec.
+        """
+        resolved = resolve_codec(codec)
+        self.set_input_codec(resolved)
+        return self.set_output_codec(resolved)  # type: ignore[return-value]
+
+    def set_input_codec(self, codec: CodecSpec[I2, Any]) -> Connection[I2, Out]:
+        """Switch the input direction only; undecoded bytes move to the new decoder."""
+        decoder: Decoder[Any] = resolve_codec(codec).decoder()
+        pending = self._decoder.take_pending()
+        if pending:
+            decoder.push(pending)
+        self._decoder = decoder
+        return self  # type: ignore[return-value]
+
+    def set_output_codec(self, codec: CodecSpec[Any, O2]) -> Connection[In, O2]:
+        """Switch the output direction only; messages already queued are already bytes."""
+        self._encoder = resolve_codec(codec).encoder()  # type: ignore[assignment]
+        return self  # type: ignore[return-value]
+
+    def emit(self, event: str, *args: Any) -> bool:
+        """Queue the custom event ``event`` for this connection (POE ``yield``).
+
+        Its ``@app.on_event(event)`` handler is called with ``(conn, *args)``,
+        in turn with this connection's other handlers. Returns ``False`` (and
+        drops the event) if the connection has already ended.
+
+        Raises:
+            RegistrationError: no handler is registered for ``event``.
+        """
+        h = self._config.events.get(event)
+        if h is None:
+            raise RegistrationError(f"no handler registered for event {event!r}")
+        if self._closed:
+            return False
+        self._enqueue(h, args)
+        return True
+
+    def _enqueue(self, h: Handler, args: tuple[Any, ...]) -> None:
+        self._events.append((h, args))
+        if not self._dispatching and self._tg is not None:
+            self._dispatching = True
+            self._tg.start_soon(self._dispatch)
+
+    async def start_tls(self, ssl_context: Any, *, handshake_timeout: float = 10.0) -> None:
+        """Upgrade this connection to TLS in place (STARTTLS).
+
+        Call it from a handler after telling the client to start TLS: pending
+        output is flushed first, then the handshake runs on the same socket.
+
+        Raises:
+            ConnectionClosed: the connection is shutting down or closed.
+            anyio.BrokenResourceError: the handshake failed.
+        """
+        from anyio.streams.tls import TLSStream
+
+        if self._shutting_down:
+            raise ConnectionClosed(f"connection #{self.id} is shutting down or closed")
+        await self._flush()
+        with anyio.fail_after(handshake_timeout):
+            self._stream = await TLSStream.wrap(
+                self._stream, server_side=True, ssl_context=ssl_context, standard_compatible=False
+            )
+
+    # -- turns -------------------------------------------------------------
+
+    def _changed(self) -> None:
+        ev = self._change
+        if ev is not None:
+            self._change = None
+            ev.set()
+
+    async def _wait_change(self) -> None:
+        ev = self._change
+        if ev is None:
+            ev = self._change = anyio.Event()
+        await ev.wait()
+
+    async def _acquire(self) -> None:
+        while self._busy:
+            await self._wait_change()
+        self._busy = True
+
+    def _release(self) -> None:
+        self._busy = False
+        if self._change is not None:
+            self._changed()
+
+    async def _dispatch(self) -> None:
+        """Run queued custom and flushed events, one turn each."""
+        events = self._events
+        flushed = self._config.on_flushed
+        try:
+            while events:
+                h, args = events.popleft()
+                if h is flushed:
+                    self._flushed_queued = False
+                await self._acquire()
+                try:
+                    await call(h, self, *args)
+                except Exception as exc:
+                    await self._handler_failed(exc)
+                finally:
+                    self._release()
+                if self._out:
+                    await self._flush()
+        finally:
+            self._dispatching = False
+            self._changed()
+
+    async def _handler_failed(self, exc: Exception) -> None:
+        if isinstance(exc, ConnectionClosed) and self._shutting_down:
+            logger.debug("%s: %s", self._log_prefix, exc)
+            return
+        await self._report(exc)
+
+    async def _report(self, exc: BaseException) -> None:
+        """Give ``exc`` to ``on_error`` (default: log it), then shut down if configured."""
+        self.got_an_error = True
+        self._stats.errors += 1
+        h = self._config.on_error
+        if h is None:
+            self._log_error(exc)
+        else:
+            try:
+                await call(h, self, exc)
+            except Exception as inner:
+                logger.exception("%s: on_error handler raised", self._log_prefix, exc_info=inner)
+        if self.shutdown_on_error:
+            self.shutdown()
+
+    def _log_error(self, exc: BaseException) -> None:
+        if isinstance(exc, (FrameError, WriteBufferFull, *_SOCKET_ERRORS)):
+            logger.warning("%s: %s: %s", self._log_prefix, type(exc).__name__, exc)
+        else:
+            logger.error("%s: handler raised", self._log_prefix, exc_info=exc)
+
+    # -- the connection's life ---------------------------------------------
+
+    async def _serve(self) -> None:
+        """Run the connection to its end: on_connect, input, graceful close, on_disconnect."""
+        config = self._config
+        try:
+            async with anyio.create_task_group() as tg:
+                self._tg = tg
+                if self._events and not self._dispatching:
+                    self._dispatching = True
+                    tg.start_soon(self._dispatch)
+                if config.on_connect is not None:
+                    await self._acquire()
+                    try:
+                        await call(config.on_connect, self, *config.client_args)
+                    except Exception as exc:
+                        await self._handler_failed(exc)
+                    finally:
+                        self._release()
+                    if self._out:
+                        await self._flush()
+                with self._read_scope:
+                    await self._read_loop()
+                if self._read_scope.cancelled_caught and not self._shutting_down:
+                    logger.info("%s: idle timeout, shutting down", self._log_prefix)
+                self._shutting_down = True
+                await self._settle()
+                await self._linger()
+                tg.cancel_scope.cancel()
+        finally:
+            self._shutting_down = True
+            self._closed = True
+            self._tg = None
+            with anyio.CancelScope(shield=True):
+                await self._end()
+
+    async def _settle(self) -> None:
+        """Wait for queued events to run and for pending output to be sent."""
+        while self._dispatching or self._flushing or self._out:
+            if self._out and not self._flushing:
+                await self._flush()
+            else:
+                await self._wait_change()
+
+    async def _linger(self) -> None:
+        """Half-close, then read and drop input briefly, so our last bytes are not reset."""
+        if self._closed or self._config.linger <= 0:
+            return
+        try:
+            await self._stream.send_eof()
+        except (NotImplementedError, *_SOCKET_ERRORS):
+            return
+        with anyio.move_on_after(self._config.linger):
+            try:
+                for _ in range(64):
+                    await self._stream.receive(self._config.read_size)
+            except (anyio.EndOfStream, *_SOCKET_ERRORS):
+                pass
+
+    async def _end(self) -> None:
+        """Close the stream, report a fatal error, call on_disconnect (shielded)."""
+        try:
+            await self._stream.aclose()
+        except _SOCKET_ERRORS:
+            pass
+        fatal = self._fatal
+        if fatal is not None:
+            self._fatal = None
+            with anyio.move_on_after(5):
+                await self._report(fatal)
+        h = self._config.on_disconnect
+        if h is not None:
+            with anyio.move_on_after(5):
+                try:
+                    await call(h, self)
+                except Exception as exc:
+                    logger.exception("%s: on_disconnect raised", self._log_prefix, exc_info=exc)
+
+    async def _read_loop(self) -> None:
+        stream = self._stream
+        read_size = self._config.read_size
+        idle = self._config.idle_timeout
+        scope = self._read_scope
+        stats = self._stats
+        while not self._shutting_down:
+            if self._paused:
+                await self._wait_resumed()
+                if self._shutting_down:
+                    return
+                await self._turn(b"")  # messages already buffered when input was paused
+                continue
+            if idle is not None:
+                scope.deadline = anyio.current_time() + idle
+            self._interruptible = True
+            try:
+                data = await stream.receive(read_size)
+            except anyio.EndOfStream:
+                data = b""
+            except _SOCKET_ERRORS as exc:
+                if not self._shutting_down:
+                    self._fail(exc)
+                return
+            finally:
+                self._interruptible = False
+            if idle is not None:
+                scope.deadline = math.inf
+            stream = self._stream  # start_tls may have replaced it
+            if not data:
+                await self._turn_eof()
+                return
+            stats.bytes_in += len(data)
+            await self._turn(data)
+
+    async def _wait_resumed(self) -> None:
+        self._interruptible = True
+        try:
+            while self._paused and not self._shutting_down:
+                await self._wait_change()
+        finally:
+            self._interruptible = False
+
+    async def _turn(self, data: bytes) -> None:
+        """Decode and handle every message in ``data`` (one turn), then send the output."""
+        if self._busy:
+            await self._acquire()
+        else:
+            self._busy = True
+        count = 0
+        try:
+            dec = self._decoder
+            if data:
+                dec.push(data)
+            h = self._config.on_input
+            if h is None:
+                while dec.next_message() is not NEED_DATA:
+                    count += 1
+            else:
+                func, is_async = h
+                while not self._shutting_down and not self._paused:
+                    message = dec.next_message()
+                    if message is NEED_DATA:
+                        break
+                    count += 1
+                    try:
+                        if is_async:
+                            await func(self, message)
+                        else:
+                            func(self, message)
+                    except Exception as exc:
+                        await self._handler_failed(exc)
+                    dec = self._decoder  # set_codec may have switched it
+        except FrameError as exc:
+            await self._report(exc)
+        finally:
+            self._stats.messages_in += count
+            self._release()
+        if self._out and not self._flushing:
+            await self._flush()
+
+    async def _turn_eof(self) -> None:
+        """The client half-closed: handle what is left; a partial frame is an error."""
+        await self._turn(b"")
+        if self._shutting_down:
+            return
+        await self._acquire()
+        try:
+            try:
+                messages = self._decoder.eof()
+            except FrameError as exc:
+                await self._report(exc)
+                return
+            h = self._config.on_input
+            for message in messages:
+                if h is None or self._shutting_down:
+                    break
+                try:
+                    await call(h, self, message)
+                except Exception as exc:
+                    await self._handler_failed(exc)
+        finally:
+            self._release()
+        if self._out and not self._flushing:
+            await self._flush()

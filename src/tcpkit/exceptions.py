@@ -1,0 +1,110 @@
+"""tcpkit's exceptions, all rooted at :class:`TcpkitError`.
+
+The tree::
+
+    TcpkitError
+    ├── FrameError              the peer sent bytes a codec cannot accept
+    │   ├── FrameTooLarge       a frame or line is over the codec's limit
+    │   ├── MalformedFrame      the bytes break the codec's grammar
+    │   └── IncompleteFrame     the stream ended in the middle of a frame
+    ├── EncodeError             our own code asked a codec to encode something it cannot
+    ├── ConnectionClosed        send/put on a connection that is shutting down or closed
+    ├── WriteBufferFull         a connection's pending output passed its hard limit
+    ├── SetupTimeout            a connection did not finish its setup in time
+    ├── ProxyProtocolError      a missing or malformed PROXY protocol header
+    ├── RegistrationError       a handler registered in a way that cannot work
+    └── ServerError             the server could not start (e.g. the address is in use)
+
+Errors caused by the peer (``FrameError`` and its subclasses, ``ProxyProtocolError``)
+are kept apart from errors in our own use of the API (``EncodeError``,
+``RegistrationError``), so an ``on_error`` handler can tell them apart.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ConnectionClosed",
+    "EncodeError",
+    "FrameError",
+    "FrameTooLarge",
+    "IncompleteFrame",
+    "MalformedFrame",
+    "ProxyProtocolError",
+    "RegistrationError",
+    "ServerError",
+    "SetupTimeout",
+    "TcpkitError",
+    "WriteBufferFull",
+]
+
+
+class TcpkitError(Exception):
+    """The root of every exception tcpkit raises on purpose."""
+
+
+class FrameError(TcpkitError):
+    """The peer sent bytes that a codec cannot decode.
+
+    Raised by decoders; the connection reports it to ``on_error`` and, with
+    ``shutdown_on_error`` (the default), shuts that connection down.
+    """
+
+
+class FrameTooLarge(FrameError):
+    """A frame (or a line) is longer than the codec allows."""
+
+    def __init__(self, size: int, limit: int, what: str = "frame") -> None:
+        self.size = size
+        self.limit = limit
+        super().__init__(f"{what} of at least {size} bytes exceeds the limit of {limit} bytes")
+
+
+class MalformedFrame(FrameError):
+    """The bytes do not follow the codec's grammar (bad header, bad JSON, bad UTF-8...)."""
+
+
+class IncompleteFrame(FrameError):
+    """The stream ended in the middle of a frame; the partial frame is not dropped silently."""
+
+    def __init__(self, pending: int) -> None:
+        self.pending = pending
+        super().__init__(f"stream ended with {pending} undecoded bytes (an incomplete frame)")
+
+
+class EncodeError(TcpkitError):
+    """A codec was asked to encode a message it cannot encode (our side's mistake)."""
+
+
+class ConnectionClosed(TcpkitError):
+    """``send``/``put`` was called on a connection that is shutting down or closed."""
+
+
+class WriteBufferFull(TcpkitError):
+    """A connection's pending output passed the hard limit; the connection was closed.
+
+    This is how one client that never reads is kept from exhausting the server's memory.
+    """
+
+    def __init__(self, pending: int, limit: int) -> None:
+        self.pending = pending
+        self.limit = limit
+        super().__init__(
+            f"pending output of {pending} bytes passed the hard limit of {limit} bytes "
+            "(the client is not reading); connection closed"
+        )
+
+
+class SetupTimeout(TcpkitError):
+    """A connection's setup (PROXY header, TLS handshake, pre_connect) took too long."""
+
+
+class ProxyProtocolError(TcpkitError):
+    """The PROXY protocol header is missing, malformed or too long."""
+
+
+class RegistrationError(TcpkitError):
+    """A handler was registered in a way that cannot work (e.g. after the app started serving)."""
+
+
+class ServerError(TcpkitError):
+    """The server could not start or serve (for instance, the address is already in use)."""

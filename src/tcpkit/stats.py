@@ -1,0 +1,36 @@
+"""Server counters (``server.stats``)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+__all__ = ["ServerStats"]
+
+
+@dataclass
+class ServerStats:
+    """Counts kept by a running server.
+
+    Attributes:
+        current: sockets open now, from accept to close (setup included).
+        total: sockets accepted since the server started.
+        rejected: connections refused by ``pre_connect`` or a failed setup.
+        bytes_in: bytes read from clients.
+        bytes_out: bytes handed to the OS for clients.
+        messages_in: messages decoded and delivered to ``on_input``.
+        messages_out: messages encoded by ``send``/``put``/``broadcast``.
+        errors: errors reported to ``on_error`` (handler, codec and socket errors).
+    """
+
+    current: int = 0
+    total: int = 0
+    rejected: int = 0
+    bytes_in: int = 0
+    bytes_out: int = 0
+    messages_in: int = 0
+    messages_out: int = 0
+    errors: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        """Return the counters as a plain dict (a snapshot)."""
+        return asdict(self)

@@ -1,5 +1,5 @@
 # Two entry points: `make run` (the rot13 server on port 12345) and `make test` (every check).
-PYTHON ?= python3.11
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 PORT   ?= 12345

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import inspect
 import ssl as _ssl
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, Union, overload
 
@@ -176,7 +176,7 @@ class App(Generic[In, Out]):
             raise ValueError("max_connections must be None or >= 0")
         if idle_timeout is not None and idle_timeout <= 0:
             raise ValueError("idle_timeout must be None or > 0")
-        if not (isinstance(connection_class, type) and issubclass(connection_class, Connection)):
+        if not issubclass(connection_class, Connection):  # pyright: ignore[reportUnnecessaryIsInstance]
             raise TypeError("connection_class must be a subclass of tcpkit.Connection")
         if state is not None and not callable(state):
             raise TypeError("state must be a zero-argument factory (a class or a function)")
@@ -434,7 +434,7 @@ class App(Generic[In, Out]):
         ssl: _ssl.SSLContext | None = None,
         reuse_port: bool = False,
         backlog: int = 1024,
-    ) -> AsyncIterator[Server[In, Out]]:
+    ) -> AsyncGenerator[Server[In, Out], None]:
         """Bind, start serving, and yield the running :class:`~tcpkit.Server`.
 
         Leaving the block is ``server.shutdown(grace=0)``: listeners close,

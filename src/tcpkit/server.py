@@ -14,7 +14,7 @@ import logging
 import math
 import os
 import ssl as _ssl
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
@@ -104,7 +104,7 @@ class Server(Generic[In, Out]):
         self._max_connections = handlers.max_connections
         self._connections: dict[int, Connection[In, Out]] = {}
         self._next_id = 1
-        self._slots = 0  # sockets accepted or about to be (gates accept)
+        self._slots: int = 0  # sockets accepted or about to be (gates accept)
         self._listeners: list[anyio.abc.SocketListener] = []
         self._accept_scopes: set[anyio.CancelScope] = set()
         self._slot_event = anyio.Event()
@@ -353,7 +353,7 @@ class Server(Generic[In, Out]):
     # -- running -----------------------------------------------------------
 
     @asynccontextmanager
-    async def _running(self, listen: ListenConfig | None) -> AsyncIterator[Server[In, Out]]:
+    async def _running(self, listen: ListenConfig | None) -> AsyncGenerator[Server[In, Out], None]:
         """Bind, start accepting, yield; on exit shut down (grace 0) and stop."""
         try:
             async with anyio.create_task_group() as tg:

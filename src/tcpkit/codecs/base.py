@@ -255,15 +255,16 @@ def resolve_codec(spec: CodecSpec[I, O]) -> Codec[I, O]:
     Raises:
         TypeError: ``spec`` is none of those.
     """
-    if isinstance(spec, Codec):
-        return spec
-    if isinstance(spec, tuple):
-        factory, kwargs = spec
-        codec = factory(**kwargs)
-    elif isinstance(spec, type):
-        codec = spec()
+    obj: object = spec
+    if isinstance(obj, Codec):
+        return obj  # pyright: ignore[reportUnknownVariableType]
+    if isinstance(obj, tuple) and len(obj) == 2:  # pyright: ignore[reportUnknownArgumentType]
+        factory, kwargs = obj  # pyright: ignore[reportUnknownVariableType]
+        codec: object = factory(**kwargs)
+    elif isinstance(obj, type):
+        codec = obj()
     else:
         raise TypeError(f"expected a Codec, a Codec class or (class, kwargs), got {spec!r}")
     if not isinstance(codec, Codec):
         raise TypeError(f"{spec!r} did not produce a Codec")
-    return codec
+    return codec  # pyright: ignore[reportUnknownVariableType]

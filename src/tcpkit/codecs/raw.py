@@ -56,8 +56,9 @@ class _RawEncoder(Encoder[bytes]):
     __slots__ = ()
 
     def encode(self, message: bytes) -> bytes:
-        if isinstance(message, bytes):
-            return message
-        if isinstance(message, (bytearray, memoryview)):
-            return bytes(message)
+        obj: object = message
+        if isinstance(obj, bytes):
+            return obj
+        if isinstance(obj, (bytearray, memoryview)):
+            return bytes(obj)
         raise EncodeError(f"Raw expects bytes messages, got {type(message).__name__}")

@@ -1,0 +1,8 @@
+"""``python -m tcpkit`` is the ``tcpkit`` command."""
+
+import sys
+
+from .cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -90,10 +90,9 @@ async def test_200_concurrent_clients_get_their_own_answers_in_order() -> None:
             assert len(ids) == 1
             results[n] = [g.split(":", 1)[1] for g in got]
 
-    async with app.start() as server:
-        async with anyio.create_task_group() as tg:
-            for n in range(200):
-                tg.start_soon(client_task, n, server.port)
+    async with app.start() as server, anyio.create_task_group() as tg:
+        for n in range(200):
+            tg.start_soon(client_task, n, server.port)
     assert len(results) == 200
     for n, got in results.items():
         assert got == [f"c{n}-m{i}" for i in range(20)]
@@ -107,19 +106,19 @@ async def test_oversized_line_closes_only_its_connection(caplog: pytest.LogCaptu
     def on_error(conn: Connection[str, str], exc: Exception) -> None:
         errors.append(exc)
 
-    async with app.start() as server:
-        async with (
-            await LineClient.connect(server.port or 0) as good,
-            await LineClient.connect(server.port or 0) as bad,
-        ):
-            await good.send("before")
-            assert await good.recv_line() == "before"
-            await bad.send("ok")
-            assert await bad.recv_line() == "ok"
-            await bad.send_raw(b"x" * 5000)
-            assert await bad.recv_until_closed() == b""
-            await good.send("after")
-            assert await good.recv_line() == "after"
+    async with (
+        app.start() as server,
+        await LineClient.connect(server.port or 0) as good,
+        await LineClient.connect(server.port or 0) as bad,
+    ):
+        await good.send("before")
+        assert await good.recv_line() == "before"
+        await bad.send("ok")
+        assert await bad.recv_line() == "ok"
+        await bad.send_raw(b"x" * 5000)
+        assert await bad.recv_until_closed() == b""
+        await good.send("after")
+        assert await good.recv_line() == "after"
     assert len(errors) == 1
     assert isinstance(errors[0], FrameTooLarge)
 

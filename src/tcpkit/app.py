@@ -12,10 +12,10 @@ import inspect
 import ssl as _ssl
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Any, Generic, TypeVar, Union, overload
+from typing import TYPE_CHECKING, Any, Generic, TypeAlias, TypeVar, Union, overload
 
 import anyio.abc
-from typing_extensions import TypeAlias, TypedDict, Unpack
+from typing_extensions import TypedDict, Unpack
 
 from .codecs.base import Codec, CodecSpec, resolve_codec
 from .codecs.lines import Lines
@@ -34,7 +34,7 @@ I = TypeVar("I")  # noqa: E741
 O = TypeVar("O")  # noqa: E741
 F = TypeVar("F", bound=Callable[..., Any])
 
-_Ret: TypeAlias = Union[Awaitable[Any], Any]
+_Ret: TypeAlias = Awaitable[Any] | Any
 """What a handler returns: ``None`` from a ``def``, an awaitable from an ``async def``."""
 
 ConnectHandler: TypeAlias = Callable[..., _Ret]
@@ -196,7 +196,9 @@ class App(Generic[In, Out]):
         self._frozen = False
 
     def __repr__(self) -> str:
-        return f"<App {self.name!r} handlers={sorted(self._handlers)} events={sorted(self._events)}>"
+        return (
+            f"<App {self.name!r} handlers={sorted(self._handlers)} events={sorted(self._events)}>"
+        )
 
     # -- registration --------------------------------------------------------
 
@@ -207,9 +209,7 @@ class App(Generic[In, Out]):
                 "(register every handler before starting it)"
             )
         if kind in self._handlers:
-            raise RegistrationError(
-                f"{kind} is already registered ({self._handlers[kind].func!r})"
-            )
+            raise RegistrationError(f"{kind} is already registered ({self._handlers[kind].func!r})")
         clash = {"on_input": "acceptor", "acceptor": "on_input"}.get(kind)
         if clash is not None and clash in self._handlers:
             raise RegistrationError(
@@ -265,9 +265,7 @@ class App(Generic[In, Out]):
             RegistrationError: the app is serving, or ``name`` already has a handler.
         """
         if self._frozen:
-            raise RegistrationError(
-                f"cannot register event {name!r}: the app is already serving"
-            )
+            raise RegistrationError(f"cannot register event {name!r}: the app is already serving")
         if not isinstance(name, str) or not name:  # pyright: ignore[reportUnnecessaryIsInstance]
             raise TypeError("an event name must be a non-empty string")
         if name in self._events:
@@ -337,9 +335,7 @@ class App(Generic[In, Out]):
 
         return register
 
-    def include(
-        self, obj: object, events: Mapping[str, str] | Sequence[str] | None = None
-    ) -> None:
+    def include(self, obj: object, events: Mapping[str, str] | Sequence[str] | None = None) -> None:
         """Register the handler methods of an object or a class in one call.
 
         POE's ObjectStates (an object) and PackageStates (a class). Methods named

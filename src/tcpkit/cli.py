@@ -9,7 +9,6 @@ traceback, then one summary line.
 from __future__ import annotations
 
 import argparse
-import functools
 import logging
 import ssl
 import sys
@@ -31,9 +30,7 @@ EXIT_ERROR = 1
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="tcpkit", description="Run and try tcpkit TCP servers."
-    )
+    parser = argparse.ArgumentParser(prog="tcpkit", description="Run and try tcpkit TCP servers.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     run = sub.add_parser("run", help="serve an app", description="Serve a tcpkit App.")
     run.add_argument("app", help='the app: "module:attr" or "path/to/file.py:attr"')
@@ -129,26 +126,29 @@ def _run(args: argparse.Namespace) -> int:
     backend_name = "asyncio+uvloop" if args.uvloop else args.backend
     options = {"use_uvloop": True} if args.uvloop else {}
 
-    async def main() -> None:
-        async with anyio.create_task_group() as tg:
-            server: Server[Any, Any] = await tg.start(
-                functools.partial(
-                    app.serve,
-                    host,
-                    port,
-                    uds=args.uds,
-                    ssl=context,
-                    handle_signals=True,
-                    drain_timeout=args.drain_timeout,
-                )
-            )
-            where = ", ".join(server._describe_addresses())  # pyright: ignore[reportPrivateUsage]
+    class _Started:
+        """A task status that prints the startup line once every listener is bound."""
+
+        def started(self, value: Server[Any, Any] | None = None) -> None:
+            assert value is not None
+            where = ", ".join(value._describe_addresses())  # pyright: ignore[reportPrivateUsage]
             scheme = "tls" if context is not None else "tcp"
             print(
                 f"tcpkit: {app.name} ({args.app}) running on {scheme} {where} "
                 f"[backend {backend_name}] (Press CTRL+C to quit)",
                 flush=True,
             )
+
+    async def main() -> None:
+        await app.serve(
+            host,
+            port,
+            uds=args.uds,
+            ssl=context,
+            handle_signals=True,
+            drain_timeout=args.drain_timeout,
+            task_status=_Started(),
+        )
 
     try:
         anyio.run(main, backend=args.backend, backend_options=options)

@@ -71,9 +71,7 @@ class WriteBuffer:
 
     def __post_init__(self) -> None:
         if not 0 <= self.low <= self.high <= self.limit:
-            raise ValueError(
-                f"write_buffer must satisfy 0 <= low <= high <= limit, got {self!r}"
-            )
+            raise ValueError(f"write_buffer must satisfy 0 <= low <= high <= limit, got {self!r}")
 
 
 @dataclass(frozen=True)
@@ -96,8 +94,10 @@ class ConnectionConfig:
     state: Callable[[], Any] | None = None
     read_size: int = 65536
     linger: float = 2.0
-    """After a graceful close, how long to read and discard client input so that
-    the client gets our last bytes instead of a reset."""
+    """After a graceful close, how long at most to read and drop client input so
+    that the client gets our last bytes instead of a reset."""
+    linger_quiet: float = 0.1
+    """Lingering stops earlier once the client has sent nothing for this long."""
 
 
 class Connection(Generic[In, Out]):
@@ -130,7 +130,8 @@ class Connection(Generic[In, Out]):
         self._config = config
         self._stats = stats
         self._stream = stream
-        assert config.input_codec is not None and config.output_codec is not None
+        assert config.input_codec is not None
+        assert config.output_codec is not None
         self._decoder: Decoder[In] = config.input_codec.decoder()
         self._encoder: Encoder[Out] = config.output_codec.encoder()
         self._set_addresses(stream)
@@ -525,19 +526,30 @@ class Connection(Generic[In, Out]):
                 await self._wait_change()
 
     async def _linger(self) -> None:
-        """Half-close, then read and drop input briefly, so our last bytes are not reset."""
-        if self._closed or self._config.linger <= 0:
+        """Half-close, then drop client input until EOF or a quiet spell (bounded).
+
+        Closing a socket that still has unread input makes the kernel send a
+        reset, which can destroy our last bytes before the client reads them.
+        """
+        config = self._config
+        if self._closed or config.linger <= 0:
             return
         try:
             await self._stream.send_eof()
         except (NotImplementedError, *_SOCKET_ERRORS):
             return
-        with anyio.move_on_after(self._config.linger):
-            try:
-                for _ in range(64):
-                    await self._stream.receive(self._config.read_size)
-            except (anyio.EndOfStream, *_SOCKET_ERRORS):
-                pass
+        deadline = anyio.current_time() + config.linger
+        try:
+            while True:
+                quiet = min(config.linger_quiet, deadline - anyio.current_time())
+                if quiet <= 0:
+                    return
+                with anyio.move_on_after(quiet):
+                    await self._stream.receive(config.read_size)
+                    continue
+                return  # nothing arrived for a while: the client is not sending
+        except (anyio.EndOfStream, *_SOCKET_ERRORS):
+            pass
 
     async def _end(self) -> None:
         """Close the stream, report a fatal error, call on_disconnect (shielded)."""

@@ -50,4 +50,3 @@ async def call(h: Handler, *args: Any) -> Any:
     if inspect.isawaitable(result):  # a plain def that returned an awaitable
         return await result
     return result
-

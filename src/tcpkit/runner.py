@@ -82,9 +82,7 @@ async def _watch_signals(
         async for signum in signals:
             name = signal.Signals(signum).name
             if not server.closing:
-                logger.info(
-                    "%s: %s received, shutting down (again to force)", server.name, name
-                )
+                logger.info("%s: %s received, shutting down (again to force)", server.name, name)
                 server.start_shutdown(grace=0, drain_timeout=drain_timeout)
             else:
                 logger.warning("%s: %s received again, aborting connections", server.name, name)

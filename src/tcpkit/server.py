@@ -337,7 +337,8 @@ class Server(Generic[In, Out]):
             if exc.errno == errno.EADDRINUSE:
                 reason = "address already in use"
             error = ServerError(f"cannot listen on {where}: {reason}")
-            await self._listen_error(error)
+            if self._handlers.on_listen_error is not None:  # else the caller reports it
+                await self._listen_error(error)
             raise error from exc
 
     async def _listen_error(self, exc: BaseException) -> None:
@@ -355,11 +356,11 @@ class Server(Generic[In, Out]):
     @asynccontextmanager
     async def _running(self, listen: ListenConfig | None) -> AsyncGenerator[Server[In, Out], None]:
         """Bind, start accepting, yield; on exit shut down (grace 0) and stop."""
+        if listen is not None:
+            await self._bind(listen)  # before the task group: a ServerError stays plain
         try:
             async with anyio.create_task_group() as tg:
                 self._tg = tg
-                if listen is not None:
-                    await self._bind(listen)
                 for listener in self._listeners:
                     tg.start_soon(self._accept_loop, listener)
                 if self._handlers.on_started is not None:
@@ -578,4 +579,3 @@ class Server(Generic[In, Out]):
                 await stream.aclose()
             except (OSError, anyio.BrokenResourceError):
                 pass
-

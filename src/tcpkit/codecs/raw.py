@@ -39,10 +39,7 @@ class _RawDecoder(Decoder[bytes]):
         chunks = self._chunks
         if not chunks:
             return NEED_DATA
-        if len(chunks) == 1:
-            data = chunks[0]
-        else:
-            data = b"".join(chunks)
+        data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         chunks.clear()
         return data
 

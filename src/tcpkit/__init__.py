@@ -17,7 +17,20 @@ uvloop or trio)::
 """
 
 from .app import App
-from .codecs import Codec, Decoder, Encoder, Layer, Lines, Raw
+from .codecs import (
+    Codec,
+    Decoder,
+    Encoder,
+    Filter,
+    FixedBlocks,
+    Json,
+    Layer,
+    LengthPrefixed,
+    Lines,
+    Map,
+    Netstrings,
+    Raw,
+)
 from .connection import Connection, WriteBuffer
 from .exceptions import (
     ConnectionClosed,
@@ -46,12 +59,18 @@ __all__ = [
     "Decoder",
     "EncodeError",
     "Encoder",
+    "Filter",
+    "FixedBlocks",
     "FrameError",
     "FrameTooLarge",
     "IncompleteFrame",
+    "Json",
     "Layer",
+    "LengthPrefixed",
     "Lines",
     "MalformedFrame",
+    "Map",
+    "Netstrings",
     "ProxyProtocolError",
     "Raw",
     "RegistrationError",

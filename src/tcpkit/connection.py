@@ -142,6 +142,7 @@ class Connection(Generic[In, Out]):
         self._in_flight = 0
         self._flushing = False
         self._shutting_down = False
+        self._writable = False  # True from on_connect until a shutdown begins
         self._closed = False
         self._paused = False
         self._busy = False  # a handler turn is running
@@ -222,8 +223,8 @@ class Connection(Generic[In, Out]):
                 :class:`~tcpkit.WriteBufferFull`).
             EncodeError: the codec cannot encode ``message``.
         """
-        if self._shutting_down:
-            raise ConnectionClosed(f"connection #{self.id} is shutting down or closed")
+        if not self._writable:
+            raise self._not_writable()
         data = self._encoder.encode(message)
         self._stats.messages_out += 1
         self._queue(data)
@@ -238,6 +239,13 @@ class Connection(Generic[In, Out]):
         self.put(message)
         if self._out_size + self._in_flight > self._high:
             await self._drain()
+
+    def _not_writable(self) -> ConnectionClosed:
+        if self._shutting_down:
+            return ConnectionClosed(f"connection #{self.id} is shutting down or closed")
+        return ConnectionClosed(
+            f"connection #{self.id} is not set up yet (no sending before on_connect)"
+        )
 
     def _queue(self, data: bytes) -> None:
         if not data:
@@ -304,6 +312,7 @@ class Connection(Generic[In, Out]):
         if self._shutting_down:
             return
         self._shutting_down = True
+        self._writable = False
         if self._interruptible:
             self._read_scope.cancel()
         self._changed()
@@ -311,6 +320,7 @@ class Connection(Generic[In, Out]):
     def close(self) -> None:
         """Close at once: pending output is discarded. Never blocks."""
         self._shutting_down = True
+        self._writable = False
         if self._closed:
             return
         self._closed = True
@@ -400,8 +410,8 @@ class Connection(Generic[In, Out]):
         """
         from anyio.streams.tls import TLSStream
 
-        if self._shutting_down:
-            raise ConnectionClosed(f"connection #{self.id} is shutting down or closed")
+        if not self._writable:
+            raise self._not_writable()
         await self._flush()
         with anyio.fail_after(handshake_timeout):
             self._stream = await TLSStream.wrap(
@@ -489,6 +499,7 @@ class Connection(Generic[In, Out]):
         try:
             async with anyio.create_task_group() as tg:
                 self._tg = tg
+                self._writable = not self._shutting_down
                 if self._events and not self._dispatching:
                     self._dispatching = True
                     tg.start_soon(self._dispatch)
@@ -507,11 +518,13 @@ class Connection(Generic[In, Out]):
                 if self._read_scope.cancelled_caught and not self._shutting_down:
                     logger.info("%s: idle timeout, shutting down", self._log_prefix)
                 self._shutting_down = True
+                self._writable = False
                 await self._settle()
                 await self._linger()
                 tg.cancel_scope.cancel()
         finally:
             self._shutting_down = True
+            self._writable = False
             self._closed = True
             self._tg = None
             with anyio.CancelScope(shield=True):

@@ -13,6 +13,7 @@ import errno
 import logging
 import math
 import os
+import socket
 import ssl as _ssl
 from collections.abc import AsyncGenerator, Sequence
 from contextlib import asynccontextmanager
@@ -73,6 +74,8 @@ class ListenConfig:
     reuse_port: bool = False
     backlog: int = 1024
     uds_mode: int | None = None
+    sockets: Sequence[socket.socket] = ()
+    """Already bound and listening sockets to serve too (the ``--workers`` supervisor's)."""
 
 
 def _find_errno(exc: BaseException) -> int | None:
@@ -292,49 +295,84 @@ class Server(Generic[In, Out]):
     # -- binding -----------------------------------------------------------
 
     async def _bind(self, listen: ListenConfig) -> None:
-        """Bind every listener. Raises ServerError with a clear message on failure."""
+        """Bind every listener of ``listen``: TCP addresses, a Unix socket, given sockets.
+
+        Host names are resolved once, here. ``host=None`` is every interface,
+        IPv4 and IPv6 (one dual-stack socket where possible). With ``port=0``
+        the OS picks one port and every TCP address listens on it. A Unix
+        socket file left by a dead server is replaced; one in use by a live
+        server is not. On failure nothing stays bound (given ``sockets`` are
+        closed too: the server owns them).
+
+        Raises:
+            ServerError: a host name could not be resolved, an address could not
+                be bound (in use, not available, bad port), or the Unix socket
+                path is in use by a running server or is not a socket.
+        """
+        from . import _binding
+
         self._ssl = listen.ssl
-        hosts: list[str | None]
-        if listen.host is None:
-            hosts = [None]
-        elif isinstance(listen.host, str):
-            hosts = [listen.host]
-        else:
-            hosts = list(listen.host)
-        tcp = listen.port is not None
+        socks: list[socket.socket] = []
+        given = list(listen.sockets)
+        where = "?"
         try:
             if listen.port is not None:
                 port = listen.port
-                for host in hosts:
-                    multi = await anyio.create_tcp_listener(
-                        local_host=host,
-                        local_port=port,
-                        reuse_port=listen.reuse_port,
-                        backlog=listen.backlog,
+                where = f"port {port}"
+                if not 0 <= port <= 65535:
+                    raise OSError(errno.EINVAL, "not a valid port (0..65535)")
+                if listen.host is None:
+                    where = f"all interfaces port {port}"
+                    socks += _binding.bind_all_interfaces(
+                        port, reuse_port=listen.reuse_port, backlog=listen.backlog
                     )
-                    for listener in multi.listeners:
-                        self._listeners.append(listener)  # type: ignore[arg-type]
-                        addr = listener.extra(SocketAttribute.local_address)
-                        assert isinstance(addr, tuple)
-                        self.addresses.append((str(addr[0]), int(addr[1])))
-                    if port == 0 and self.addresses:
-                        first = self.addresses[0]
-                        assert isinstance(first, tuple)
-                        port = first[1]  # every address listens on the same port
+                else:
+                    hosts = [listen.host] if isinstance(listen.host, str) else list(listen.host)
+                    if not hosts:
+                        raise OSError(errno.EINVAL, "no host given (use None for every interface)")
+                    targets: list[_binding.Target] = []
+                    for host in hosts:
+                        where = f"{host!r}"
+                        name, flags = _binding.resolve_args(host)
+                        infos = await anyio.getaddrinfo(
+                            name, 0, type=socket.SOCK_STREAM, flags=flags
+                        )
+                        found = _binding.targets(infos)
+                        if not found:
+                            raise OSError(errno.EADDRNOTAVAIL, "no IPv4 or IPv6 address")
+                        targets += [t for t in found if t not in targets]
+                    where = f"port {port}"
+                    socks += _binding.bind_tcp(
+                        targets, port, reuse_port=listen.reuse_port, backlog=listen.backlog
+                    )
             if listen.uds is not None:
-                listener = await anyio.create_unix_listener(
-                    listen.uds, backlog=listen.backlog, mode=listen.uds_mode
+                where = f"unix:{listen.uds}"
+                socks.append(
+                    _binding.bind_unix(listen.uds, mode=listen.uds_mode, backlog=listen.backlog)
                 )
+            while socks or given:
+                sock = socks.pop(0) if socks else given.pop(0)
+                where = "a given socket"
+                listener = await anyio.abc.SocketListener.from_socket(sock)  # takes ownership
                 self._listeners.append(listener)
-                self.addresses.append(listen.uds)
+                local = listener.extra(SocketAttribute.local_address)
+                if isinstance(local, tuple):
+                    self.addresses.append((str(local[0]), int(local[1])))
+                else:
+                    self.addresses.append(os.fsdecode(local))
         except OSError as exc:
+            for sock in socks + given:
+                sock.close()
             for listener in self._listeners:
                 await listener.aclose()
             self._listeners.clear()
             self.addresses.clear()
-            where = listen.uds if listen.uds and not tcp else f"{listen.host!r} port {listen.port}"
+            if isinstance(exc, _binding.BindError):
+                where = exc.where
             reason = exc.strerror or str(exc)
-            if exc.errno == errno.EADDRINUSE:
+            if isinstance(exc, socket.gaierror):
+                reason = f"cannot resolve the host name ({reason})"
+            elif reason == os.strerror(errno.EADDRINUSE):
                 reason = "address already in use"
             error = ServerError(f"cannot listen on {where}: {reason}")
             if self._handlers.on_listen_error is not None:  # else the caller reports it
@@ -354,8 +392,14 @@ class Server(Generic[In, Out]):
     # -- running -----------------------------------------------------------
 
     @asynccontextmanager
-    async def _running(self, listen: ListenConfig | None) -> AsyncGenerator[Server[In, Out], None]:
-        """Bind, start accepting, yield; on exit shut down (grace 0) and stop."""
+    async def _running(
+        self, listen: ListenConfig | None, drain_timeout: float | None = 10.0
+    ) -> AsyncGenerator[Server[In, Out], None]:
+        """Bind, start accepting, yield; on exit shut down (grace 0) and stop.
+
+        On exit, connections still flushing after ``drain_timeout`` seconds
+        (clients that stopped reading) are closed at once.
+        """
         if listen is not None:
             await self._bind(listen)  # before the task group: a ServerError stays plain
         try:
@@ -373,20 +417,12 @@ class Server(Generic[In, Out]):
                     yield self
                 finally:
                     with anyio.CancelScope(shield=True):
-                        await self.shutdown_now()
+                        await self.shutdown(grace=0, drain_timeout=drain_timeout)
                     tg.cancel_scope.cancel()
         finally:
             self._tg = None
             with anyio.CancelScope(shield=True):
                 await self._run_stopped()
-
-    async def shutdown_now(self) -> None:
-        """Graceful shutdown with ``grace=0`` (what leaving ``app.start()`` does)."""
-        self._begin_close()
-        self._grace_expired = True
-        for conn in self.connections:
-            conn.shutdown()
-        await self._wait_connections()
 
     async def _run_stopped(self) -> None:
         """Run on_stopped once; every caller returns after it has run."""

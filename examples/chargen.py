@@ -1,0 +1,69 @@
+"""The character generator of RFC 864, streamed with ``on_flushed``.
+
+On connect, the server sends lines of 72 printable ASCII characters, each line
+starting one character further along the 95-character cycle, until the client
+goes away. Input is read and thrown away, as the RFC says.
+
+Streaming is paced by the client: ``on_connect`` queues the first
+``LINES_PER_FLUSH`` lines, and each time they have all been handed to the
+operating system, ``on_flushed`` queues the next ones. A client that stops
+reading stops the stream; nothing piles up in the server's memory (POE's
+ClientFlushed pattern).
+
+Try it::
+
+    tcpkit run examples/chargen.py:app --port 12345
+    nc 127.0.0.1 12345 | head -n 5
+    socat -u TCP:127.0.0.1:12345 - | pv > /dev/null    # throughput, if pv is installed
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tcpkit import App, Connection, Lines, Raw
+
+LINE_WIDTH = 72
+LINES_PER_FLUSH = 64
+CHARACTERS = "".join(chr(code) for code in range(32, 127))  # the 95 printable ASCII characters
+CYCLE = CHARACTERS * 2  # any 72-character window of the cycle is a slice of this
+
+
+def line(number: int) -> str:
+    """Line ``number`` (from 0) of the RFC 864 pattern."""
+    start = number % len(CHARACTERS)
+    return CYCLE[start : start + LINE_WIDTH]
+
+
+@dataclass
+class Position:
+    """Per-connection state (``conn.state``): the next line to send."""
+
+    next_line: int = 0
+
+
+# Input is raw bytes that are never looked at, so no input line can be "too long";
+# output is CRLF-terminated lines.
+app = App(name="chargen", input_codec=Raw(), output_codec=Lines(), state=Position)
+
+
+def put_lines(conn: Connection[bytes, str]) -> None:
+    position: Position = conn.state
+    for number in range(position.next_line, position.next_line + LINES_PER_FLUSH):
+        conn.put(line(number))
+    position.next_line += LINES_PER_FLUSH
+
+
+@app.on_connect
+def start(conn: Connection[bytes, str]) -> None:
+    put_lines(conn)
+
+
+@app.on_flushed
+def more(conn: Connection[bytes, str]) -> None:
+    if not conn.shutting_down:  # the client left: stop generating
+        put_lines(conn)
+
+
+if __name__ == "__main__":
+    app.run(port=12345)

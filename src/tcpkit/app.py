@@ -24,6 +24,8 @@ from .exceptions import RegistrationError
 from .handlers import Handler, handler
 
 if TYPE_CHECKING:
+    import socket
+
     from .server import ListenConfig, Server
 
 __all__ = ["App", "AppOptions"]
@@ -430,20 +432,25 @@ class App(Generic[In, Out]):
         ssl: _ssl.SSLContext | None = None,
         reuse_port: bool = False,
         backlog: int = 1024,
+        uds_mode: int | None = None,
+        sockets: Sequence[socket.socket] = (),
     ) -> AsyncGenerator[Server[In, Out], None]:
         """Bind, start serving, and yield the running :class:`~tcpkit.Server`.
 
         Leaving the block is ``server.shutdown(grace=0)``: listeners close,
         connections are shut down gracefully (queued output is delivered), and
         ``on_stopped`` runs. ``port`` defaults to 0 (the OS picks one; read it
-        from ``server.port``). With ``uds`` alone, only the Unix socket listens.
+        from ``server.port``). With ``uds`` alone, only the Unix socket listens;
+        ``uds_mode`` (e.g. ``0o660``) sets its permissions. ``sockets`` are
+        already bound, listening sockets to serve as well (the server takes
+        ownership); given alone, only they are served.
 
         Raises:
             ServerError: an address could not be bound.
         """
         server = self._make_server()
         async with server._running(  # pyright: ignore[reportPrivateUsage]
-            _listen_config(host, port, uds, ssl, reuse_port, backlog)
+            _listen_config(host, port, uds, ssl, reuse_port, backlog, uds_mode, sockets)
         ):
             yield server
 
@@ -456,6 +463,8 @@ class App(Generic[In, Out]):
         ssl: _ssl.SSLContext | None = None,
         reuse_port: bool = False,
         backlog: int = 1024,
+        uds_mode: int | None = None,
+        sockets: Sequence[socket.socket] = (),
         handle_signals: bool = False,
         drain_timeout: float = 30.0,
         task_status: anyio.abc.TaskStatus[Server[In, Out]] = anyio.TASK_STATUS_IGNORED,
@@ -471,7 +480,7 @@ class App(Generic[In, Out]):
 
         await serve_until_stopped(
             self._make_server(),
-            _listen_config(host, port, uds, ssl, reuse_port, backlog),
+            _listen_config(host, port, uds, ssl, reuse_port, backlog, uds_mode, sockets),
             handle_signals=handle_signals,
             drain_timeout=drain_timeout,
             task_status=task_status,
@@ -488,6 +497,8 @@ class App(Generic[In, Out]):
         ssl: _ssl.SSLContext | None = None,
         reuse_port: bool = False,
         backlog: int = 1024,
+        uds_mode: int | None = None,
+        sockets: Sequence[socket.socket] = (),
         drain_timeout: float = 30.0,
     ) -> None:
         """Serve until SIGINT/SIGTERM; blocks. The same defaults as the CLI.
@@ -512,6 +523,8 @@ class App(Generic[In, Out]):
             ssl=ssl,
             reuse_port=reuse_port,
             backlog=backlog,
+            uds_mode=uds_mode,
+            sockets=sockets,
             drain_timeout=drain_timeout,
         )
 
@@ -523,11 +536,13 @@ def _listen_config(
     ssl: _ssl.SSLContext | None,
     reuse_port: bool,
     backlog: int,
+    uds_mode: int | None = None,
+    sockets: Sequence[socket.socket] = (),
 ) -> ListenConfig:
     from .server import ListenConfig
 
-    if uds is not None and host == "127.0.0.1" and port in (0, 12345):
-        port = None  # a Unix socket alone, unless a TCP address was asked for too
+    if (uds is not None or sockets) and host == "127.0.0.1" and port in (0, 12345):
+        port = None  # a Unix socket or given sockets alone, unless a TCP address was asked for
     return ListenConfig(
         host=host,
         port=port,
@@ -535,6 +550,8 @@ def _listen_config(
         ssl=ssl,
         reuse_port=reuse_port,
         backlog=backlog,
+        uds_mode=uds_mode,
+        sockets=tuple(sockets),
     )
 
 

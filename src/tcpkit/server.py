@@ -481,15 +481,16 @@ class Server(Generic[In, Out]):
                 if code in _PER_CONNECTION_ERRNOS:
                     logger.debug("%s: accept failed for one client: %s", self.name, exc)
                     continue
-                if not in_burst:
+                if not in_burst:  # report once per burst, not once per attempt
                     in_burst = True
-                    if code in _RESOURCE_ERRNOS:
+                    if self._handlers.on_listen_error is not None:
+                        await self._listen_error(exc)
+                    else:
                         logger.warning(
                             "%s: accept failed (%s); backing off and retrying",
                             self.name,
                             os.strerror(code) if code else exc,
                         )
-                    await self._listen_error(exc)
                 await anyio.sleep(backoff)
                 backoff = min(backoff * 2, _BACKOFF_MAX)
                 continue
@@ -506,6 +507,37 @@ class Server(Generic[In, Out]):
             self.stats.current += 1
             self.stats.total += 1
             self._tg.start_soon(self._handle, stream)
+
+    def _serve_stream(self, stream: anyio.abc.ByteStream) -> None:
+        """Serve a stream that came from no listener (``tcpkit.testing``'s in-memory clients).
+
+        The stream is treated like a connection in the kernel backlog: it waits
+        for a free slot (``max_connections``), is then counted in ``stats`` like
+        an accepted socket, and is run to its end by :meth:`_handle` in the
+        server's task group. If the server starts closing before a slot frees
+        up, the stream is closed unserved (as the kernel resets the backlog of
+        a closed listener). Never blocks.
+
+        Raises:
+            ServerError: the server is not running.
+        """
+        tg = self._tg
+        if tg is None:
+            raise ServerError(f"{self.name}: the server is not running")
+
+        async def admit() -> None:
+            while not self._closing and not self._has_slot():
+                await self._slot_event.wait()
+            if self._closing:
+                with anyio.CancelScope(shield=True):
+                    await stream.aclose()
+                return
+            self._slots += 1
+            self.stats.current += 1
+            self.stats.total += 1
+            await self._handle(stream)
+
+        tg.start_soon(admit)
 
     def _release_slot(self) -> None:
         self._slots -= 1

@@ -481,16 +481,15 @@ class Server(Generic[In, Out]):
                 if code in _PER_CONNECTION_ERRNOS:
                     logger.debug("%s: accept failed for one client: %s", self.name, exc)
                     continue
-                if not in_burst:  # report once per burst, not once per attempt
+                if not in_burst:
                     in_burst = True
-                    if self._handlers.on_listen_error is not None:
-                        await self._listen_error(exc)
-                    else:
+                    if code in _RESOURCE_ERRNOS:
                         logger.warning(
                             "%s: accept failed (%s); backing off and retrying",
                             self.name,
                             os.strerror(code) if code else exc,
                         )
+                    await self._listen_error(exc)
                 await anyio.sleep(backoff)
                 backoff = min(backoff * 2, _BACKOFF_MAX)
                 continue

@@ -481,15 +481,16 @@ class Server(Generic[In, Out]):
                 if code in _PER_CONNECTION_ERRNOS:
                     logger.debug("%s: accept failed for one client: %s", self.name, exc)
                     continue
-                if not in_burst:
+                if not in_burst:  # report once per burst, not once per attempt
                     in_burst = True
-                    if code in _RESOURCE_ERRNOS:
+                    if self._handlers.on_listen_error is not None:
+                        await self._listen_error(exc)
+                    else:
                         logger.warning(
                             "%s: accept failed (%s); backing off and retrying",
                             self.name,
                             os.strerror(code) if code else exc,
                         )
-                    await self._listen_error(exc)
                 await anyio.sleep(backoff)
                 backoff = min(backoff * 2, _BACKOFF_MAX)
                 continue

@@ -25,6 +25,9 @@ __all__ = [
     "bind_tcp",
     "bind_unix",
     "describe",
+    "describe_sockets",
+    "open_sockets",
+    "resolve",
     "resolve_args",
     "targets",
     "unix_socket_in_use",
@@ -37,11 +40,23 @@ _PORT_ATTEMPTS = 20  # port 0 on several addresses: how often to retry a clash
 
 
 class BindError(OSError):
-    """Binding one address failed; :attr:`where` names it (``"[::1]:8000"``, ``"unix:/run/x"``)."""
+    """Binding one address failed; :attr:`where` names it (``"[::1]:8000"``, ``"unix:/run/x"``).
+
+    ``str(exc)`` is the one-line message ``cannot listen on WHERE: REASON``.
+    """
 
     def __init__(self, where: str, cause: OSError) -> None:
-        super().__init__(cause.errno, cause.strerror or str(cause))
+        reason = cause.strerror or str(cause)
+        if isinstance(cause, socket.gaierror):
+            reason = f"cannot resolve the host name ({reason})"
+        elif reason == os.strerror(errno.EADDRINUSE):
+            reason = "address already in use"
+        super().__init__(cause.errno, reason)
         self.where = where
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return f"cannot listen on {self.where}: {self.reason}"
 
 
 def describe(host: str, port: int) -> str:
@@ -62,6 +77,23 @@ def resolve_args(host: str) -> tuple[str, int]:
     except ValueError:
         return name, socket.AI_PASSIVE | socket.AI_ADDRCONFIG
     return name, socket.AI_PASSIVE | socket.AI_NUMERICHOST
+
+
+def resolve(host: str) -> list[Target]:
+    """Resolve ``host`` (an address or a name) to the addresses to bind. May block.
+
+    Raises:
+        BindError: the name cannot be resolved, or has no IPv4/IPv6 address.
+    """
+    name, flags = resolve_args(host)
+    try:
+        infos = socket.getaddrinfo(name, 0, type=socket.SOCK_STREAM, flags=flags)
+    except OSError as exc:
+        raise BindError(repr(host), exc) from exc
+    found = targets(infos)
+    if not found:
+        raise BindError(repr(host), OSError(errno.EADDRNOTAVAIL, "no IPv4 or IPv6 address"))
+    return found
 
 
 def targets(infos: Sequence[tuple[Any, ...]]) -> list[Target]:
@@ -262,3 +294,64 @@ def bind_unix(path: str, *, mode: int | None = None, backlog: int = 1024) -> soc
                 os.unlink(path)
         raise BindError(where, exc) from exc
     return sock
+
+
+def open_sockets(
+    host: str | Sequence[str] | None,
+    port: int | None,
+    uds: str | None = None,
+    *,
+    uds_mode: int | None = None,
+    reuse_port: bool = False,
+    backlog: int = 1024,
+) -> list[socket.socket]:
+    """Resolve and bind every listening socket of a server. May block (name resolution).
+
+    ``host`` is an address, a host name (resolved here, once), a list of them,
+    or ``None`` for every interface; ``port`` ``None`` means no TCP at all, and
+    ``0`` one OS-picked port shared by every address. ``uds`` adds a Unix
+    socket (see :func:`bind_unix`).
+
+    Raises:
+        BindError: a host could not be resolved or an address could not be
+            bound; nothing stays bound.
+    """
+    socks: list[socket.socket] = []
+    try:
+        if port is not None:
+            if not 0 <= port <= 65535:
+                raise BindError(
+                    f"port {port}", OSError(errno.EINVAL, "not a valid port (0..65535)")
+                )
+            if host is None:
+                socks += bind_all_interfaces(port, reuse_port=reuse_port, backlog=backlog)
+            else:
+                hosts = [host] if isinstance(host, str) else list(host)
+                if not hosts:
+                    raise BindError(
+                        f"port {port}",
+                        OSError(errno.EINVAL, "no host given (use None for every interface)"),
+                    )
+                found: list[Target] = []
+                for name in hosts:
+                    found += [t for t in resolve(name) if t not in found]
+                socks += bind_tcp(found, port, reuse_port=reuse_port, backlog=backlog)
+        if uds is not None:
+            socks.append(bind_unix(uds, mode=uds_mode, backlog=backlog))
+    except BaseException:
+        for sock in socks:
+            sock.close()
+        raise
+    return socks
+
+
+def describe_sockets(socks: Sequence[socket.socket]) -> list[str]:
+    """``127.0.0.1:8000``, ``[::1]:8000``, ``unix:/run/app.sock``: one per socket."""
+    out: list[str] = []
+    for sock in socks:
+        local: Any = sock.getsockname()
+        if isinstance(local, tuple):
+            out.append(describe(str(local[0]), int(local[1])))  # pyright: ignore[reportUnknownArgumentType]
+        else:
+            out.append(f"unix:{os.fsdecode(local)}")
+    return out

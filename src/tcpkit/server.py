@@ -10,6 +10,7 @@ once per burst), and ignores per-connection accept failures.
 from __future__ import annotations
 
 import errno
+import functools
 import logging
 import math
 import os
@@ -297,12 +298,12 @@ class Server(Generic[In, Out]):
     async def _bind(self, listen: ListenConfig) -> None:
         """Bind every listener of ``listen``: TCP addresses, a Unix socket, given sockets.
 
-        Host names are resolved once, here. ``host=None`` is every interface,
-        IPv4 and IPv6 (one dual-stack socket where possible). With ``port=0``
-        the OS picks one port and every TCP address listens on it. A Unix
-        socket file left by a dead server is replaced; one in use by a live
-        server is not. On failure nothing stays bound (given ``sockets`` are
-        closed too: the server owns them).
+        Host names are resolved once, here (in a worker thread). ``host=None``
+        is every interface, IPv4 and IPv6 (one dual-stack socket where
+        possible). With ``port=0`` the OS picks one port and every TCP address
+        listens on it. A Unix socket file left by a dead server is replaced; one
+        in use by a live server is not. On failure nothing stays bound (given
+        ``sockets`` are closed too: the server owns them).
 
         Raises:
             ServerError: a host name could not be resolved, an address could not
@@ -312,48 +313,25 @@ class Server(Generic[In, Out]):
         from . import _binding
 
         self._ssl = listen.ssl
-        socks: list[socket.socket] = []
         given = list(listen.sockets)
-        where = "?"
+        socks: list[socket.socket] = []
         try:
-            if listen.port is not None:
-                port = listen.port
-                where = f"port {port}"
-                if not 0 <= port <= 65535:
-                    raise OSError(errno.EINVAL, "not a valid port (0..65535)")
-                if listen.host is None:
-                    where = f"all interfaces port {port}"
-                    socks += _binding.bind_all_interfaces(
-                        port, reuse_port=listen.reuse_port, backlog=listen.backlog
-                    )
-                else:
-                    hosts = [listen.host] if isinstance(listen.host, str) else list(listen.host)
-                    if not hosts:
-                        raise OSError(errno.EINVAL, "no host given (use None for every interface)")
-                    targets: list[_binding.Target] = []
-                    for host in hosts:
-                        where = f"{host!r}"
-                        name, flags = _binding.resolve_args(host)
-                        infos = await anyio.getaddrinfo(
-                            name, 0, type=socket.SOCK_STREAM, flags=flags
-                        )
-                        found = _binding.targets(infos)
-                        if not found:
-                            raise OSError(errno.EADDRNOTAVAIL, "no IPv4 or IPv6 address")
-                        targets += [t for t in found if t not in targets]
-                    where = f"port {port}"
-                    socks += _binding.bind_tcp(
-                        targets, port, reuse_port=listen.reuse_port, backlog=listen.backlog
-                    )
-            if listen.uds is not None:
-                where = f"unix:{listen.uds}"
-                socks.append(
-                    _binding.bind_unix(listen.uds, mode=listen.uds_mode, backlog=listen.backlog)
+            socks = await anyio.to_thread.run_sync(
+                functools.partial(
+                    _binding.open_sockets,
+                    listen.host,
+                    listen.port,
+                    listen.uds,
+                    uds_mode=listen.uds_mode,
+                    reuse_port=listen.reuse_port,
+                    backlog=listen.backlog,
                 )
-            while socks or given:
-                sock = socks.pop(0) if socks else given.pop(0)
-                where = "a given socket"
-                listener = await anyio.abc.SocketListener.from_socket(sock)  # takes ownership
+            )
+            socks += given
+            given = []
+            while socks:
+                listener = await anyio.abc.SocketListener.from_socket(socks[0])  # owns it now
+                socks.pop(0)
                 self._listeners.append(listener)
                 local = listener.extra(SocketAttribute.local_address)
                 if isinstance(local, tuple):
@@ -367,14 +345,9 @@ class Server(Generic[In, Out]):
                 await listener.aclose()
             self._listeners.clear()
             self.addresses.clear()
-            if isinstance(exc, _binding.BindError):
-                where = exc.where
-            reason = exc.strerror or str(exc)
-            if isinstance(exc, socket.gaierror):
-                reason = f"cannot resolve the host name ({reason})"
-            elif reason == os.strerror(errno.EADDRINUSE):
-                reason = "address already in use"
-            error = ServerError(f"cannot listen on {where}: {reason}")
+            if not isinstance(exc, _binding.BindError):
+                exc = _binding.BindError("a given socket", exc)
+            error = ServerError(str(exc))
             if self._handlers.on_listen_error is not None:  # else the caller reports it
                 await self._listen_error(error)
             raise error from exc

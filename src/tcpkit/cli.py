@@ -44,6 +44,13 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--uds", default=None, help="listen on this Unix socket path")
     run.add_argument("--backend", choices=("asyncio", "trio"), default="asyncio")
     run.add_argument("--uvloop", action="store_true", help="use uvloop (asyncio backend)")
+    run.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        metavar="N",
+        help="serve with N worker processes under a supervisor that restarts them",
+    )
     run.add_argument("--max-connections", type=int, default=None, metavar="N")
     run.add_argument("--ssl-certfile", default=None, metavar="FILE")
     run.add_argument("--ssl-keyfile", default=None, metavar="FILE")
@@ -102,6 +109,8 @@ def _run(args: argparse.Namespace) -> int:
     )
     if args.uvloop and args.backend != "asyncio":
         return _fail("--uvloop needs --backend asyncio")
+    if args.workers is not None and args.workers < 1:
+        return _fail("--workers must be at least 1")
     try:
         app = _load_app(args.app, args.factory)
         context = _ssl_context(args.ssl_certfile, args.ssl_keyfile)
@@ -125,6 +134,8 @@ def _run(args: argparse.Namespace) -> int:
         port = None if args.uds and not hosts else 12345
     backend_name = "asyncio+uvloop" if args.uvloop else args.backend
     options = {"use_uvloop": True} if args.uvloop else {}
+    if args.workers is not None:
+        return _supervise(args, app, host, port, backend_name, tls=context is not None)
 
     class _Started:
         """A task status that prints the startup line once every listener is bound."""
@@ -157,6 +168,49 @@ def _run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:  # a Ctrl-C before the signal handler was installed
         return 130
     return 0
+
+
+def _supervise(
+    args: argparse.Namespace,
+    app: App[Any, Any],
+    host: str | list[str],
+    port: int | None,
+    backend_name: str,
+    *,
+    tls: bool,
+) -> int:
+    """``--workers N``: bind here, serve in N worker processes (see :mod:`tcpkit.workers`)."""
+    from .workers import WorkerSettings, supervise
+
+    settings = WorkerSettings(
+        app=args.app,
+        factory=args.factory,
+        backend=args.backend,
+        use_uvloop=args.uvloop,
+        max_connections=args.max_connections,
+        proxy_protocol=args.proxy_protocol,
+        ssl_certfile=args.ssl_certfile,
+        ssl_keyfile=args.ssl_keyfile,
+        drain_timeout=args.drain_timeout,
+        log_level=args.log_level,
+    )
+
+    def announce(addresses: list[str]) -> None:
+        print(
+            f"tcpkit: {app.name} ({args.app}) running on {'tls' if tls else 'tcp'} "
+            f"{', '.join(addresses)} [backend {backend_name}] [workers {args.workers}] "
+            "(Press CTRL+C to quit)",
+            flush=True,
+        )
+
+    try:
+        return supervise(
+            settings, args.workers, host=host, port=port, uds=args.uds, announce=announce
+        )
+    except ServerError as exc:
+        return _fail(str(exc))
+    except KeyboardInterrupt:  # a Ctrl-C before the signal handler was installed
+        return 130
 
 
 def main(argv: Sequence[str] | None = None) -> int:

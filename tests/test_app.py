@@ -275,3 +275,10 @@ async def test_server_addresses_and_port() -> None:
         assert server.port is not None and server.port > 0
         assert server.addresses == [("127.0.0.1", server.port)]
         assert server.name == "tcpkit"
+
+
+async def test_exception_in_start_block_propagates_unwrapped() -> None:
+    app = echo_app()
+    with pytest.raises(KeyError, match="from the body"):
+        async with app.start():
+            raise KeyError("from the body")

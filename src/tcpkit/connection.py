@@ -486,7 +486,11 @@ class Connection(Generic[In, Out]):
             self.shutdown()
 
     def _log_error(self, exc: BaseException) -> None:
-        if isinstance(exc, (FrameError, WriteBufferFull, *_SOCKET_ERRORS)):
+        if isinstance(exc, _SOCKET_ERRORS):
+            cause = exc.__cause__ or exc.__context__
+            detail = str(exc) or (f"{type(cause).__name__}: {cause}" if cause else "")
+            logger.info("%s: connection lost (%s) %s", self._log_prefix, type(exc).__name__, detail)
+        elif isinstance(exc, (FrameError, WriteBufferFull)):
             logger.warning("%s: %s: %s", self._log_prefix, type(exc).__name__, exc)
         else:
             logger.error("%s: handler raised", self._log_prefix, exc_info=exc)

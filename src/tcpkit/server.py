@@ -16,8 +16,9 @@ import math
 import os
 import socket
 import ssl as _ssl
-from collections.abc import AsyncGenerator, Sequence
-from contextlib import asynccontextmanager
+import sys
+from collections.abc import AsyncGenerator, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -29,6 +30,9 @@ from .connection import Connection, ConnectionConfig
 from .exceptions import ConnectionClosed, ServerError, SetupTimeout
 from .handlers import Handler, call
 from .stats import ServerStats
+
+if sys.version_info < (3, 11):  # pragma: no cover
+    from exceptiongroup import BaseExceptionGroup
 
 __all__ = ["ListenConfig", "Server", "ServerHandlers"]
 
@@ -77,6 +81,21 @@ class ListenConfig:
     uds_mode: int | None = None
     sockets: Sequence[socket.socket] = ()
     """Already bound and listening sockets to serve too (the ``--workers`` supervisor's)."""
+
+
+@contextmanager
+def _unwrap_single() -> Iterator[None]:
+    """Re-raise a lone exception from a task group as itself, not as a group.
+
+    An exception raised in the body of ``async with app.start()`` then reaches
+    the caller unchanged, as it would without tcpkit's task group around it.
+    """
+    try:
+        yield
+    except BaseExceptionGroup as group:
+        if len(group.exceptions) == 1:
+            raise group.exceptions[0] from None
+        raise
 
 
 def _find_errno(exc: BaseException) -> int | None:
@@ -376,22 +395,23 @@ class Server(Generic[In, Out]):
         if listen is not None:
             await self._bind(listen)  # before the task group: a ServerError stays plain
         try:
-            async with anyio.create_task_group() as tg:
-                self._tg = tg
-                for listener in self._listeners:
-                    tg.start_soon(self._accept_loop, listener)
-                if self._handlers.on_started is not None:
-                    await call(self._handlers.on_started, self, *self._handlers.listener_args)
-                if listen is not None:
-                    logger.info(
-                        "%s: listening on %s", self.name, ", ".join(self._describe_addresses())
-                    )
-                try:
-                    yield self
-                finally:
-                    with anyio.CancelScope(shield=True):
-                        await self.shutdown(grace=0, drain_timeout=drain_timeout)
-                    tg.cancel_scope.cancel()
+            with _unwrap_single():
+                async with anyio.create_task_group() as tg:
+                    self._tg = tg
+                    for listener in self._listeners:
+                        tg.start_soon(self._accept_loop, listener)
+                    if self._handlers.on_started is not None:
+                        await call(self._handlers.on_started, self, *self._handlers.listener_args)
+                    if listen is not None:
+                        logger.info(
+                            "%s: listening on %s", self.name, ", ".join(self._describe_addresses())
+                        )
+                    try:
+                        yield self
+                    finally:
+                        with anyio.CancelScope(shield=True):
+                            await self.shutdown(grace=0, drain_timeout=drain_timeout)
+                        tg.cancel_scope.cancel()
         finally:
             self._tg = None
             with anyio.CancelScope(shield=True):

@@ -19,9 +19,14 @@ Try it::
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
+import anyio
+
 from tcpkit import App, Connection, Lines, Raw
+
+log = logging.getLogger("chargen")
 
 LINE_WIDTH = 72
 LINES_PER_FLUSH = 64
@@ -63,6 +68,16 @@ def start(conn: Connection[bytes, str]) -> None:
 def more(conn: Connection[bytes, str]) -> None:
     if not conn.shutting_down:  # the client left: stop generating
         put_lines(conn)
+
+
+@app.on_error
+def error(conn: Connection[bytes, str], exc: Exception) -> None:
+    # A chargen client stops the stream by closing the connection, so the write
+    # that then fails is the normal end, not a problem worth a warning.
+    if isinstance(exc, (anyio.BrokenResourceError, OSError)):
+        log.debug("%r: client went away (%s)", conn, exc)
+    else:
+        log.error("%r: %s", conn, exc, exc_info=exc)
 
 
 if __name__ == "__main__":

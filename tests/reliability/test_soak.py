@@ -29,6 +29,21 @@ def rss_kib() -> int:
     raise AssertionError("no VmRSS")
 
 
+def close_wait_count(port: int) -> int:
+    """Sockets on ``port`` stuck in CLOSE_WAIT (the peer closed, we never did)."""
+    count = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            rows = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            fields = row.split()
+            if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == "08":
+                count += 1
+    return count
+
+
 def make_app() -> App[str, str]:
     app = App()
 
@@ -90,6 +105,7 @@ async def test_soak_500_clients_random_disconnects_no_leaks() -> None:
             while server.connection_count:
                 await anyio.sleep(0.01)
         assert server.connections == []
+        assert close_wait_count(server.port or 0) == 0
         # Only a client that hung up with an answer in flight may cause a (reset) error.
         assert server.stats.errors <= stats["dropped"]
         rss_after = rss_kib()

@@ -17,6 +17,7 @@ uvloop or trio)::
 """
 
 from .app import App
+from .client import Channel, Reconnect, connect
 from .codecs import (
     Codec,
     Decoder,
@@ -53,6 +54,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "App",
+    "Channel",
     "Codec",
     "Connection",
     "ConnectionClosed",
@@ -73,6 +75,7 @@ __all__ = [
     "Netstrings",
     "ProxyProtocolError",
     "Raw",
+    "Reconnect",
     "RegistrationError",
     "Server",
     "ServerError",
@@ -82,4 +85,5 @@ __all__ = [
     "WriteBuffer",
     "WriteBufferFull",
     "__version__",
+    "connect",
 ]

@@ -1,5 +1,9 @@
 """Helpers to test tcpkit apps and codecs.
 
+:class:`TestClient` (and :class:`TestServer` for several clients) drives an
+app through its real pipeline over in-memory streams, on asyncio or trio;
+:func:`live_server` serves it on loopback for tests that need a real socket.
+
 :func:`check_codec` needs hypothesis (``pip install hypothesis``). It is
 imported on first use, so ``import tcpkit.testing`` works without it.
 """
@@ -8,10 +12,29 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from ._client import (
+    LiveServer,
+    MemoryByteStream,
+    TestClient,
+    TestServer,
+    client_codec,
+    live_server,
+    memory_stream_pair,
+)
+
 if TYPE_CHECKING:
     from ._codecs import check_codec
 
-__all__ = ["check_codec"]
+__all__ = [
+    "LiveServer",
+    "MemoryByteStream",
+    "TestClient",
+    "TestServer",
+    "check_codec",
+    "client_codec",
+    "live_server",
+    "memory_stream_pair",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -97,11 +97,6 @@ def test_discarding_keeps_no_bytes() -> None:
     assert decoder.take_pending() == b""
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="lines.py bug: while discarding an overlong line, a multi-byte literal newline "
-    "split across two pushes is missed, so the next line is swallowed too",
-)
 def test_discarding_sees_a_multibyte_newline_split_across_chunks() -> None:
     decoder = Lines(newline="\r\n", max_length=4).decoder()
     with pytest.raises(FrameTooLarge):

@@ -54,6 +54,7 @@ O2 = TypeVar("O2")
 logger = logging.getLogger("tcpkit.connection")
 
 _SOCKET_ERRORS = (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError)
+_MAX_FRAME_ERRORS_PER_READ = 64  # a decoder that keeps failing cannot hold a turn forever
 
 
 @dataclass(frozen=True)
@@ -637,31 +638,38 @@ class Connection(Generic[In, Out]):
         else:
             self._busy = True
         count = 0
+        frame_errors = 0
         try:
             dec = self._decoder
             if data:
                 dec.push(data)
             h = self._config.on_input
-            if h is None:
-                while dec.next_message() is not NEED_DATA:
-                    count += 1
-            else:
-                func, is_async = h
-                while not self._shutting_down and not self._paused:
+            func, is_async = h if h is not None else (None, False)
+            while not self._shutting_down and not self._paused:
+                try:
                     message = dec.next_message()
-                    if message is NEED_DATA:
-                        break
-                    count += 1
-                    try:
-                        if is_async:
-                            await func(self, message)
-                        else:
-                            func(self, message)
-                    except Exception as exc:
-                        await self._handler_failed(exc)
-                    dec = self._decoder  # set_codec may have switched it
-        except FrameError as exc:
-            await self._report(exc)
+                except FrameError as exc:
+                    # The decoder consumed the bad frame: report it, then go on with
+                    # the rest of this read unless on_error shut the connection down.
+                    frame_errors += 1
+                    await self._report(exc)
+                    if frame_errors >= _MAX_FRAME_ERRORS_PER_READ:
+                        self.shutdown()
+                    dec = self._decoder
+                    continue
+                if message is NEED_DATA:
+                    break
+                count += 1
+                if func is None:
+                    continue
+                try:
+                    if is_async:
+                        await func(self, message)
+                    else:
+                        func(self, message)
+                except Exception as exc:
+                    await self._handler_failed(exc)
+                dec = self._decoder  # set_codec may have switched it
         finally:
             self._stats.messages_in += count
             self._release()

@@ -136,19 +136,10 @@ def test_one_byte_at_a_time_is_linear(
     )
 
 
-LINES_BACKLOG = pytest.mark.xfail(
-    strict=True,
-    reason="lines.py push() compacts its bytearray on every push (del buf[:start]), so a "
-    "backlog of undecoded lines is moved again on each push",
-)
-
-
 @pytest.mark.parametrize(
     ("codec", "messages"),
     [
-        pytest.param(
-            codec, messages, id=name, marks=[LINES_BACKLOG] if name.startswith("Lines") else []
-        )
+        pytest.param(codec, messages, id=name)
         for name, codec, messages in CASES
         if name != "Raw()"
     ],

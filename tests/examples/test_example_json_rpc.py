@@ -107,10 +107,6 @@ async def test_pipelined_requests_are_answered_in_order() -> None:
         assert [r["result"] for r in replies] == [2 * n for n in range(500)]
 
 
-@pytest.mark.xfail(
-    reason="core: after a FrameError in one read, the rest of that read waits for the next read",
-    strict=False,
-)
 async def test_a_bad_line_in_the_middle_of_a_read_does_not_stall_the_rest() -> None:
     async with app.start() as server, await LineClient.connect(server.port or 0) as client:
         first, second = json.dumps(rpc("add", [1, 1], 1)), json.dumps(rpc("add", [2, 2], 2))

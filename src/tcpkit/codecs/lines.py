@@ -98,7 +98,7 @@ class _LinesDecoder(Decoder[T], Generic[T]):
             self._buf = data
             self._start = self._scan = 0
         elif isinstance(buf, bytearray):
-            if start:
+            if start > len(buf) >> 1:  # compact only when most of it is consumed: linear
                 del buf[:start]
                 self._scan -= start
                 self._start = 0
@@ -120,7 +120,9 @@ class _LinesDecoder(Decoder[T], Generic[T]):
             # A separator may straddle the end of the buffer: search again from there.
             self._scan = max(start, len(buf) - len(sep) + 1)
             if self._discarding:
-                self._buf = b""
+                # Drop the overlong line's bytes, but keep a possible partial separator.
+                keep = len(sep) - 1
+                self._buf = bytes(buf[max(start, len(buf) - keep) :]) if keep else b""
                 self._start = self._scan = 0
             elif pending > self._max + (1 if self._crlf else len(sep) - 1):
                 self._discard()

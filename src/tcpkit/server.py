@@ -17,7 +17,7 @@ import os
 import socket
 import ssl as _ssl
 import sys
-from collections.abc import AsyncGenerator, Iterator, Sequence
+from collections.abc import AsyncGenerator, Generator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
@@ -84,7 +84,7 @@ class ListenConfig:
 
 
 @contextmanager
-def _unwrap_single() -> Iterator[None]:
+def _unwrap_single() -> Generator[None, None, None]:
     """Re-raise a lone exception from a task group as itself, not as a group.
 
     An exception raised in the body of ``async with app.start()`` then reaches

@@ -18,9 +18,7 @@ from __future__ import annotations
 import enum
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from typing import Any, Final, Generic, TypeVar, Union
-
-from typing_extensions import TypeAlias
+from typing import Any, Final, Generic, TypeAlias, TypeVar, Union, cast
 
 from ..exceptions import IncompleteFrame
 
@@ -255,12 +253,12 @@ def resolve_codec(spec: CodecSpec[I, O]) -> Codec[I, O]:
     Raises:
         TypeError: ``spec`` is none of those.
     """
-    obj: object = spec
+    obj = cast(object, spec)  # checked at run time: callers may pass anything
     if isinstance(obj, Codec):
         return obj  # pyright: ignore[reportUnknownVariableType]
     if isinstance(obj, tuple) and len(obj) == 2:  # pyright: ignore[reportUnknownArgumentType]
         factory, kwargs = obj  # pyright: ignore[reportUnknownVariableType]
-        codec: object = factory(**kwargs)
+        codec = cast(object, factory(**kwargs))
     elif isinstance(obj, type):
         codec = obj()
     else:

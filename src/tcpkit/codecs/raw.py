@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 from ..exceptions import EncodeError
 from .base import NEED_DATA, Codec, Decoder, Encoder, NeedData
 
@@ -53,9 +55,9 @@ class _RawEncoder(Encoder[bytes]):
     __slots__ = ()
 
     def encode(self, message: bytes) -> bytes:
-        obj: object = message
+        obj = cast(object, message)  # checked at run time: callers may pass anything
         if isinstance(obj, bytes):
             return obj
         if isinstance(obj, (bytearray, memoryview)):
-            return bytes(obj)
+            return bytes(obj)  # pyright: ignore[reportUnknownArgumentType]
         raise EncodeError(f"Raw expects bytes messages, got {type(message).__name__}")

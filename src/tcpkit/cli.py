@@ -9,17 +9,25 @@ traceback, then one summary line.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
+import os
 import ssl
 import sys
+import threading
 import traceback
 from collections.abc import Sequence
+from contextlib import AsyncExitStack
 from typing import Any
 
 import anyio
+import anyio.lowlevel
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from .app import App
-from .exceptions import ServerError
+from .client import Channel, connect, parse_address
+from .codecs import Codec, Json, Lines, Raw
+from .exceptions import FrameError, IncompleteFrame, ServerError
 from .importer import AppImportError, ModuleRaised, import_from_string
 from .server import Server
 
@@ -69,6 +77,42 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--factory", action="store_true", help="APP names a zero-argument callable returning an App"
+    )
+    talk = sub.add_parser(
+        "connect",
+        help="talk to a server: a netcat that speaks codecs",
+        description=(
+            "Connect to a server, send stdin as messages and print the messages "
+            "received, one per line. Ends when the server closes, or when stdin "
+            "ends (EOF is passed on, then replies are awaited for --wait seconds)."
+        ),
+    )
+    talk.add_argument("address", nargs="?", metavar="HOST:PORT", help="e.g. 127.0.0.1:12345")
+    talk.add_argument("--uds", default=None, metavar="PATH", help="connect to a Unix socket")
+    talk.add_argument(
+        "--codec",
+        choices=("lines", "raw", "json-lines"),
+        default="lines",
+        help="lines (default): one message per line; raw: bytes as they come; "
+        "json-lines: one JSON value per line",
+    )
+    talk.add_argument("--tls", action="store_true", help="use TLS")
+    talk.add_argument(
+        "--insecure", action="store_true", help="with --tls: do not verify the certificate"
+    )
+    talk.add_argument(
+        "--timeout",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="how long connecting may take (default 10)",
+    )
+    talk.add_argument(
+        "--wait",
+        type=float,
+        default=2.0,
+        metavar="SECONDS",
+        help="after stdin ends, how long to wait for the server to close (default 2)",
     )
     return parser
 
@@ -218,4 +262,180 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "run":
         return _run(args)
+    if args.command == "connect":
+        return _connect(args)
     return EXIT_USAGE  # pragma: no cover (argparse requires a known command)
+
+
+# -- tcpkit connect ------------------------------------------------------------
+
+_LINE_LIMIT = 1024 * 1024  # a longer stdin line is sent in pieces of this size
+
+
+def _connect(args: argparse.Namespace) -> int:
+    """``tcpkit connect``: stdin to messages, messages to stdout; returns the exit status."""
+    if (args.address is None) == (args.uds is None):
+        return _fail("give either HOST:PORT or --uds PATH")
+    if args.insecure and not args.tls:
+        return _fail("--insecure needs --tls")
+    if args.wait < 0 or args.timeout <= 0:
+        return _fail("--wait must be >= 0 and --timeout > 0")
+    host: str | None = None
+    port: int | None = None
+    if args.address is not None:
+        try:
+            host, port = parse_address(args.address)
+        except ValueError as exc:
+            return _fail(str(exc))
+    context: ssl.SSLContext | None = None
+    if args.tls:
+        context = ssl.create_default_context()
+        if args.insecure:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+    codec: Codec[Any, Any]
+    if args.codec == "raw":
+        codec = Raw()
+    elif args.codec == "json-lines":
+        codec = Lines() | Json()
+    else:
+        codec = Lines(encoding=None)  # bytes both ways: any encoding passes through
+
+    async def session() -> int:
+        async with AsyncExitStack() as stack:
+            try:
+                channel = await stack.enter_async_context(
+                    connect(
+                        host, port, codec=codec, ssl=context, timeout=args.timeout, uds=args.uds
+                    )
+                )
+            except OSError as exc:  # TimeoutError and ssl.SSLError included
+                return _fail(str(exc))
+            return await _talk(channel, args.codec, args.wait)
+        return EXIT_ERROR  # pragma: no cover (the stack does not swallow exceptions)
+
+    try:
+        return anyio.run(session)
+    except KeyboardInterrupt:
+        return 130
+
+
+async def _talk(channel: Channel[Any, Any], mode: str, wait: float) -> int:
+    """Pump stdin to ``channel`` and ``channel`` to stdout until one side ends."""
+    status = 0
+    send, receive = anyio.create_memory_object_stream[bytes](1)
+    reader = threading.Thread(
+        target=_read_stdin,
+        args=(send, anyio.lowlevel.current_token()),
+        name="tcpkit connect stdin",
+        daemon=True,  # a read blocked on a terminal must not keep the process alive
+    )
+    reader.start()
+
+    async def from_stdin() -> None:
+        async with receive:
+            await _send_stdin(channel, receive, mode)
+        try:
+            await channel.send_eof()
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+            return
+        await anyio.sleep(wait)  # the replies still coming; the server's close ends it sooner
+        tg.cancel_scope.cancel()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(from_stdin)
+        try:
+            await _print_messages(channel, mode)
+        except (anyio.BrokenResourceError, OSError) as exc:
+            status = _fail(f"connection lost: {exc or type(exc).__name__}")
+        tg.cancel_scope.cancel()
+    return status
+
+
+def _read_stdin(send: MemoryObjectSendStream[bytes], token: Any) -> None:
+    """In a thread: hand stdin's bytes to the event loop; ``b""`` is EOF.
+
+    ``os.read`` on the descriptor, not ``sys.stdin``: a daemon thread blocked in a
+    buffered read can abort the interpreter at exit.
+    """
+    try:
+        fd = sys.stdin.fileno()
+    except (AttributeError, OSError, ValueError):
+        fd = -1
+    while True:
+        try:
+            chunk = os.read(fd, 65536) if fd >= 0 else b""
+        except OSError:
+            chunk = b""
+        try:
+            anyio.from_thread.run(send.send, chunk, token=token)
+        except Exception:  # the event loop has ended, or nobody reads any more
+            return
+        if not chunk:
+            return
+
+
+async def _send_stdin(
+    channel: Channel[Any, Any], chunks: MemoryObjectReceiveStream[bytes], mode: str
+) -> None:
+    """Send stdin as messages: lines (``lines``, ``json-lines``) or chunks (``raw``)."""
+    buffer = bytearray()
+    number = 0
+
+    async def send_line(line: bytes) -> None:
+        nonlocal number
+        number += 1
+        if mode == "lines":
+            await channel.send(line)
+            return
+        if not line.strip():
+            return
+        try:
+            value = json.loads(line)
+        except ValueError as exc:
+            print(f"tcpkit: skipping stdin line {number}: not JSON ({exc})", file=sys.stderr)
+            return
+        await channel.send(value)
+
+    try:
+        async for chunk in chunks:
+            if not chunk:
+                break
+            if mode == "raw":
+                await channel.send(chunk)
+                continue
+            buffer += chunk
+            while (end := buffer.find(b"\n")) >= 0:
+                line = bytes(buffer[:end])
+                del buffer[: end + 1]
+                await send_line(line.removesuffix(b"\r"))
+            while len(buffer) >= _LINE_LIMIT:
+                await send_line(bytes(buffer[:_LINE_LIMIT]))
+                del buffer[:_LINE_LIMIT]
+        if buffer:
+            await send_line(bytes(buffer))  # a last line with no newline
+    except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+        return  # the server went away: its close ends the session
+
+
+async def _print_messages(channel: Channel[Any, Any], mode: str) -> None:
+    """Write every message to stdout (one per line, ``raw`` as it comes) until EOF."""
+    out = sys.stdout.buffer
+    while True:
+        try:
+            message = await channel.receive()
+        except anyio.EndOfStream:
+            return
+        except IncompleteFrame as exc:
+            print(f"tcpkit: {exc}", file=sys.stderr)
+            return
+        except FrameError as exc:  # bad or oversized input: the codec skipped it
+            print(f"tcpkit: skipping a message: {exc}", file=sys.stderr)
+            continue
+        if mode == "raw":
+            out.write(message)
+        elif mode == "json-lines":
+            out.write(json.dumps(message, ensure_ascii=False).encode() + b"\n")
+        else:
+            out.write(message + b"\n")
+        out.flush()

@@ -12,6 +12,7 @@ back-off, for the first connection and for :meth:`Channel.reconnect`.
 
 from __future__ import annotations
 
+import errno
 import logging
 import math
 import os
@@ -383,6 +384,8 @@ def _opener(
                         raise
                 assert host is not None
                 assert port is not None
+                if context is None:
+                    return await anyio.connect_tcp(host, port)
                 return await anyio.connect_tcp(
                     host,
                     port,
@@ -392,6 +395,11 @@ def _opener(
                 )
         except TimeoutError:
             raise TimeoutError(f"connecting to {where} timed out after {timeout} s") from None
+        except (anyio.EndOfStream, anyio.BrokenResourceError) as exc:  # during the TLS handshake
+            raise ConnectionResetError(
+                errno.ECONNRESET,
+                f"cannot connect to {where}: the connection closed during the TLS handshake",
+            ) from exc
         except OSError as exc:
             if isinstance(exc, _ssl.SSLError):
                 raise
@@ -429,7 +437,7 @@ async def _open_with_retry(
             return await opener()
         except _ssl.SSLError:
             raise
-        except (OSError, anyio.BrokenResourceError) as exc:
+        except OSError as exc:
             delay = next(delays, None)
             if delay is None:
                 raise

@@ -1,0 +1,26 @@
+"""Apps that fail inside ``--workers`` workers (the supervisor itself imports them fine).
+
+* ``app`` dies (``os._exit(1)``) as soon as a worker has bound: the supervisor
+  must restart it with a growing delay, never in a tight loop.
+* With ``TCPKIT_TEST_BOOT_FAIL=1`` importing this module raises inside a worker
+  process only: the supervisor must give up and exit 1.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from tcpkit import App, Server
+
+if os.environ.get("TCPKIT_TEST_BOOT_FAIL") and sys.argv[0].endswith(
+    os.path.join("tcpkit", "workers.py")
+):
+    raise RuntimeError("this app cannot be loaded in a worker")
+
+app = App(name="crash")
+
+
+@app.on_started
+def crash(server: Server[str, str]) -> None:
+    os._exit(1)

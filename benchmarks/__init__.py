@@ -1,0 +1,1 @@
+"""tcpkit benchmarks (run one with ``python -m benchmarks.<name>``)."""

@@ -61,8 +61,8 @@ def check_codec(
     - **re-chunking**: any split of the byte stream, one byte at a time
       included, decodes to the same messages.
     - **limits** (with ``oversized``): the messages followed by ``oversized``
-      raise :class:`~tcpkit.FrameTooLarge` however the bytes are split, before
-      the end of the stream (so the decoder never buffers the whole frame).
+      raise :class:`~tcpkit.FrameTooLarge` however the bytes are split, without
+      waiting for the end of the stream; the messages before it decode first.
     - **codec switch**: after any number of decoded messages,
       ``take_pending()`` hands over every undecoded byte: a fresh decoder fed
       those bytes and the rest of the stream decodes the remaining messages,
@@ -76,12 +76,14 @@ def check_codec(
             and encoders).
         messages: a hypothesis strategy of single messages that the codec must
             carry unchanged (within its limits, without its separators...).
-        max_examples: examples per property; ``None`` keeps the current
+        max_examples: how many examples to check; ``None`` keeps the current
             hypothesis profile's setting.
         oversized: bytes (or a strategy of bytes) that must raise
-            ``FrameTooLarge`` before the end of the stream, such as a length
-            header over the limit or a line longer than ``max_length`` without
-            its terminator. ``None`` skips the limits property.
+            ``FrameTooLarge`` before the end of the stream. Give only the start
+            of an oversized frame (a length header over the limit, a line longer
+            than ``max_length`` without its terminator): that also proves the
+            decoder does not wait for, and buffer, the whole frame. ``None``
+            skips the limits property.
         framed: ``False`` for a codec without message boundaries, such as
             :class:`~tcpkit.Raw`: messages must then be ``bytes``, only their
             concatenation is compared, and the end-of-stream property is skipped.

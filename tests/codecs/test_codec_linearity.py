@@ -138,11 +138,7 @@ def test_one_byte_at_a_time_is_linear(
 
 @pytest.mark.parametrize(
     ("codec", "messages"),
-    [
-        pytest.param(codec, messages, id=name)
-        for name, codec, messages in CASES
-        if name != "Raw()"
-    ],
+    [pytest.param(codec, messages, id=name) for name, codec, messages in CASES if name != "Raw()"],
 )
 def test_a_growing_backlog_is_linear(
     meter: Meter, codec: Codec[Any, Any], messages: list[Any]

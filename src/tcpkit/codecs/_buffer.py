@@ -34,6 +34,8 @@ class BufferedDecoder(Decoder[T_co]):
         self._start: int = 0
 
     def push(self, data: bytes) -> None:
+        if not data:
+            return
         buf = self._buf
         start = self._start
         if start == len(buf):

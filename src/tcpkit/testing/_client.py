@@ -460,11 +460,19 @@ class TestServer(Generic[In, Out]):
             raise RuntimeError("a TestServer can be started only once")
         self._state = "starting"
         server = self._build_server()
-        async with AsyncExitStack() as stack:
-            tg = await stack.enter_async_context(anyio.create_task_group())
-            stack.callback(tg.cancel_scope.cancel)  # after the server stopped: stop draining
+        # The drain tasks of __aexit__ run in a task group around the server's.
+        stack = AsyncExitStack()
+        tg = await stack.enter_async_context(anyio.create_task_group())
+        stack.callback(tg.cancel_scope.cancel)  # once the server stopped: stop draining
+        try:
             await stack.enter_async_context(server._running(None))  # pyright: ignore[reportPrivateUsage]
-            self._stack = stack.pop_all()
+        except BaseException:
+            # Unwind with no exception, so that what the start raised (on_started's
+            # error, a cancellation) comes out as itself, not in an exception group.
+            await stack.aclose()
+            self._state = "stopped"
+            raise
+        self._stack = stack
         self._server = server
         self._tg = tg
         self._state = "running"

@@ -143,3 +143,9 @@ def test_invalid_arguments() -> None:
         Lines(newline="")
     with pytest.raises(ValueError, match="max_length"):
         Lines(max_length=0)
+
+
+def test_non_ascii_compatible_encodings_are_refused() -> None:
+    with pytest.raises(ValueError, match="ASCII-compatible"):
+        Lines(encoding="utf-16")
+    assert Lines(encoding="latin-1").decoder().feed(b"caf\xe9\n") == ["café"]

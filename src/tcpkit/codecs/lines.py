@@ -58,6 +58,11 @@ class Lines(Codec[T, T]):
             raise ValueError("newline must be None or a non-empty string")
         if max_length < 1:
             raise ValueError("max_length must be at least 1")
+        if encoding is not None and "\n\r".encode(encoding) != b"\n\r":
+            raise ValueError(
+                f"Lines needs an ASCII-compatible encoding (UTF-8, Latin-1...), not {encoding!r}; "
+                "decode such streams with Lines(encoding=None) | Map(...)"
+            )
         self.newline = newline
         self.encoding = encoding
         self.max_length = max_length

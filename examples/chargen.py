@@ -14,7 +14,7 @@ Try it::
 
     tcpkit run examples/chargen.py:app --port 12345
     nc 127.0.0.1 12345 | head -n 5
-    socat -u TCP:127.0.0.1:12345 - | pv > /dev/null    # throughput, if pv is installed
+    nc 127.0.0.1 12345 | pv > /dev/null    # the throughput, with pv installed
 """
 
 from __future__ import annotations
@@ -30,8 +30,10 @@ log = logging.getLogger("chargen")
 
 LINE_WIDTH = 72
 LINES_PER_FLUSH = 64
-CHARACTERS = "".join(chr(code) for code in range(32, 127))  # the 95 printable ASCII characters
-CYCLE = CHARACTERS * 2  # any 72-character window of the cycle is a slice of this
+# The 95 printable ASCII characters; any 72-character window of the cycle is a
+# slice of CYCLE.
+CHARACTERS = "".join(chr(code) for code in range(32, 127))
+CYCLE = CHARACTERS * 2
 
 
 def line(number: int) -> str:
@@ -47,16 +49,22 @@ class Position:
     next_line: int = 0
 
 
-# Input is raw bytes that are never looked at, so no input line can be "too long";
+# Input is raw bytes, never looked at (so no input line can be too long);
 # output is CRLF-terminated lines.
-app = App(name="chargen", input_codec=Raw(), output_codec=Lines(), state=Position)
+app = App(
+    name="chargen",
+    input_codec=Raw(),
+    output_codec=Lines(),
+    state=Position,
+)
 
 
 def put_lines(conn: Connection[bytes, str]) -> None:
     position: Position = conn.state
-    for number in range(position.next_line, position.next_line + LINES_PER_FLUSH):
+    first = position.next_line
+    for number in range(first, first + LINES_PER_FLUSH):
         conn.put(line(number))
-    position.next_line += LINES_PER_FLUSH
+    position.next_line = first + LINES_PER_FLUSH
 
 
 @app.on_connect

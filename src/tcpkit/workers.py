@@ -11,14 +11,16 @@ the workers' ``accept`` calls. The supervisor:
 * on SIGINT or SIGTERM sends SIGTERM to every worker, and each worker closes
   its listeners and drains its connections (bounded by ``--drain-timeout``,
   after which it aborts them); once all workers have exited it exits 0. A
-  second signal is forwarded too: the workers then abort at once. A worker
-  still running ``drain_timeout + 10`` seconds after the first signal is
-  killed;
+  second signal makes it send SIGQUIT: the workers then abort their
+  connections at once. A worker still running ``drain_timeout + 10`` seconds
+  after the first signal is killed;
 * stops everything and exits 1 if a worker cannot load the app at all.
 
-A worker ignores SIGINT (a Ctrl-C in a terminal reaches the whole process
-group; the supervisor forwards it once, as SIGTERM) and shuts down by itself
-if its supervisor disappears.
+A worker drains on SIGTERM (more SIGTERMs change nothing, so a signal sent to
+the whole process group or cgroup, as systemd does, plus the supervisor's own
+is still one graceful stop), aborts on SIGQUIT, ignores SIGINT (a Ctrl-C in a
+terminal reaches the whole process group; the supervisor forwards it), and
+drains by itself if its supervisor disappears.
 
 Everything a worker needs travels as :class:`WorkerSettings` on its command
 line, and the listening sockets as inherited file descriptors.
@@ -279,7 +281,7 @@ class _Supervisor:
                     self._stop()
                 else:
                     logger.warning("%s received again, workers abort their connections", name)
-                    self._signal_all(signal.SIGTERM)
+                    self._signal_all(signal.SIGQUIT)
 
 
 def _send(proc: anyio.abc.Process, signum: signal.Signals) -> None:
@@ -321,7 +323,7 @@ async def _serve_worker(
     drain_timeout: float,
 ) -> None:
     parent = os.getppid()
-    with anyio.open_signal_receiver(signal.SIGTERM) as signals:
+    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGQUIT) as signals:
         async with anyio.create_task_group() as tg:
 
             async def serve(*, task_status: anyio.abc.TaskStatus[Server[Any, Any]]) -> None:
@@ -331,13 +333,13 @@ async def _serve_worker(
             server: Server[Any, Any] = await tg.start(serve)
             logger.info("worker pid %d serving", os.getpid())
             tg.start_soon(_watch_parent, server, parent, drain_timeout)
-            async for _ in signals:
-                if not server.closing:
+            async for signum in signals:
+                if signum == signal.SIGQUIT:
+                    logger.warning("worker pid %d: SIGQUIT, aborting", os.getpid())
+                    server.abort()
+                elif not server.closing:
                     logger.info("worker pid %d: SIGTERM, draining", os.getpid())
                     server.start_shutdown(grace=0, drain_timeout=drain_timeout)
-                else:
-                    logger.warning("worker pid %d: SIGTERM again, aborting", os.getpid())
-                    server.abort()
 
 
 async def _watch_parent(server: Server[Any, Any], parent: int, drain_timeout: float) -> None:
@@ -354,7 +356,8 @@ def worker_main(argv: Sequence[str]) -> int:
     """Run one worker: ``python -m tcpkit.workers SETTINGS_JSON``; return its exit status.
 
     Exits with :data:`EXIT_BOOT_FAILED` if the settings, the app or the TLS
-    certificate cannot be loaded, else 0 after serving until SIGTERM.
+    certificate cannot be loaded, else 0 after serving until SIGTERM (drain)
+    or SIGQUIT (abort).
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor forwards Ctrl-C
     try:

@@ -7,11 +7,13 @@ import re
 import selectors
 import signal
 import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
-from helpers import CliServer, run_cli
+from helpers import ROOT, STARTUP, CliServer, run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -127,29 +129,37 @@ def test_workers_port_in_use_is_a_one_line_error() -> None:
     assert lines[-1] == f"tcpkit: error: cannot listen on 127.0.0.1:{port}: address already in use"
 
 
-def read_stderr_until(server: CliServer, needle: str, count: int, timeout: float = 20) -> str:
-    """Read the server's stderr until ``needle`` appeared ``count`` times (bounded in time)."""
-    assert server.proc.stderr is not None
+def read_stderr_until(
+    proc: subprocess.Popen[str], needle: str, count: int, timeout: float = 20
+) -> str:
+    """Read ``proc``'s stderr until ``needle`` appeared ``count`` times (bounded in time).
+
+    Reads the raw descriptor (never the buffered text wrapper, which could hide
+    lines from ``select``), so a later ``communicate()`` gets exactly the rest.
+    """
+    assert proc.stderr is not None
+    fd = proc.stderr.fileno()
     selector = selectors.DefaultSelector()
-    selector.register(server.proc.stderr, selectors.EVENT_READ)
-    text = ""
+    selector.register(fd, selectors.EVENT_READ)
+    data = b""
     deadline = time.monotonic() + timeout
-    while text.count(needle) < count:
+    while data.decode(errors="replace").count(needle) < count:
         left = deadline - time.monotonic()
         if left <= 0 or not selector.select(timeout=left):
-            raise AssertionError(f"{needle!r} seen {text.count(needle)} times: {text}")
-        line = server.proc.stderr.readline()
-        if not line:
-            raise AssertionError(f"stderr closed: {text}")
-        text += line
-    return text
+            raise AssertionError(f"{needle!r} not seen {count} times: {data.decode()}")
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            raise AssertionError(f"stderr closed: {data.decode()}")
+        data += chunk
+    selector.close()
+    return data.decode()
 
 
 def test_a_crashing_worker_is_restarted_with_a_growing_delay() -> None:
     server = CliServer(["run", "tests/network/crash_app.py:app", "--workers", "1", "--port", "0"])
     try:
         server.wait_started()
-        text = read_stderr_until(server, "restarting it in", 3)
+        text = read_stderr_until(server.proc, "restarting it in", 3)
     finally:
         code, _, err = server.stop(signal.SIGTERM)
     delays = [float(d) for d in re.findall(r"restarting it in ([\d.]+) s", text + err)]
@@ -169,3 +179,56 @@ def test_a_worker_that_cannot_load_the_app_stops_the_supervisor() -> None:
         code, _, err = server.stop(signal.SIGTERM)
     assert code == 1
     assert "could not load the app; stopping" in err
+
+
+def test_sigterm_to_the_whole_process_group_is_one_graceful_stop() -> None:
+    """As systemd (default KillMode) does: supervisor and workers all get SIGTERM."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tcpkit", "run", PID_APP, "--workers", "2", "--port", "0"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        start_new_session=True,
+    )
+    try:
+        assert proc.stdout is not None
+        selector = selectors.DefaultSelector()
+        selector.register(proc.stdout, selectors.EVENT_READ)
+        assert selector.select(timeout=20), "no startup line"
+        match = STARTUP.search(proc.stdout.readline())
+        assert match, "no startup line"
+        port = int(match["port"])
+        before = read_stderr_until(proc, " serving", 2)  # both workers handle signals now
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            sock.sendall(b"held\r\n")
+            assert b"held" in sock.recv(1024)
+            os.killpg(proc.pid, signal.SIGTERM)
+            rest = b""
+            while chunk := sock.recv(1024):  # the open connection is closed cleanly
+                rest += chunk
+            assert rest == b""
+        _, err = proc.communicate(timeout=20)
+        err = before + err
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate(timeout=10)
+    assert proc.returncode == 0, err
+    assert "aborting" not in err
+    assert err.count("SIGTERM, draining") == 2
+
+
+def test_a_second_signal_makes_the_workers_abort() -> None:
+    server = CliServer(["run", PID_APP, "--workers", "2", "--port", "0"])
+    try:
+        server.wait_started()
+        text = read_stderr_until(server.proc, " serving", 2)
+        server.proc.send_signal(signal.SIGTERM)
+        text += read_stderr_until(server.proc, "SIGTERM received", 1)
+        server.proc.send_signal(signal.SIGINT)
+    finally:
+        code, _, err = server.stop(signal.SIGTERM)
+    assert code == 0, text + err
+    assert "SIGINT received again, workers abort their connections" in err

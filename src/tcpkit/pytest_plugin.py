@@ -11,9 +11,11 @@ Fixtures:
   on 127.0.0.1 and a port the OS picks: a :class:`tcpkit.testing.LiveServer`
   (``live.port``, ``live.server``, ``async with live.connect() as channel``).
 
-Backends: anyio runs async tests on asyncio unless an ``anyio_backend``
-fixture says otherwise. This plugin defines no such fixture (a project's own
-one always wins); :func:`tcpkit_backends` gives the parameters to opt in::
+Backends: anyio's own ``anyio_backend`` fixture decides where async tests
+run (anyio 4.12 and later: on every installed backend, asyncio and trio;
+before: asyncio only). This plugin defines no such fixture, so a project's
+own one always wins; :func:`tcpkit_backends` gives the parameters to choose
+the backends explicitly, uvloop included::
 
     # conftest.py
     import pytest

@@ -34,6 +34,7 @@ import json
 import logging
 import os
 import signal
+import site
 import socket
 import ssl
 import subprocess
@@ -124,10 +125,13 @@ def supervise(
 
     Raises:
         ValueError: ``workers`` is below 1.
-        ServerError: an address could not be resolved or bound.
+        ServerError: an address could not be resolved or bound, or this is not
+            a POSIX system (workers inherit sockets and take POSIX signals).
     """
     if workers < 1:
         raise ValueError("the number of workers must be at least 1")
+    if os.name != "posix":
+        raise ServerError("--workers needs a POSIX system (Linux, macOS, BSD)")
     try:
         socks = _binding.open_sockets(host, port, uds, reuse_port=reuse_port, backlog=backlog)
     except _binding.BindError as exc:
@@ -157,11 +161,18 @@ def _unlink_if_same(path: str, inode: int) -> None:
 
 
 def _worker_command(settings: WorkerSettings) -> tuple[list[str], dict[str, str]]:
-    """The command line and environment that start one worker."""
+    """The command line and environment that start one worker.
+
+    The worker must import this same tcpkit: its directory goes on the
+    worker's ``PYTHONPATH`` unless it is a site directory (already on the path,
+    and never to be put before the standard library).
+    """
     package_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = dict(os.environ)
-    path = env.get("PYTHONPATH")
-    env["PYTHONPATH"] = package_root if not path else package_root + os.pathsep + path
+    paths = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+    site_dirs = {*site.getsitepackages(), site.getusersitepackages()}
+    if package_root not in site_dirs and package_root not in paths:
+        env["PYTHONPATH"] = os.pathsep.join([package_root, *paths])
     return [sys.executable, "-m", "tcpkit.workers", settings.to_json()], env
 
 

@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 from helpers import ROOT, STARTUP, CliServer, run_cli
 
+from tcpkit.workers import EXIT_BOOT_FAILED, WorkerSettings
+
 pytestmark = pytest.mark.slow
 
 PID_APP = "tests/network/pid_app.py:app"
@@ -232,3 +234,30 @@ def test_a_second_signal_makes_the_workers_abort() -> None:
         code, _, err = server.stop(signal.SIGTERM)
     assert code == 0, text + err
     assert "SIGINT received again, workers abort their connections" in err
+
+
+def test_worker_settings_round_trip_through_json() -> None:
+    settings = WorkerSettings(
+        app="m:app",
+        backend="trio",
+        max_connections=5,
+        proxy_protocol=True,
+        ssl_certfile="/c.pem",
+        drain_timeout=1.5,
+        fds=(3, 4),
+    )
+    assert WorkerSettings.from_json(settings.to_json()) == settings
+    with pytest.raises(ValueError, match="JSON object"):
+        WorkerSettings.from_json("[1, 2]")
+
+
+def test_worker_with_bad_settings_exits_with_the_boot_failure_status() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "tcpkit.workers", "not json"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == EXIT_BOOT_FAILED
+    assert "bad settings" in result.stderr

@@ -7,6 +7,7 @@ import hashlib
 import re
 import sys
 
+import anyio
 import pytest
 from helpers import ROOT, LineClient
 from hypothesis import strategies as st
@@ -17,6 +18,7 @@ DOCS = ROOT / "docs"
 sys.path.insert(0, str(DOCS / "snippets"))
 
 import chat_basic  # noqa: E402
+import hello  # noqa: E402
 import tlv  # noqa: E402
 import upload  # noqa: E402
 
@@ -138,3 +140,25 @@ def test_the_poe_page_maps_every_parameter_event_and_heap_member() -> None:
         assert any(row.startswith(f"| `{event}` (") for row in rows), event
     for member in POE_HEAP:
         assert f"| `$_[HEAP]{{{member}}}` |" in text, member
+
+
+@pytest.mark.anyio
+async def test_getting_started_hello_over_a_socket() -> None:
+    async with (
+        hello.app.start() as server,  # the page's "A first test"
+        await anyio.connect_tcp("127.0.0.1", server.port or 0) as stream,
+    ):
+        greeting = await stream.receive()
+        assert greeting.startswith(b"Hello, 127.0.0.1!")
+        await stream.send(b"bye\r\n")
+        assert await stream.receive() == b"Goodbye.\r\n"
+
+
+@pytest.mark.anyio
+async def test_getting_started_hello_with_test_client() -> None:
+    from tcpkit.testing import TestClient
+
+    async with TestClient(hello.app) as client:
+        assert (await client.receive()).startswith("Hello")
+        await client.send("hi")
+        assert await client.receive() == "You said: hi"

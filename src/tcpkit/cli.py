@@ -337,6 +337,8 @@ async def _talk(channel: Channel[Any, Any], mode: str, wait: float) -> int:
             await _send_stdin(channel, receive, mode)
         try:
             await channel.send_eof()
+        except NotImplementedError:
+            pass  # anyio's TLS streams cannot half-close: just wait for the replies
         except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
             return
         await anyio.sleep(wait)  # the replies still coming; the server's close ends it sooner

@@ -151,6 +151,8 @@ class Channel(anyio.abc.ObjectReceiveStream[In], anyio.abc.ObjectSendStream[Out]
 
         Raises:
             anyio.ClosedResourceError: the channel was closed.
+            NotImplementedError: the stream cannot half-close (anyio's TLS
+                streams cannot).
         """
         await self._stream.send_eof()
 

@@ -221,6 +221,20 @@ async def test_pre_connect_can_read_the_stream_first() -> None:
         assert await client.receive() == "in"
 
 
+async def test_proxy_protocol_header_sent_as_raw_bytes() -> None:
+    app = echo_app(proxy_protocol=True)
+    async with TestClient(app) as client:
+        await client.send_bytes(b"PROXY TCP4 198.51.100.22 10.0.0.1 35646 80\r\n")
+        conn = await client.wait_connected()
+        assert (conn.remote_ip, conn.remote_port) == ("198.51.100.22", 35646)
+        await client.send("behind a proxy")
+        assert await client.receive() == "behind a proxy"
+        bad = await client.connect()
+        await bad.send_bytes(b"GET / HTTP/1.0\r\n\r\n")
+        with pytest.raises(RuntimeError, match="closed during its setup"):
+            await bad.wait_connected()
+
+
 # -- several clients ----------------------------------------------------------------
 
 

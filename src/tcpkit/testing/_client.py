@@ -183,6 +183,11 @@ class MemoryByteStream(anyio.abc.ByteStream):
         """True once :meth:`aclose` has been called on this end."""
         return self._closed
 
+    @property
+    def eof_received(self) -> bool:
+        """True once the peer sent EOF or closed (bytes may still be unread)."""
+        return self._incoming.write_closed
+
     async def send(self, item: bytes) -> None:
         """Write ``item``, waiting while the peer's buffer is full.
 
@@ -241,6 +246,10 @@ class MemoryByteStream(anyio.abc.ByteStream):
     def wake(self) -> None:
         """Wake a task waiting in :meth:`wait_readable` (or ``receive``, which waits again)."""
         self._incoming.notify()
+
+    async def _wait_incoming(self) -> None:
+        """Wait for the next change on the incoming side (data, EOF, close, :meth:`wake`)."""
+        await self._incoming.wait()
 
     def close(self) -> None:
         """Close both directions at once; bytes not yet read are discarded.
@@ -370,6 +379,9 @@ class TestServer(Generic[In, Out]):
             the block ends.
         buffer_size: bytes each direction of a client connection holds before
             the writer waits (a socket buffer).
+
+    Raises:
+        ValueError: ``buffer_size`` is not positive.
     """
 
     __test__ = False  # not a pytest test class, whatever its name
@@ -627,6 +639,9 @@ class TestClient(Generic[In, Out]):
         remote_addr: this client's address as the server sees it
             (``conn.remote_ip``, ``conn.remote_port``).
         buffer_size: bytes each direction holds before the writer waits.
+
+    Raises:
+        ValueError: ``buffer_size`` is not positive.
     """
 
     __test__ = False  # not a pytest test class, whatever its name
@@ -663,7 +678,6 @@ class TestClient(Generic[In, Out]):
         self._eof_messages: deque[Out] = deque()
         self._connection: Connection[In, Out] | None = None
         self._setup_done = False
-        self._setup_event: anyio.Event | None = None
 
     # -- state ------------------------------------------------------------------
 
@@ -718,19 +732,22 @@ class TestClient(Generic[In, Out]):
         client: send them first.
 
         Raises:
-            RuntimeError: the connection was rejected during its setup, or the
-                app uses a custom acceptor.
+            RuntimeError: the connection was rejected or closed during its
+                setup, or the app uses a custom acceptor.
             TimeoutError: the setup did not finish within ``timeout`` seconds.
             Exception: an exception the app raised (``raise_app_exceptions``).
         """
         stream = self._open_stream()
         with _deadline(timeout, "the connection was not set up"):
-            while not self._setup_done and not stream.closed:
+            while True:
                 self._test_server._raise_app_error()  # pyright: ignore[reportPrivateUsage]
-                if self._setup_event is None:
-                    self._setup_event = anyio.Event()
-                await self._setup_event.wait()
-        self._test_server._raise_app_error()  # pyright: ignore[reportPrivateUsage]
+                if self._setup_done or self._connection is not None:
+                    break
+                if self._test_server.app._handlers.get("acceptor"):  # pyright: ignore[reportPrivateUsage]
+                    break  # .connection says why there is none
+                if stream.closed or stream.eof_received:
+                    raise RuntimeError("the connection was closed during its setup")
+                await stream._wait_incoming()  # pyright: ignore[reportPrivateUsage]
         return self.connection
 
     # -- sending ----------------------------------------------------------------
@@ -804,6 +821,7 @@ class TestClient(Generic[In, Out]):
             anyio.EndOfStream: the server closed the connection and every message
                 was received.
             FrameError: the server's bytes do not decode.
+            anyio.ClosedResourceError: this client was closed.
             RuntimeError: the client is not in its ``async with`` block.
             Exception: an exception the app raised (``raise_app_exceptions``).
         """
@@ -925,10 +943,6 @@ class TestClient(Generic[In, Out]):
         self._wake()
 
     def _wake(self) -> None:
-        event = self._setup_event
-        if event is not None:
-            self._setup_event = None
-            event.set()
         if self._stream is not None:
             self._stream.wake()
 

@@ -27,9 +27,21 @@ FENCE = re.compile(
 )
 
 
+# The pages of the docs/examples issue; the others' pages are their owners' to test.
+MY_PAGES = [
+    "index.md",
+    "getting-started.md",
+    "tutorial.md",
+    "codecs.md",
+    "server-control.md",
+    "examples.md",
+    "poe.md",
+]
+
+
 def python_blocks() -> list[tuple[str, int, str]]:
     blocks = []
-    for page in sorted(DOCS.glob("*.md")):
+    for page in sorted(DOCS / name for name in MY_PAGES):
         text = page.read_text()
         for match in FENCE.finditer(text):
             body = match["body"]

@@ -282,3 +282,12 @@ async def test_exception_in_start_block_propagates_unwrapped() -> None:
     with pytest.raises(KeyError, match="from the body"):
         async with app.start():
             raise KeyError("from the body")
+
+
+async def test_uds_alone_unless_a_tcp_address_is_given_too(tmp_path: Any) -> None:
+    app = echo_app()
+    path = str(tmp_path / "s.sock")
+    async with app.start(uds=path) as server:
+        assert server.addresses == [path]
+    async with app.start("127.0.0.1", 0, uds=path) as server:
+        assert server.addresses == [("127.0.0.1", server.port), path]

@@ -50,6 +50,19 @@ PreConnectHandler: TypeAlias = Callable[
 AcceptorHandler: TypeAlias = Callable[[anyio.abc.ByteStream, Any], _Ret]
 ServerHandler: TypeAlias = Callable[..., _Ret]
 
+
+class _Default(str):
+    """The default host: a plain ``str``, told apart from an explicit one by identity."""
+
+
+class _DefaultPort(int):
+    """A default port: a plain ``int``, told apart from an explicit one by identity."""
+
+
+_DEFAULT_HOST: str = _Default("127.0.0.1")
+_DEFAULT_PORT: int = _DefaultPort(12345)
+_DEFAULT_START_PORT: int = _DefaultPort(0)
+
 _DEFAULT_WRITE_BUFFER = (1024 * 1024, 256 * 1024, 64 * 1024 * 1024)
 
 # Names that app.include() recognises as the standard handlers.
@@ -425,8 +438,8 @@ class App(Generic[In, Out]):
     @asynccontextmanager
     async def start(
         self,
-        host: str | Sequence[str] | None = "127.0.0.1",
-        port: int | None = 0,
+        host: str | Sequence[str] | None = _DEFAULT_HOST,
+        port: int | None = _DEFAULT_START_PORT,
         *,
         uds: str | None = None,
         ssl: _ssl.SSLContext | None = None,
@@ -456,8 +469,8 @@ class App(Generic[In, Out]):
 
     async def serve(
         self,
-        host: str | Sequence[str] | None = "127.0.0.1",
-        port: int | None = 12345,
+        host: str | Sequence[str] | None = _DEFAULT_HOST,
+        port: int | None = _DEFAULT_PORT,
         *,
         uds: str | None = None,
         ssl: _ssl.SSLContext | None = None,
@@ -488,8 +501,8 @@ class App(Generic[In, Out]):
 
     def run(
         self,
-        host: str | Sequence[str] | None = "127.0.0.1",
-        port: int | None = 12345,
+        host: str | Sequence[str] | None = _DEFAULT_HOST,
+        port: int | None = _DEFAULT_PORT,
         *,
         uds: str | None = None,
         backend: str = "asyncio",
@@ -541,7 +554,8 @@ def _listen_config(
 ) -> ListenConfig:
     from .server import ListenConfig
 
-    if (uds is not None or sockets) and host == "127.0.0.1" and port in (0, 12345):
+    defaults = host is _DEFAULT_HOST and (port is _DEFAULT_PORT or port is _DEFAULT_START_PORT)
+    if (uds is not None or sockets) and defaults:
         port = None  # a Unix socket or given sockets alone, unless a TCP address was asked for
     return ListenConfig(
         host=host,

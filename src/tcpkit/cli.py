@@ -187,9 +187,10 @@ def _run(args: argparse.Namespace) -> int:
         def started(self, value: Server[Any, Any] | None = None) -> None:
             assert value is not None
             where = ", ".join(value._describe_addresses())  # pyright: ignore[reportPrivateUsage]
-            scheme = "tls" if context is not None else "tcp"
+            if value.port is not None:  # "tcp 127.0.0.1:12345"; a Unix socket alone is "unix:..."
+                where = f"{'tls' if context is not None else 'tcp'} {where}"
             print(
-                f"tcpkit: {app.name} ({args.app}) running on {scheme} {where} "
+                f"tcpkit: {app.name} ({args.app}) running on {where} "
                 f"[backend {backend_name}] (Press CTRL+C to quit)",
                 flush=True,
             )

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import math
+import ssl
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -399,24 +400,33 @@ class Connection(Generic[In, Out]):
             self._dispatching = True
             self._tg.start_soon(self._dispatch)
 
-    async def start_tls(self, ssl_context: Any, *, handshake_timeout: float = 10.0) -> None:
+    async def start_tls(
+        self, ssl_context: ssl.SSLContext, *, handshake_timeout: float = 10.0
+    ) -> None:
         """Upgrade this connection to TLS in place (STARTTLS).
 
-        Call it from a handler after telling the client to start TLS: pending
+        Call it from a handler after telling the client to go ahead: pending
         output is flushed first, then the handshake runs on the same socket.
+        Bytes the client sent right after its STARTTLS command (already read,
+        not yet decoded) are handed to TLS, not to the codec.
 
         Raises:
             ConnectionClosed: the connection is shutting down or closed.
+            TimeoutError: the handshake took longer than ``handshake_timeout``.
             anyio.BrokenResourceError: the handshake failed.
         """
         from anyio.streams.tls import TLSStream
 
+        from .streams import ReplayStream
+
         if not self._writable:
             raise self._not_writable()
         await self._flush()
+        pending = self._decoder.take_pending()
+        transport = ReplayStream(self._stream, pending) if pending else self._stream
         with anyio.fail_after(handshake_timeout):
             self._stream = await TLSStream.wrap(
-                self._stream, server_side=True, ssl_context=ssl_context, standard_compatible=False
+                transport, server_side=True, ssl_context=ssl_context, standard_compatible=False
             )
 
     # -- turns -------------------------------------------------------------
@@ -554,7 +564,7 @@ class Connection(Generic[In, Out]):
             return
         try:
             await self._stream.send_eof()
-        except (NotImplementedError, *_SOCKET_ERRORS):
+        except Exception:  # best effort: TLS streams cannot half-close
             return
         deadline = anyio.current_time() + config.linger
         try:
@@ -616,12 +626,12 @@ class Connection(Generic[In, Out]):
                 self._interruptible = False
             if idle is not None:
                 scope.deadline = math.inf
-            stream = self._stream  # start_tls may have replaced it
             if not data:
                 await self._turn_eof()
                 return
             stats.bytes_in += len(data)
             await self._turn(data)
+            stream = self._stream  # start_tls may have replaced it
 
     async def _wait_resumed(self) -> None:
         self._interruptible = True

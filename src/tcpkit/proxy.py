@@ -30,15 +30,14 @@ from __future__ import annotations
 
 import ipaddress
 import struct
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import anyio
 import anyio.abc
-import anyio.lowlevel
 
 from .exceptions import ProxyProtocolError
+from .streams import ReplayStream
 
 __all__ = [
     "MAX_V1_LENGTH",
@@ -352,41 +351,6 @@ def _parse_tlvs(data: bytes) -> tuple[tuple[int, bytes], ...]:
     return tuple(tlvs)
 
 
-class _ReplayStream(anyio.abc.ByteStream):
-    """A byte stream that returns some already-received bytes before reading on.
-
-    Everything else (send, send_eof, aclose, extra attributes such as the
-    socket's addresses) is the inner stream's.
-    """
-
-    def __init__(self, stream: anyio.abc.ByteStream, pending: bytes) -> None:
-        self._stream = stream
-        self._pending = pending
-
-    async def receive(self, max_bytes: int = 65536) -> bytes:
-        if self._pending:
-            await anyio.lowlevel.checkpoint()
-            data = self._pending[:max_bytes]
-            self._pending = self._pending[max_bytes:]
-            return data
-        return await self._stream.receive(max_bytes)
-
-    async def send(self, item: bytes) -> None:
-        await self._stream.send(item)
-
-    async def send_eof(self) -> None:
-        await self._stream.send_eof()
-
-    async def aclose(self) -> None:
-        self._pending = b""
-        await self._stream.aclose()
-
-    @property
-    def extra_attributes(self) -> Mapping[Any, Callable[[], Any]]:
-        inner = self._stream
-        return inner.extra_attributes  # pyright: ignore[reportUnknownMemberType, reportUnknownVariableType]
-
-
 async def read_proxy_header(
     stream: anyio.abc.ByteStream,
 ) -> tuple[anyio.abc.ByteStream, tuple[str, int] | None]:
@@ -420,5 +384,5 @@ async def read_proxy_header(
         header = parser.feed(data)
     leftover = parser.leftover
     if leftover:
-        stream = _ReplayStream(stream, leftover)
+        stream = ReplayStream(stream, leftover)
     return stream, header.source

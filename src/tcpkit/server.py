@@ -27,7 +27,7 @@ import anyio.abc
 from anyio.abc import SocketAttribute
 
 from .connection import Connection, ConnectionConfig
-from .exceptions import ConnectionClosed, ServerError, SetupTimeout
+from .exceptions import ConnectionClosed, ProxyProtocolError, ServerError, SetupTimeout
 from .handlers import Handler, call
 from .stats import ServerStats
 
@@ -47,6 +47,13 @@ _RESOURCE_ERRNOS = frozenset(
 _PER_CONNECTION_ERRNOS = frozenset(
     {errno.ECONNABORTED, errno.ECONNRESET, errno.EPROTO, errno.EPERM, errno.ETIMEDOUT}
 )  # the client went away before accept returned: ignore quietly
+_PEER_SETUP_ERRORS = (
+    OSError,
+    anyio.BrokenResourceError,
+    anyio.EndOfStream,
+    _ssl.SSLError,
+    ProxyProtocolError,
+)  # a failed setup caused by the client: logged at INFO without a traceback
 _BACKOFF_START = 0.1
 _BACKOFF_MAX = 1.0
 
@@ -138,6 +145,7 @@ class Server(Generic[In, Out]):
         self._grace_expired = False
         self._tg: anyio.abc.TaskGroup | None = None
         self._ssl: _ssl.SSLContext | None = None
+        self._owned_paths: list[str] = []  # Unix socket files to remove at the end
 
     # -- POE HEAP / public state --------------------------------------------
 
@@ -240,6 +248,7 @@ class Server(Generic[In, Out]):
         Use :meth:`start_shutdown` there.
         """
         self._begin_close()
+        await self._close_listeners()
         if grace is not None:
             with anyio.move_on_after(grace):
                 await self._wait_connections()
@@ -290,17 +299,19 @@ class Server(Generic[In, Out]):
             self._tg.start_soon(self._close_listeners)
 
     async def _close_listeners(self) -> None:
-        for listener in self._listeners:
+        """Close every listener and remove the socket files this server created (once)."""
+        listeners, self._listeners = self._listeners, []
+        for listener in listeners:
             try:
                 await listener.aclose()
             except (OSError, anyio.BrokenResourceError):
                 pass
-        for address in self.addresses:
-            if isinstance(address, str):
-                try:
-                    os.unlink(address)
-                except OSError:
-                    pass
+        paths, self._owned_paths = self._owned_paths, []
+        for path in paths:
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
 
     async def _wait_connections(self) -> None:
         while self.stats.current:
@@ -357,6 +368,8 @@ class Server(Generic[In, Out]):
                     self.addresses.append((str(local[0]), int(local[1])))
                 else:
                     self.addresses.append(os.fsdecode(local))
+            if listen.uds is not None:
+                self._owned_paths.append(listen.uds)
         except OSError as exc:
             for sock in socks + given:
                 sock.close()
@@ -628,13 +641,14 @@ class Server(Generic[In, Out]):
         conn: Connection[In, Out],
     ) -> None:
         self.stats.rejected += 1
-        if exc is not None and not isinstance(exc, SetupTimeout):
-            level = (
-                logging.ERROR
-                if not isinstance(exc, (OSError, anyio.BrokenResourceError, _ssl.SSLError))
-                else logging.INFO
-            )
-            logger.log(level, "%s: %r setup failed: %s", self.name, conn, exc, exc_info=exc)
+        if exc is None or isinstance(exc, SetupTimeout):
+            pass
+        elif isinstance(exc, _PEER_SETUP_ERRORS):  # the peer's fault: one quiet line
+            cause = exc.__cause__ or exc.__context__
+            detail = str(exc) or (f"{type(cause).__name__}: {cause}" if cause else "")
+            logger.info("%s: %r setup failed: %s %s", self.name, conn, type(exc).__name__, detail)
+        else:  # a bug in pre_connect or in our own code: show it
+            logger.error("%s: %r setup failed", self.name, conn, exc_info=exc)
         with anyio.CancelScope(shield=True):
             try:
                 await stream.aclose()

@@ -165,11 +165,6 @@ async def test_a_regular_file_is_never_replaced(sock_dir: Path) -> None:
     assert path.read_text() == "keep me"
 
 
-@pytest.mark.xfail(
-    reason="server.py: _close_listeners runs in a task that leaving app.start() cancels "
-    "before it unlinks the socket file (racy: usually on asyncio)",
-    strict=False,
-)
 async def test_unix_socket_file_is_removed_at_shutdown(sock_dir: Path) -> None:
     path = sock_dir / "gone.sock"
     async with whoami_app().start(uds=str(path)):

@@ -52,11 +52,6 @@ async def test_tls_round_trip(certs: Certs) -> None:
         assert c.stream.extra(TLSAttribute.tls_version) == "TLSv1.3"
 
 
-@pytest.mark.xfail(
-    reason="connection.py _linger calls TLSStream.send_eof(), which raises TypeError "
-    "(not NotImplementedError) once the peer has closed: logged as an unexpected error",
-    strict=False,
-)
 async def test_tls_client_closing_first_logs_no_error(
     certs: Certs, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -162,11 +157,6 @@ def starttls_app(certs: Certs) -> App[str, str]:
     return app
 
 
-@pytest.mark.xfail(
-    reason="connection.py _read_loop reads on from the stream it had before the turn "
-    "that called start_tls (it re-reads self._stream after receive, not after _turn)",
-    strict=False,
-)
 async def test_starttls_upgrades_mid_stream(certs: Certs) -> None:
     async with starttls_app(certs).start() as server:
         plain = LineClient(await anyio.connect_tcp("127.0.0.1", server.port or 0))

@@ -107,7 +107,7 @@ def test_unix_socket(tmp_path: Path) -> None:
     path = str(tmp_path / "echo.sock")
     server = CliServer(["run", "examples/echo.py:app", "--uds", path])
     try:
-        assert f"running on tcp unix:{path}" in startup_line(server)
+        assert f"running on unix:{path}" in startup_line(server)
         done = tcpkit_connect("--uds", path, stdin=b"via unix\n")
         assert done.returncode == 0, done.stderr
         assert done.stdout == b"via unix\n"

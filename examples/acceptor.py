@@ -62,10 +62,10 @@ def answer(query: str) -> str:
 async def close_gracefully(stream: anyio.abc.ByteStream) -> None:
     """Half-close, then wait (briefly) for the client to close its side.
 
-    Returning from the acceptor closes the stream at once, which may cut off
-    output the operating system has not sent yet (or reset the connection if
-    the client sent more). Waiting for the client's end of stream first is
-    what tcpkit's own connections do.
+    Returning from the acceptor closes the stream. If the client sent bytes
+    that were never read, the kernel then resets the connection, and on a
+    real network a reset can overtake the answer. Waiting for the client's
+    end of stream first is what tcpkit's own connections do.
     """
     await stream.send_eof()
     with anyio.move_on_after(2):

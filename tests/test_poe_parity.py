@@ -381,6 +381,23 @@ async def test_poe_client_disconnected_on_both_sides_closing() -> None:
         await client.aclose()
 
 
+async def test_poe_client_input_gets_every_message_in_order() -> None:
+    app: App[str, str] = App()
+    got: list[str] = []
+
+    @app.on_input
+    async def client_input(conn: Connection[str, str], line: str) -> None:
+        got.append(line)
+        await conn.send(f"{len(got)}:{line}")
+
+    async with app.start() as server, await LineClient.connect(server.port or 0) as client:
+        await client.send_raw(b"a\r\nb\nc")  # one read, mixed endings, a partial line
+        assert await client.recv_lines(2) == ["1:a", "2:b"]
+        await client.send_raw(b"d\n")
+        assert await client.recv_line() == "3:cd"
+    assert got == ["a", "b", "cd"]
+
+
 async def test_poe_client_error_sees_codec_and_handler_errors() -> None:
     app: App[str, str] = App(codec=Lines(max_length=10))
     errors: list[str] = []

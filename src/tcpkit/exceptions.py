@@ -22,6 +22,8 @@ are kept apart from errors in our own use of the API (``EncodeError``,
 
 from __future__ import annotations
 
+from typing import Any
+
 __all__ = [
     "ConnectionClosed",
     "EncodeError",
@@ -47,7 +49,13 @@ class FrameError(TcpkitError):
 
     Raised by decoders; the connection reports it to ``on_error`` and, with
     ``shutdown_on_error`` (the default), shuts that connection down.
+
+    Attributes:
+        decoded: from ``Decoder.feed``/``eof``, the messages decoded in the
+            same call before the bad frame (so none is lost).
     """
+
+    decoded: list[Any] = []  # noqa: RUF012 (replaced per instance by Decoder.feed)
 
 
 class FrameTooLarge(FrameError):

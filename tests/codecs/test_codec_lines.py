@@ -149,3 +149,11 @@ def test_non_ascii_compatible_encodings_are_refused() -> None:
     with pytest.raises(ValueError, match="ASCII-compatible"):
         Lines(encoding="utf-16")
     assert Lines(encoding="latin-1").decoder().feed(b"caf\xe9\n") == ["café"]
+
+
+def test_feed_keeps_the_messages_before_a_bad_frame() -> None:
+    decoder = Lines(max_length=4).decoder()
+    with pytest.raises(FrameTooLarge) as info:
+        decoder.feed(b"one\ntwo\ntoo long\nfour\n")
+    assert info.value.decoded == ["one", "two"]
+    assert decoder.feed(b"") == ["four"]

@@ -20,7 +20,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import Any, Final, Generic, TypeAlias, TypeVar, Union, cast
 
-from ..exceptions import IncompleteFrame
+from ..exceptions import FrameError, IncompleteFrame
 
 __all__ = [
     "NEED_DATA",
@@ -93,11 +93,21 @@ class Decoder(ABC, Generic[T_co]):
         """Remove and return every byte not yet decoded (for a codec switch)."""
 
     def feed(self, data: bytes) -> list[T_co]:
-        """Push ``data`` and return every message that is now complete."""
+        """Push ``data`` and return every message that is now complete.
+
+        Raises:
+            FrameError: a bad frame. The messages decoded before it in this call
+                are not lost: they are in the exception's ``decoded`` attribute,
+                and decoding may go on with the next call.
+        """
         self.push(data)
         messages: list[T_co] = []
-        while (message := self.next_message()) is not NEED_DATA:
-            messages.append(message)
+        try:
+            while (message := self.next_message()) is not NEED_DATA:
+                messages.append(message)
+        except FrameError as exc:
+            exc.decoded = list(messages)
+            raise
         return messages
 
     def eof(self) -> list[T_co]:

@@ -1,0 +1,490 @@
+"""A faster socket stream and listener for the asyncio backend (and uvloop).
+
+anyio's asyncio ``SocketStream`` pays, per ``receive``, a checkpoint (a full
+event-loop turn) or a ``resume_reading``/``pause_reading`` pair (two
+``epoll_ctl`` calls), and per ``send`` another checkpoint; it also looks up
+the running loop several times per call (a ``getpid`` system call each time on
+CPython 3.11). :class:`AsyncioSocketStream` keeps anyio's
+:class:`anyio.abc.SocketStream` interface on an asyncio ``Protocol`` instead:
+
+* ``receive`` returns buffered bytes at once, without a checkpoint, joining
+  the chunks that arrived since the last call (up to ``max_bytes``). It waits
+  only when nothing is buffered; that wait is a cancellation point, and a
+  cancelled wait loses nothing (bytes stay in the buffer). Reading stays
+  registered with the loop and is paused only when the buffer passes a high
+  mark (flow control).
+* ``send`` writes to the transport and awaits only while the transport's
+  buffer is not empty. The transport's write-buffer limits are 0, so a
+  ``send`` that returned has handed every byte to the OS: graceful-close code
+  can rely on it.
+* ``aclose`` closes the transport. Bytes of completed sends are already in
+  the kernel and are delivered; only the unsent rest of a ``send`` that did
+  not complete (cancelled, or failing) is dropped, as with anyio.
+
+:class:`AsyncioSocketListener` wraps an anyio asyncio listener: ``accept``
+takes connections straight from the listening socket (no checkpoint, the
+reader registration kept while accepts keep coming) and returns
+:class:`AsyncioSocketStream` objects. :func:`fast_listener` does the wrapping
+when the running loop is asyncio's (or uvloop) and is a no-op otherwise.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import asyncio.selector_events
+import socket
+from collections import deque
+from collections.abc import Callable, Mapping
+from typing import Any, cast
+
+import anyio
+import anyio.abc
+from anyio.abc import SocketAttribute
+
+__all__ = ["STREAK", "AsyncioSocketListener", "AsyncioSocketStream", "fast_listener"]
+
+_READ_HIGH = 256 * 1024
+"""Pause reading from the socket once this many received bytes are not yet consumed."""
+_READ_LOW = 64 * 1024
+"""Resume reading once the unconsumed bytes drop to this."""
+STREAK = 32
+"""Operations in a row that did not wait (receives and sends of a stream, accepts
+of a listener), after which one yields to the event loop: a busy connection, or
+a connect flood, cannot starve the others."""
+
+
+def _convert_address(address: Any) -> Any:
+    """anyio's form of a socket address: IPv6 as ``(host, port)``, others unchanged."""
+    if isinstance(address, tuple) and len(address) > 2:  # pyright: ignore[reportUnknownArgumentType]
+        return address[:2]  # pyright: ignore[reportUnknownVariableType]
+    return address  # pyright: ignore[reportUnknownVariableType]
+
+
+class _StreamProtocol(asyncio.Protocol):
+    """Buffers input and signals readiness; holds no anyio state."""
+
+    __slots__ = (
+        "buffer",
+        "buffered",
+        "eof",
+        "exception",
+        "lost",
+        "lost_waiter",
+        "read_paused",
+        "read_waiter",
+        "transport",
+        "write_paused",
+        "write_waiters",
+    )
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.buffer: deque[bytes] = deque()
+        self.buffered = 0
+        self.eof = False
+        self.lost = False
+        self.exception: BaseException | None = None
+        self.read_paused = False
+        self.write_paused = False
+        self.read_waiter: asyncio.Future[None] | None = None
+        self.write_waiters: list[asyncio.Future[None]] = []
+        self.lost_waiter: asyncio.Future[None] | None = None
+
+    # asyncio.Protocol ------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports implement asyncio.Transport without subclassing it.
+        self.transport = cast(asyncio.Transport, transport)
+        # Limits of 0: pause_writing as soon as anything stays in the transport's
+        # buffer, resume_writing once it is empty again.
+        self.transport.set_write_buffer_limits(0, 0)
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer.append(data)
+        self.buffered += len(data)
+        waiter = self.read_waiter
+        if waiter is not None:
+            self.read_waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+        if self.buffered > _READ_HIGH and not self.read_paused and self.transport is not None:
+            self.read_paused = True
+            self.transport.pause_reading()
+
+    def eof_received(self) -> bool:
+        self.eof = True
+        self._wake_reader()
+        return True  # stay open: we may still write (half-close)
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        self._wake_writers()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
+        if exc is not None:
+            self.exception = exc
+        self.write_paused = False
+        self._wake_reader()
+        self._wake_writers()
+        waiter = self.lost_waiter
+        if waiter is not None:
+            self.lost_waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+
+    # helpers -------------------------------------------------------------------
+
+    def _wake_reader(self) -> None:
+        waiter = self.read_waiter
+        if waiter is not None:
+            self.read_waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def _wake_writers(self) -> None:
+        waiters = self.write_waiters
+        if waiters:
+            self.write_waiters = []
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
+
+    def take(self, max_bytes: int) -> bytes:
+        """Remove and return up to ``max_bytes`` buffered bytes (the buffer is not empty)."""
+        buffer = self.buffer
+        chunk = buffer.popleft()
+        if buffer and len(chunk) < max_bytes:
+            parts = [chunk]
+            size = len(chunk)
+            while buffer and size < max_bytes:
+                part = buffer.popleft()
+                parts.append(part)
+                size += len(part)
+            chunk = b"".join(parts)
+        if len(chunk) > max_bytes:
+            buffer.appendleft(chunk[max_bytes:])
+            chunk = chunk[:max_bytes]
+        self.buffered -= len(chunk)
+        if self.read_paused and self.buffered <= _READ_LOW and not self.lost:
+            self.read_paused = False
+            assert self.transport is not None
+            self.transport.resume_reading()
+        return chunk
+
+
+class AsyncioSocketStream(anyio.abc.SocketStream):
+    """An :class:`anyio.abc.SocketStream` on an asyncio transport (see the module doc)."""
+
+    def __init__(
+        self,
+        transport: asyncio.Transport,
+        protocol: _StreamProtocol,
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        self._transport = transport
+        self._protocol = protocol
+        self._loop = loop
+        self._closed = False
+        self._streak = 0  # receives and sends in a row that did not wait
+        self._attributes: Mapping[Any, Callable[[], Any]] | None = None
+
+    # receiving -----------------------------------------------------------------
+
+    async def receive(self, max_bytes: int = 65536) -> bytes:
+        """Return buffered bytes at once; wait (a cancellation point) only if there are none.
+
+        Raises:
+            ValueError: ``max_bytes`` is below 1.
+            EndOfStream: the peer half-closed and every byte has been received.
+            ClosedResourceError: this stream was closed.
+            BrokenResourceError: the connection failed.
+            BusyResourceError: another task is already waiting in ``receive``.
+        """
+        if max_bytes < 1:
+            raise ValueError("max_bytes must be a positive integer")
+        protocol = self._protocol
+        self._streak += 1
+        if self._streak > STREAK:
+            self._streak = 0
+            await asyncio.sleep(0)  # fairness; nothing is consumed yet, so safe to cancel
+        if protocol.buffer:
+            return protocol.take(max_bytes)
+        self._streak = 0
+        while not protocol.buffer:
+            if self._closed:
+                raise anyio.ClosedResourceError
+            if protocol.lost:
+                if protocol.exception is not None and not protocol.eof:
+                    raise anyio.BrokenResourceError from protocol.exception
+                raise anyio.EndOfStream
+            if protocol.eof:
+                raise anyio.EndOfStream
+            if protocol.read_waiter is not None:
+                raise anyio.BusyResourceError("reading from")
+            waiter = protocol.read_waiter = self._loop.create_future()
+            try:
+                await waiter
+            finally:
+                if protocol.read_waiter is waiter:
+                    protocol.read_waiter = None
+        return protocol.take(max_bytes)
+
+    # sending -------------------------------------------------------------------
+
+    async def send(self, item: bytes) -> None:
+        """Hand ``item`` to the transport; wait only while its buffer is not empty.
+
+        When this returns, every byte of ``item`` (and of earlier sends) has
+        been handed to the OS.
+
+        Raises:
+            ClosedResourceError: this stream was closed.
+            BrokenResourceError: the connection failed (the data may be lost).
+        """
+        transport = self._transport
+        protocol = self._protocol
+        self._streak += 1
+        if self._streak > STREAK:
+            self._streak = 0
+            await asyncio.sleep(0)  # fairness; nothing is written yet, so safe to cancel
+        if self._closed:
+            raise anyio.ClosedResourceError
+        if protocol.lost or transport.is_closing():
+            raise anyio.BrokenResourceError from protocol.exception
+        try:
+            transport.write(item)
+        except RuntimeError as exc:  # uvloop: the transport is closed
+            raise anyio.BrokenResourceError from exc
+        if protocol.write_paused:
+            self._streak = 0
+        while protocol.write_paused:
+            waiter = self._loop.create_future()
+            protocol.write_waiters.append(waiter)
+            await waiter
+        if self._closed:
+            raise anyio.ClosedResourceError
+        if protocol.lost or transport.is_closing():
+            # The write failed (asyncio closes the transport and reports it through
+            # connection_lost) or the connection died while bytes were queued.
+            raise anyio.BrokenResourceError from protocol.exception
+
+    async def send_eof(self) -> None:
+        """Half-close: the peer reads EOF once the bytes already sent have gone out.
+
+        Raises:
+            ClosedResourceError: this stream was closed.
+        """
+        if self._closed:
+            raise anyio.ClosedResourceError
+        if self._protocol.lost or self._transport.is_closing():
+            return
+        try:
+            self._transport.write_eof()
+        except (OSError, RuntimeError):
+            pass
+
+    async def aclose(self) -> None:
+        """Close the connection and wait until the socket is closed.
+
+        Bytes of completed sends are in the kernel already and still reach
+        the peer. Never raises for a connection that already failed.
+        """
+        protocol = self._protocol
+        transport = self._transport
+        if not self._closed:
+            self._closed = True
+            if transport.get_write_buffer_size():
+                transport.abort()  # only the rest of an unfinished send is left
+            else:
+                transport.close()
+            protocol._wake_reader()  # pyright: ignore[reportPrivateUsage]
+            protocol._wake_writers()  # pyright: ignore[reportPrivateUsage]
+        if not protocol.lost:
+            # The transport closes the socket on the next loop turn: wait for it,
+            # so that a closed stream holds no file descriptor.
+            waiter = protocol.lost_waiter
+            if waiter is None or waiter.done():  # done: an earlier aclose was cancelled
+                waiter = protocol.lost_waiter = self._loop.create_future()
+            await waiter
+
+    # attributes ----------------------------------------------------------------
+
+    @property
+    def _raw_socket(self) -> socket.socket:
+        return self._transport.get_extra_info("socket")  # type: ignore[no-any-return]
+
+    @property
+    def extra_attributes(self) -> Mapping[Any, Callable[[], Any]]:
+        attributes = self._attributes
+        if attributes is None:
+            attributes = self._attributes = self._make_attributes()
+        return attributes
+
+    def _make_attributes(self) -> Mapping[Any, Callable[[], Any]]:
+        transport = self._transport
+        raw = transport.get_extra_info("socket")
+        family = raw.family if raw is not None else socket.AF_UNSPEC
+        local = _convert_address(transport.get_extra_info("sockname"))
+        peer = _convert_address(transport.get_extra_info("peername"))
+        attributes: dict[Any, Callable[[], Any]] = {
+            SocketAttribute.family: lambda: family,
+            SocketAttribute.local_address: lambda: local,
+            SocketAttribute.raw_socket: lambda: raw,
+        }
+        if peer is not None:
+            attributes[SocketAttribute.remote_address] = lambda: peer
+        if family in (socket.AF_INET, socket.AF_INET6):
+            if isinstance(local, tuple):
+                local_port = local[1]  # pyright: ignore[reportUnknownVariableType]
+                attributes[SocketAttribute.local_port] = lambda: local_port  # pyright: ignore[reportUnknownLambdaType]
+            if isinstance(peer, tuple):
+                remote_port = peer[1]  # pyright: ignore[reportUnknownVariableType]
+                attributes[SocketAttribute.remote_port] = lambda: remote_port  # pyright: ignore[reportUnknownLambdaType]
+        return attributes
+
+
+class AsyncioSocketListener(anyio.abc.SocketListener):
+    """Accepts :class:`AsyncioSocketStream` connections from an anyio asyncio listener.
+
+    Accept errors are those of ``socket.accept`` (``OSError``: EMFILE and the
+    like); a closed listener raises ``ClosedResourceError``.
+    """
+
+    def __init__(self, listener: anyio.abc.SocketListener) -> None:
+        self._listener = listener
+        self._sock: socket.socket = listener.extra(SocketAttribute.raw_socket)
+        self._loop = asyncio.get_running_loop()
+        self._tcp = self._sock.family in (socket.AF_INET, socket.AF_INET6)
+        self._waiter: asyncio.Future[None] | None = None
+        self._reading = False  # the listening socket is registered with the loop
+        self._closed = False
+        self._streak = 0  # accepts in a row that did not wait
+        # asyncio's own selector loop can build a transport synchronously (no
+        # await, no extra loop turn); uvloop only through connect_accepted_socket.
+        self._make_transport: Callable[..., Any] | None = None
+        if isinstance(self._loop, asyncio.selector_events.BaseSelectorEventLoop):
+            self._make_transport = getattr(self._loop, "_make_socket_transport", None)
+
+    @property
+    def _raw_socket(self) -> socket.socket:
+        return self._sock
+
+    @property
+    def extra_attributes(self) -> Mapping[Any, Callable[[], Any]]:
+        return self._listener.extra_attributes
+
+    def _readable(self) -> None:
+        waiter = self._waiter
+        if waiter is None:
+            # Nobody is accepting (paused at max_connections): stop watching, or a
+            # level-triggered selector would call us on every loop turn.
+            self._stop_reading()
+            return
+        self._waiter = None
+        if not waiter.done():
+            waiter.set_result(None)
+
+    def _stop_reading(self) -> None:
+        if self._reading:
+            self._reading = False
+            self._loop.remove_reader(self._sock)
+
+    async def accept(self) -> anyio.abc.SocketStream:
+        """Accept one connection; waits (a cancellation point) only when none is pending.
+
+        Raises:
+            ClosedResourceError: the listener is closed.
+            BusyResourceError: another task is already accepting.
+            OSError: ``accept`` failed (e.g. EMFILE); the listener stays usable.
+        """
+        sock = self._sock
+        self._streak += 1
+        if self._streak > STREAK:
+            # Connections kept coming without a wait: let other tasks run (a
+            # checkpoint), as a connect flood must not starve the connections.
+            self._streak = 0
+            await asyncio.sleep(0)
+        while True:
+            if self._closed:
+                raise anyio.ClosedResourceError
+            try:
+                client, _ = sock.accept()
+                break
+            except BlockingIOError:
+                self._streak = 0
+            except OSError:
+                if self._closed or sock.fileno() < 0:
+                    raise anyio.ClosedResourceError from None
+                raise
+            if self._waiter is not None:
+                raise anyio.BusyResourceError("accepting connections from")
+            if not self._reading:
+                self._loop.add_reader(sock, self._readable)
+                self._reading = True
+            waiter = self._waiter = self._loop.create_future()
+            try:
+                await waiter
+            finally:
+                if self._waiter is waiter:
+                    self._waiter = None
+        try:
+            client.setblocking(False)
+            make = self._make_transport
+            if make is not None:
+                # TCP_NODELAY is set by the transport; connection_made runs first
+                # thing on the next loop turn, before any task can use the stream.
+                protocol = _StreamProtocol()
+                transport = make(client, protocol)
+                transport.set_write_buffer_limits(0, 0)
+            else:
+                if self._tcp:
+                    client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                transport, protocol = await self._loop.connect_accepted_socket(
+                    _StreamProtocol, client
+                )
+        except BaseException:
+            client.close()
+            raise
+        return AsyncioSocketStream(transport, protocol, self._loop)
+
+    async def aclose(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._stop_reading()  # before the socket closes: no stale selector entry
+            waiter = self._waiter
+            if waiter is not None:
+                self._waiter = None
+                if not waiter.done():
+                    waiter.set_result(None)
+        await self._listener.aclose()
+
+
+def fast_listener(listener: anyio.abc.SocketListener) -> anyio.abc.SocketListener:
+    """``listener`` wrapped in the fast listener of the running backend.
+
+    :class:`AsyncioSocketListener` on asyncio (and uvloop),
+    :class:`tcpkit._trio_stream.TrioSocketListener` on trio. Returns
+    ``listener`` itself when it is not a plain socket listener (no raw socket)
+    or on any other event loop.
+    """
+    if listener.extra(SocketAttribute.raw_socket, None) is None:
+        return listener
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        pass
+    else:
+        return AsyncioSocketListener(listener)
+    try:
+        import trio
+
+        trio.lowlevel.current_task()
+    except (ImportError, RuntimeError):
+        return listener
+    from ._trio_stream import TrioSocketListener
+
+    return TrioSocketListener(listener)

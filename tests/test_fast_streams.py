@@ -1,0 +1,273 @@
+"""The fast socket streams (``tcpkit._asyncio_stream``, ``tcpkit._trio_stream``).
+
+Each test runs on asyncio, uvloop and trio: ``fast_listener`` picks the
+stream of the running backend. The peer is a plain anyio stream.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anyio
+import anyio.abc
+import pytest
+from anyio.abc import SocketAttribute
+
+from tcpkit._asyncio_stream import STREAK, AsyncioSocketListener, AsyncioSocketStream, fast_listener
+
+pytestmark = pytest.mark.anyio
+
+
+@asynccontextmanager
+async def pair() -> AsyncIterator[tuple[anyio.abc.SocketStream, anyio.abc.SocketStream]]:
+    """(server side: a fast stream, client side: an anyio stream), both closed at the end."""
+    listener = fast_listener(await anyio.create_tcp_listener(local_host="127.0.0.1"))
+    try:
+        port = listener.extra(SocketAttribute.local_port)
+        client = await anyio.connect_tcp("127.0.0.1", port)
+        with anyio.fail_after(10):
+            server = await listener.accept()
+        try:
+            yield server, client
+        finally:
+            await server.aclose()
+            await client.aclose()
+    finally:
+        await listener.aclose()
+
+
+async def read_exactly(stream: anyio.abc.ByteStream, n: int) -> bytes:
+    data = b""
+    with anyio.fail_after(10):
+        while len(data) < n:
+            data += await stream.receive()
+    return data
+
+
+async def read_to_eof(stream: anyio.abc.ByteStream) -> bytes:
+    chunks: list[bytes] = []
+    with anyio.fail_after(20):
+        while True:
+            try:
+                chunks.append(await stream.receive())
+            except anyio.EndOfStream:
+                return b"".join(chunks)
+
+
+async def test_the_fast_stream_of_the_backend_is_used(anyio_backend: Any) -> None:
+    name, _ = anyio_backend
+    async with pair() as (server, _client):
+        if name == "trio":
+            from tcpkit._trio_stream import TrioSocketStream
+
+            assert isinstance(server, TrioSocketStream)
+        else:
+            assert isinstance(server, AsyncioSocketStream)
+        assert isinstance(server, anyio.abc.SocketStream)
+
+
+async def test_echo_both_ways_and_attributes() -> None:
+    async with pair() as (server, client):
+        await client.send(b"hello")
+        assert await read_exactly(server, 5) == b"hello"
+        await server.send(b"world")
+        assert await read_exactly(client, 5) == b"world"
+        assert server.extra(SocketAttribute.remote_address) == client.extra(
+            SocketAttribute.local_address
+        )
+        assert server.extra(SocketAttribute.local_address) == client.extra(
+            SocketAttribute.remote_address
+        )
+        assert server.extra(SocketAttribute.remote_port) == client.extra(SocketAttribute.local_port)
+        assert server.extra(SocketAttribute.local_port) == client.extra(SocketAttribute.remote_port)
+        assert server.extra(SocketAttribute.family) == socket.AF_INET
+        assert server.extra(SocketAttribute.raw_socket).fileno() >= 0
+
+
+async def test_receive_respects_max_bytes() -> None:
+    async with pair() as (server, client):
+        await client.send(b"x" * 100)
+        got = b""
+        with anyio.fail_after(10):
+            while len(got) < 100:
+                chunk = await server.receive(7)
+                assert 1 <= len(chunk) <= 7
+                got += chunk
+        assert got == b"x" * 100
+        with pytest.raises(ValueError, match="max_bytes"):
+            await server.receive(0)
+
+
+async def test_a_cancelled_receive_loses_nothing() -> None:
+    async with pair() as (server, client):
+        with anyio.move_on_after(0.05) as scope:
+            await server.receive()
+        assert scope.cancelled_caught
+        await client.send(b"kept")
+        assert await read_exactly(server, 4) == b"kept"
+
+
+async def test_half_close_delivers_input_then_eof_and_output_still_flows() -> None:
+    async with pair() as (server, client):
+        await client.send(b"last words")
+        await client.send_eof()
+        assert await read_to_eof(server) == b"last words"
+        with pytest.raises(anyio.EndOfStream):
+            await server.receive()
+        await server.send(b"reply after EOF")
+        await server.send_eof()
+        assert await read_to_eof(client) == b"reply after EOF"
+
+
+async def test_completed_sends_survive_an_immediate_close() -> None:
+    """What ``send`` returned for is in the kernel: ``aclose`` right after loses nothing."""
+    payload = bytes(range(256)) * 16384  # 4 MiB: far more than the socket buffers
+    async with pair() as (server, client), anyio.create_task_group() as tg:
+        received: list[bytes] = []
+
+        async def reader() -> None:
+            received.append(await read_to_eof(client))
+
+        tg.start_soon(reader)
+        await server.send(payload)
+        await server.aclose()
+    assert received == [payload]
+
+
+async def test_aclose_wakes_a_waiting_receive() -> None:
+    async with pair() as (server, _client), anyio.create_task_group() as tg:
+        errors: list[BaseException] = []
+
+        async def receiver() -> None:
+            try:
+                await server.receive()
+            except (anyio.ClosedResourceError, anyio.EndOfStream) as exc:
+                errors.append(exc)
+
+        tg.start_soon(receiver)
+        await anyio.wait_all_tasks_blocked()
+        await server.aclose()
+    assert len(errors) == 1 and isinstance(errors[0], anyio.ClosedResourceError)
+    with pytest.raises(anyio.ClosedResourceError):
+        await server.send(b"x")
+
+
+async def test_two_receivers_at_once_is_an_error() -> None:
+    async with pair() as (server, client), anyio.create_task_group() as tg:
+        tg.start_soon(server.receive)
+        await anyio.wait_all_tasks_blocked()
+        with pytest.raises(anyio.BusyResourceError):
+            await server.receive()
+        await client.send(b"done")  # lets the first receiver finish
+
+
+async def test_a_reset_breaks_the_stream() -> None:
+    async with pair() as (server, client):
+        raw: socket.socket = client.extra(SocketAttribute.raw_socket)
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        await client.aclose()  # an RST
+
+        async def use_until_broken() -> None:
+            while True:  # the reset shows on receive or on a later send
+                try:
+                    await server.receive()
+                except anyio.EndOfStream:
+                    pass
+                await server.send(b"x" * 65536)
+
+        with anyio.fail_after(10), pytest.raises(anyio.BrokenResourceError):
+            await use_until_broken()
+
+
+async def test_a_busy_stream_still_lets_other_tasks_run() -> None:
+    """Operations that never wait yield every STREAK calls: no starvation."""
+    async with pair() as (server, _client), anyio.create_task_group() as tg:
+        ran: list[int] = []
+
+        async def other() -> None:
+            ran.append(1)
+
+        tg.start_soon(other)
+        for _ in range(2 * STREAK + 2):
+            await server.send(b".")  # the kernel takes these at once: no wait
+        assert ran == [1]
+
+
+async def test_closing_the_listener_wakes_accept() -> None:
+    listener = fast_listener(await anyio.create_tcp_listener(local_host="127.0.0.1"))
+    errors: list[BaseException] = []
+
+    async def acceptor() -> None:
+        try:
+            await listener.accept()
+        except anyio.ClosedResourceError as exc:
+            errors.append(exc)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(acceptor)
+        await anyio.wait_all_tasks_blocked()
+        await listener.aclose()
+    assert len(errors) == 1
+    with pytest.raises(anyio.ClosedResourceError):
+        await listener.accept()
+
+
+async def test_a_cancelled_accept_leaves_the_listener_usable() -> None:
+    listener = fast_listener(await anyio.create_tcp_listener(local_host="127.0.0.1"))
+    try:
+        with anyio.move_on_after(0.05):
+            await listener.accept()
+        port = listener.extra(SocketAttribute.local_port)
+        client = await anyio.connect_tcp("127.0.0.1", port)
+        with anyio.fail_after(10):
+            server = await listener.accept()
+        await client.send(b"ok")
+        assert await read_exactly(server, 2) == b"ok"
+        await server.aclose()
+        await client.aclose()
+    finally:
+        await listener.aclose()
+
+
+async def test_a_connect_flood_does_not_starve_other_tasks() -> None:
+    listener = fast_listener(await anyio.create_tcp_listener(local_host="127.0.0.1"))
+    port = listener.extra(SocketAttribute.local_port)
+    clients = [socket.create_connection(("127.0.0.1", port)) for _ in range(2 * STREAK + 2)]
+    accepted: list[anyio.abc.SocketStream] = []
+    try:
+        async with anyio.create_task_group() as tg:
+            ran: list[int] = []
+
+            async def other() -> None:
+                ran.append(1)
+
+            tg.start_soon(other)
+            with anyio.fail_after(10):
+                for _ in clients:
+                    accepted.append(await listener.accept())
+            assert ran == [1]
+    finally:
+        for stream in accepted:
+            await stream.aclose()
+        for sock in clients:
+            sock.close()
+        await listener.aclose()
+
+
+async def test_other_listeners_are_left_alone(anyio_backend: Any) -> None:
+    name, _ = anyio_backend
+    listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
+    wrapped = fast_listener(listener)
+    try:
+        assert wrapped is not listener
+        if name != "trio":
+            assert isinstance(wrapped, AsyncioSocketListener)
+        assert wrapped.extra(SocketAttribute.local_port) == listener.extra(
+            SocketAttribute.local_port
+        )
+    finally:
+        await wrapped.aclose()

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import atexit
 import contextlib
+import dataclasses
 import fnmatch
 import json
 import os
@@ -74,6 +75,7 @@ class ServerSpec:
     anyio_ref: str | None = None  # the raw anyio server on the same backend
     native_ref: str | None = None  # the fastest idiomatic raw server on that loop
     skip: tuple[str, ...] = ()
+    src: str | None = None  # import tcpkit from this directory instead (--baseline)
 
 
 def _py(name: str) -> tuple[str, ...]:
@@ -217,7 +219,10 @@ def running_server(
         stderr=log,
         stdin=subprocess.DEVNULL,
         cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "src")])},
+        env={
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join([str(ROOT), spec.src or str(ROOT / "src")]),
+        },
     )
     _children.append(proc)
     try:
@@ -538,7 +543,7 @@ def render_tables(results: Results) -> str:
         out.append("|---|---|" + "|".join(["---:"] * len(rated)) + "|")
         for name in tcpkit:
             spec = SERVERS[name]
-            for ref in (spec.anyio_ref, spec.native_ref):
+            for ref in (spec.anyio_ref, spec.native_ref, f"base:{name}"):
                 if ref is None or ref not in results.servers:
                     continue
                 row = [f"`{name}`", f"`{ref}`"]
@@ -713,6 +718,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--server-cpu", type=int, default=0)
     parser.add_argument("--client-cpu", type=int, default=1)
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        help="also run the chosen tcpkit servers with tcpkit imported from BASELINE/src "
+        "(named base:<server>): before/after ratios measured in the same run",
+    )
     parser.add_argument("--list", action="store_true", help="list servers and scenarios")
     return parser.parse_args(argv)
 
@@ -750,6 +761,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     if bad:
         raise SystemExit(f"unknown scenario(s): {', '.join(bad)}; see --list")
     servers = select_servers(args.only)
+    if args.baseline is not None:
+        src = (args.baseline / "src").resolve()
+        if not (src / "tcpkit" / "__init__.py").exists():
+            raise SystemExit(f"--baseline: no tcpkit package in {src}")
+        for spec in [s for s in servers if s.name.startswith("tcpkit")]:
+            base = dataclasses.replace(
+                spec,
+                name=f"base:{spec.name}",
+                description=f"{spec.description}; tcpkit from {src}",
+                src=str(src),
+            )
+            SERVERS[base.name] = base
+            servers.insert(servers.index(spec) + 1, base)
     skipped: dict[str, str] = {}
     if any(s.name == "poe" for s in servers):
         why = poe_available()

@@ -33,7 +33,6 @@ from __future__ import annotations
 import asyncio
 import asyncio.selector_events
 import socket
-from collections import deque
 from collections.abc import Callable, Mapping
 from typing import Any, cast
 
@@ -47,6 +46,8 @@ _READ_HIGH = 256 * 1024
 """Pause reading from the socket once this many received bytes are not yet consumed."""
 _READ_LOW = 64 * 1024
 """Resume reading once the unconsumed bytes drop to this."""
+_READ_SIZE = 256 * 1024
+"""The most one read from the socket takes (asyncio's own default)."""
 STREAK = 32
 """Operations in a row that did not wait (receives and sends of a stream, accepts
 of a listener), after which one yields to the event loop: a busy connection, or
@@ -60,8 +61,15 @@ def _convert_address(address: Any) -> Any:
     return address  # pyright: ignore[reportUnknownVariableType]
 
 
-class _StreamProtocol(asyncio.Protocol):
-    """Buffers input and signals readiness; holds no anyio state."""
+class _StreamProtocol(asyncio.BufferedProtocol):
+    """Buffers input and signals readiness; holds no anyio state.
+
+    The transport reads into ``read_buffer``, shared by every connection of a
+    listener (it is only used between ``get_buffer`` and ``buffer_updated``,
+    synchronously), and the bytes read are copied out. Reading with plain
+    ``recv(256 KiB)`` instead allocates 256 KiB per read, past glibc's mmap
+    threshold: an ``mmap``/``mremap``/``munmap`` per message.
+    """
 
     __slots__ = (
         "buffer",
@@ -70,6 +78,7 @@ class _StreamProtocol(asyncio.Protocol):
         "exception",
         "lost",
         "lost_waiter",
+        "read_buffer",
         "read_paused",
         "read_waiter",
         "transport",
@@ -77,9 +86,10 @@ class _StreamProtocol(asyncio.Protocol):
         "write_waiters",
     )
 
-    def __init__(self) -> None:
+    def __init__(self, read_buffer: memoryview) -> None:
+        self.read_buffer = read_buffer
         self.transport: asyncio.Transport | None = None
-        self.buffer: deque[bytes] = deque()
+        self.buffer: list[bytes] = []
         self.buffered = 0
         self.eof = False
         self.lost = False
@@ -90,7 +100,7 @@ class _StreamProtocol(asyncio.Protocol):
         self.write_waiters: list[asyncio.Future[None]] = []
         self.lost_waiter: asyncio.Future[None] | None = None
 
-    # asyncio.Protocol ------------------------------------------------------
+    # asyncio.BufferedProtocol ------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports implement asyncio.Transport without subclassing it.
@@ -98,6 +108,12 @@ class _StreamProtocol(asyncio.Protocol):
         # Limits of 0: pause_writing as soon as anything stays in the transport's
         # buffer, resume_writing once it is empty again.
         self.transport.set_write_buffer_limits(0, 0)
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self.read_buffer
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.data_received(bytes(self.read_buffer[:nbytes]))
 
     def data_received(self, data: bytes) -> None:
         self.buffer.append(data)
@@ -156,18 +172,13 @@ class _StreamProtocol(asyncio.Protocol):
     def take(self, max_bytes: int) -> bytes:
         """Remove and return up to ``max_bytes`` buffered bytes (the buffer is not empty)."""
         buffer = self.buffer
-        chunk = buffer.popleft()
-        if buffer and len(chunk) < max_bytes:
-            parts = [chunk]
-            size = len(chunk)
-            while buffer and size < max_bytes:
-                part = buffer.popleft()
-                parts.append(part)
-                size += len(part)
-            chunk = b"".join(parts)
-        if len(chunk) > max_bytes:
-            buffer.appendleft(chunk[max_bytes:])
-            chunk = chunk[:max_bytes]
+        if self.buffered <= max_bytes:
+            chunk = buffer[0] if len(buffer) == 1 else b"".join(buffer)
+            buffer.clear()
+        else:  # more than asked for: split (rare; bounded by the read high mark)
+            data = b"".join(buffer)
+            chunk = data[:max_bytes]
+            buffer[:] = [data[max_bytes:]]
         self.buffered -= len(chunk)
         if self.read_paused and self.buffered <= _READ_LOW and not self.lost:
             self.read_paused = False
@@ -363,6 +374,7 @@ class AsyncioSocketListener(anyio.abc.SocketListener):
         self._reading = False  # the listening socket is registered with the loop
         self._closed = False
         self._streak = 0  # accepts in a row that did not wait
+        self._read_buffer = memoryview(bytearray(_READ_SIZE))  # shared by its connections
         # asyncio's own selector loop can build a transport synchronously (no
         # await, no extra loop turn); uvloop only through connect_accepted_socket.
         self._make_transport: Callable[..., Any] | None = None
@@ -433,18 +445,19 @@ class AsyncioSocketListener(anyio.abc.SocketListener):
                     self._waiter = None
         try:
             client.setblocking(False)
+            if self._tcp:  # (asyncio sets it only for sockets made with proto=IPPROTO_TCP)
+                client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             make = self._make_transport
             if make is not None:
-                # TCP_NODELAY is set by the transport; connection_made runs first
-                # thing on the next loop turn, before any task can use the stream.
-                protocol = _StreamProtocol()
+                # connection_made runs first thing on the next loop turn, before
+                # any task can use the stream.
+                protocol = _StreamProtocol(self._read_buffer)
                 transport = make(client, protocol)
                 transport.set_write_buffer_limits(0, 0)
             else:
-                if self._tcp:
-                    client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                buffer = self._read_buffer
                 transport, protocol = await self._loop.connect_accepted_socket(
-                    _StreamProtocol, client
+                    lambda: _StreamProtocol(buffer), client
                 )
         except BaseException:
             client.close()

@@ -4,28 +4,36 @@ anyio's asyncio ``SocketStream`` pays, per ``receive``, a checkpoint (a full
 event-loop turn) or a ``resume_reading``/``pause_reading`` pair (two
 ``epoll_ctl`` calls), and per ``send`` another checkpoint; it also looks up
 the running loop several times per call (a ``getpid`` system call each time on
-CPython 3.11). :class:`AsyncioSocketStream` keeps anyio's
-:class:`anyio.abc.SocketStream` interface on an asyncio ``Protocol`` instead:
+CPython 3.11), and its transport reads with ``recv(256 KiB)``, an allocation
+past glibc's mmap threshold (``mmap``/``mremap``/``munmap`` per read).
+:class:`AsyncioSocketStream` keeps anyio's :class:`anyio.abc.SocketStream`
+interface on an ``asyncio.BufferedProtocol`` instead:
 
-* ``receive`` returns buffered bytes at once, without a checkpoint, joining
-  the chunks that arrived since the last call (up to ``max_bytes``). It waits
-  only when nothing is buffered; that wait is a cancellation point, and a
-  cancelled wait loses nothing (bytes stay in the buffer). Reading stays
-  registered with the loop and is paused only when the buffer passes a high
-  mark (flow control).
+* ``receive`` returns buffered bytes at once, joining the chunks that arrived
+  since the last call (up to ``max_bytes``). It waits only when nothing is
+  buffered; that wait is a cancellation point, and a cancelled wait loses
+  nothing (bytes stay in the buffer). Reading stays registered with the loop
+  and is paused only when the buffer passes a high mark (flow control); the
+  transport reads into one buffer shared by the listener's connections.
 * ``send`` writes to the transport and awaits only while the transport's
   buffer is not empty. The transport's write-buffer limits are 0, so a
   ``send`` that returned has handed every byte to the OS: graceful-close code
   can rely on it.
-* ``aclose`` closes the transport. Bytes of completed sends are already in
-  the kernel and are delivered; only the unsent rest of a ``send`` that did
-  not complete (cancelled, or failing) is dropped, as with anyio.
+* So that one busy connection cannot starve the others, after :data:`STREAK`
+  operations in a row that did not wait, the next one first yields to the
+  loop (before any byte moves, so it is safe to cancel there).
+* ``aclose`` closes the transport and waits until the socket is closed. Bytes
+  of completed sends are already in the kernel and are delivered; only the
+  unsent rest of a ``send`` that did not complete (cancelled, or failing) is
+  dropped, as with anyio.
 
 :class:`AsyncioSocketListener` wraps an anyio asyncio listener: ``accept``
-takes connections straight from the listening socket (no checkpoint, the
-reader registration kept while accepts keep coming) and returns
-:class:`AsyncioSocketStream` objects. :func:`fast_listener` does the wrapping
-when the running loop is asyncio's (or uvloop) and is a no-op otherwise.
+takes connections straight from the listening socket (waiting, a
+cancellation point, only when none is pending; the reader registration is
+kept while accepts keep coming) and, on asyncio's own selector loop, builds
+the transport without an extra loop turn. :func:`fast_listener` wraps a
+listener in the fast listener of the running backend (asyncio, uvloop, or
+trio: :mod:`tcpkit._trio_stream`).
 """
 
 from __future__ import annotations

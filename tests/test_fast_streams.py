@@ -156,6 +156,15 @@ async def test_aclose_wakes_a_waiting_receive() -> None:
         await server.send(b"x")
 
 
+async def test_a_closed_stream_refuses_to_receive_even_with_input_pending() -> None:
+    async with pair() as (server, client):
+        await client.send(b"pending")
+        await anyio.wait_all_tasks_blocked()
+        await server.aclose()
+        with pytest.raises(anyio.ClosedResourceError):
+            await server.receive()
+
+
 async def test_two_receivers_at_once_is_an_error() -> None:
     async with pair() as (server, client), anyio.create_task_group() as tg:
         tg.start_soon(server.receive)

@@ -225,6 +225,8 @@ class AsyncioSocketStream(anyio.abc.SocketStream):
         """
         if max_bytes < 1:
             raise ValueError("max_bytes must be a positive integer")
+        if self._closed:
+            raise anyio.ClosedResourceError
         protocol = self._protocol
         self._streak += 1
         if self._streak > STREAK:

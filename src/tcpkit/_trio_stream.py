@@ -88,13 +88,13 @@ class TrioSocketStream(anyio.abc.SocketStream):
             raise ValueError("max_bytes must be a positive integer")
         if self._receiving:
             raise anyio.BusyResourceError("reading from")
-        self._streak += 1
-        if self._streak > STREAK:
-            self._streak = 0
-            await trio.lowlevel.checkpoint()
         sock = self._sock
         self._receiving = True
         try:
+            self._streak += 1
+            if self._streak > STREAK:
+                self._streak = 0
+                await trio.lowlevel.checkpoint()
             while True:
                 if self._closed:
                     raise anyio.ClosedResourceError
@@ -127,13 +127,13 @@ class TrioSocketStream(anyio.abc.SocketStream):
         """
         if self._sending:
             raise anyio.BusyResourceError("writing to")
-        self._streak += 1
-        if self._streak > STREAK:
-            self._streak = 0
-            await trio.lowlevel.checkpoint()
         sock = self._sock
         self._sending = True
         try:
+            self._streak += 1
+            if self._streak > STREAK:
+                self._streak = 0
+                await trio.lowlevel.checkpoint()
             if self._closed:
                 raise anyio.ClosedResourceError
             try:
@@ -232,13 +232,13 @@ class TrioSocketListener(anyio.abc.SocketListener):
         """
         if self._accepting:
             raise anyio.BusyResourceError("accepting connections from")
-        self._streak += 1
-        if self._streak > STREAK:
-            self._streak = 0
-            await trio.lowlevel.checkpoint()
         sock = self._sock
         self._accepting = True
         try:
+            self._streak += 1
+            if self._streak > STREAK:
+                self._streak = 0
+                await trio.lowlevel.checkpoint()
             while True:
                 if self._closed:
                     raise anyio.ClosedResourceError

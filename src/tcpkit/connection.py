@@ -146,6 +146,7 @@ class Connection(Generic[In, Out]):
         self._shutting_down = False
         self._writable = False  # True from on_connect until a shutdown begins
         self._closed = False
+        self._eof_received = False  # the client half-closed
         self._paused = False
         self._busy = False  # a handler turn is running
         self._interruptible = False  # the reader is waiting for input
@@ -229,7 +230,12 @@ class Connection(Generic[In, Out]):
             raise self._not_writable()
         data = self._encoder.encode(message)
         self._stats.messages_out += 1
-        self._queue(data)
+        size = self._out_size + len(data)
+        if self._busy and data and size + self._in_flight <= self._limit:
+            self._out.append(data)  # the common case, inline: a handler turn is running
+            self._out_size = size
+        else:
+            self._queue(data)
 
     async def send(self, message: Out) -> None:
         """Encode and send ``message``; wait while the pending output is above the high mark.
@@ -536,7 +542,8 @@ class Connection(Generic[In, Out]):
                 self._writable = False
                 await self._settle()
                 await self._linger()
-                tg.cancel_scope.cancel()
+                if self._dispatching or self._flushing:  # helpers started during the linger
+                    tg.cancel_scope.cancel()
         finally:
             self._shutting_down = True
             self._writable = False
@@ -560,8 +567,8 @@ class Connection(Generic[In, Out]):
         reset, which can destroy our last bytes before the client reads them.
         """
         config = self._config
-        if self._closed or config.linger <= 0:
-            return
+        if self._closed or config.linger <= 0 or self._eof_received:
+            return  # after the client's EOF no input can come: nothing to drain
         try:
             await self._stream.send_eof()
         except Exception:  # best effort: TLS streams cannot half-close
@@ -627,6 +634,7 @@ class Connection(Generic[In, Out]):
             if idle is not None:
                 scope.deadline = math.inf
             if not data:
+                self._eof_received = True
                 await self._turn_eof()
                 return
             stats.bytes_in += len(data)

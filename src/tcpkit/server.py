@@ -26,6 +26,7 @@ import anyio
 import anyio.abc
 from anyio.abc import SocketAttribute
 
+from ._asyncio_stream import fast_listener
 from .connection import Connection, ConnectionConfig
 from .exceptions import ConnectionClosed, ProxyProtocolError, ServerError, SetupTimeout
 from .handlers import Handler, call
@@ -411,6 +412,8 @@ class Server(Generic[In, Out]):
             with _unwrap_single():
                 async with anyio.create_task_group() as tg:
                     self._tg = tg
+                    # The backend's fast path (see _asyncio_stream): same API, fewer checkpoints.
+                    self._listeners = [fast_listener(listener) for listener in self._listeners]
                     for listener in self._listeners:
                         tg.start_soon(self._accept_loop, listener)
                     if self._handlers.on_started is not None:
@@ -462,8 +465,9 @@ class Server(Generic[In, Out]):
         return limit is None or self._slots < limit
 
     def _wake_acceptors(self) -> None:
-        self._slot_event.set()
-        self._slot_event = anyio.Event()
+        if self._slot_event.statistics().tasks_waiting:  # else nobody to wake: no new Event
+            self._slot_event.set()
+            self._slot_event = anyio.Event()
 
     async def _accept_loop(self, listener: anyio.abc.SocketListener) -> None:
         backoff = _BACKOFF_START
@@ -575,6 +579,12 @@ class Server(Generic[In, Out]):
             with anyio.CancelScope(shield=True):
                 await stream.aclose()
 
+    @property
+    def _needs_setup(self) -> bool:
+        """Whether connections have setup steps (PROXY header, TLS, pre_connect)."""
+        h = self._handlers
+        return h.proxy_protocol or self._ssl is not None or h.pre_connect is not None
+
     async def _setup(
         self, conn: Connection[In, Out], stream: anyio.abc.ByteStream
     ) -> anyio.abc.ByteStream | None:
@@ -610,10 +620,11 @@ class Server(Generic[In, Out]):
         self._next_id += 1
         conn = self._handlers.connection_class(self, self._config, stream, conn_id, self.stats)
         timeout = self._handlers.setup_timeout
-        used: anyio.abc.ByteStream | None = None
+        used: anyio.abc.ByteStream | None = stream
         try:
-            with anyio.fail_after(timeout if timeout is not None else math.inf):
-                used = await self._setup(conn, stream)
+            if self._needs_setup:  # else no cancel scope and timer per connection
+                with anyio.fail_after(timeout if timeout is not None else math.inf):
+                    used = await self._setup(conn, stream)
         except TimeoutError:
             logger.info("%s: %r setup timed out", self.name, conn)
             await self._reject(stream, SetupTimeout(f"setup took over {timeout} s"), conn)

@@ -24,7 +24,7 @@ import logging
 import math
 import ssl
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
@@ -43,6 +43,7 @@ from .handlers import Handler, call
 from .stats import ServerStats
 
 if TYPE_CHECKING:
+    from ._tasks import TaskPool
     from .server import Server
 
 __all__ = ["Connection", "ConnectionConfig", "WriteBuffer"]
@@ -154,8 +155,12 @@ class Connection(Generic[In, Out]):
         self._dispatching = False
         self._flushed_queued = False
         self._change: anyio.Event | None = None
-        self._tg: anyio.abc.TaskGroup | None = None
-        self._read_scope = anyio.CancelScope()
+        self._pool: TaskPool | None = None  # where helper tasks start, while serving
+        self._helpers: set[anyio.CancelScope] = set()  # one per running helper task
+        # The scope of the current phase: set-up and input, then (if needed) the
+        # final flush. close() cancels it; shutdown() cancels it while waiting for
+        # input; the idle timeout is its deadline.
+        self._scope = anyio.CancelScope()
         self._fatal: BaseException | None = None  # a socket error or overflow, reported at the end
         self._log_prefix = f"{config.name} #{conn_id} {self._peer()}"
 
@@ -267,10 +272,10 @@ class Connection(Generic[In, Out]):
             raise ConnectionClosed(str(exc)) from exc
         self._out.append(data)
         self._out_size = size
-        if not self._busy and not self._flushing and self._tg is not None:
+        if not self._busy and not self._flushing and self._pool is not None:
             # Output from outside this connection's handlers (broadcast, post...).
             self._flushing = True
-            self._tg.start_soon(self._flush, True)
+            self._start_helper(self._flush, True)
 
     async def _flush(self, started: bool = False) -> None:
         """Send everything queued, in as few writes as possible."""
@@ -322,7 +327,7 @@ class Connection(Generic[In, Out]):
         self._shutting_down = True
         self._writable = False
         if self._interruptible:
-            self._read_scope.cancel()
+            self._scope.cancel()
         self._changed()
 
     def close(self) -> None:
@@ -332,8 +337,9 @@ class Connection(Generic[In, Out]):
         if self._closed:
             return
         self._closed = True
-        if self._tg is not None:
-            self._tg.cancel_scope.cancel()
+        self._scope.cancel()
+        for scope in self._helpers:
+            scope.cancel()
         self._changed()
 
     def _fail(self, exc: BaseException) -> None:
@@ -402,9 +408,28 @@ class Connection(Generic[In, Out]):
 
     def _enqueue(self, h: Handler, args: tuple[Any, ...]) -> None:
         self._events.append((h, args))
-        if not self._dispatching and self._tg is not None:
+        if not self._dispatching and self._pool is not None:
             self._dispatching = True
-            self._tg.start_soon(self._dispatch)
+            self._start_helper(self._dispatch)
+
+    def _start_helper(self, func: Callable[..., Awaitable[None]], *args: Any) -> None:
+        """Run ``func(*args)`` in a task of its own, which ``close()`` cancels."""
+        assert self._pool is not None
+        scope = anyio.CancelScope()
+        self._helpers.add(scope)
+        self._pool.start_soon(self._run_helper, scope, func, args)
+
+    async def _run_helper(
+        self, scope: anyio.CancelScope, func: Callable[..., Awaitable[None]], args: tuple[Any, ...]
+    ) -> None:
+        try:
+            if self._closed:
+                scope.cancel()
+            with scope:
+                await func(*args)
+        finally:
+            self._helpers.discard(scope)
+            self._changed()
 
     async def start_tls(
         self, ssl_context: ssl.SSLContext, *, handshake_timeout: float = 10.0
@@ -514,16 +539,21 @@ class Connection(Generic[In, Out]):
 
     # -- the connection's life ---------------------------------------------
 
-    async def _serve(self) -> None:
-        """Run the connection to its end: on_connect, input, graceful close, on_disconnect."""
+    async def _serve(self, pool: TaskPool) -> None:
+        """Run the connection to its end: on_connect, input, graceful close, on_disconnect.
+
+        Helper tasks (events, output from outside the handlers) start in
+        ``pool``, the server's; the connection waits for them before it ends.
+        """
         config = self._config
+        self._pool = pool
         try:
-            async with anyio.create_task_group() as tg:
-                self._tg = tg
+            scope = self._scope
+            with scope:
                 self._writable = not self._shutting_down
                 if self._events and not self._dispatching:
                     self._dispatching = True
-                    tg.start_soon(self._dispatch)
+                    self._start_helper(self._dispatch)
                 if config.on_connect is not None:
                     await self._acquire()
                     try:
@@ -534,23 +564,31 @@ class Connection(Generic[In, Out]):
                         self._release()
                     if self._out:
                         await self._flush()
-                with self._read_scope:
-                    await self._read_loop()
-                if self._read_scope.cancelled_caught and not self._shutting_down:
-                    logger.info("%s: idle timeout, shutting down", self._log_prefix)
-                self._shutting_down = True
-                self._writable = False
-                await self._settle()
-                await self._linger()
-                if self._dispatching or self._flushing:  # helpers started during the linger
-                    tg.cancel_scope.cancel()
+                await self._read_loop()
+            if scope.cancelled_caught and not self._shutting_down:
+                logger.info("%s: idle timeout, shutting down", self._log_prefix)
+            self._shutting_down = True
+            self._writable = False
+            if not self._closed and (self._helpers or self._out or self._may_linger):
+                scope = self._scope = anyio.CancelScope()
+                with scope:
+                    await self._settle()
+                    await self._linger()
         finally:
             self._shutting_down = True
             self._writable = False
             self._closed = True
-            self._tg = None
-            with anyio.CancelScope(shield=True):
-                await self._end()
+            self._pool = None
+            if self._helpers:  # still running (started during the linger, or cancelled)
+                with anyio.CancelScope(shield=True):
+                    await self._stop_helpers()
+            await self._end()
+
+    async def _stop_helpers(self) -> None:
+        for scope in self._helpers:
+            scope.cancel()
+        while self._helpers:
+            await self._wait_change()
 
     async def _settle(self) -> None:
         """Wait for queued events to run and for pending output to be sent."""
@@ -560,6 +598,11 @@ class Connection(Generic[In, Out]):
             else:
                 await self._wait_change()
 
+    @property
+    def _may_linger(self) -> bool:
+        """Whether closing may need a linger (after the client's EOF no input can come)."""
+        return self._config.linger > 0 and not self._eof_received
+
     async def _linger(self) -> None:
         """Half-close, then drop client input until EOF or a quiet spell (bounded).
 
@@ -567,8 +610,8 @@ class Connection(Generic[In, Out]):
         reset, which can destroy our last bytes before the client reads them.
         """
         config = self._config
-        if self._closed or config.linger <= 0 or self._eof_received:
-            return  # after the client's EOF no input can come: nothing to drain
+        if self._closed or not self._may_linger:
+            return
         try:
             await self._stream.send_eof()
         except Exception:  # best effort: TLS streams cannot half-close
@@ -587,29 +630,40 @@ class Connection(Generic[In, Out]):
             pass
 
     async def _end(self) -> None:
-        """Close the stream, report a fatal error, call on_disconnect (shielded)."""
+        """Close the stream, report a fatal error, call on_disconnect.
+
+        Shielded from cancellation when there is a handler to run (a server
+        that is being cancelled still calls on_disconnect, for at most 5 s).
+        """
+        h = self._config.on_disconnect
+        fatal = self._fatal
+        if h is None and fatal is None:  # the common case: no shield scope to pay for
+            await self._close_stream()
+            return
+        with anyio.CancelScope(shield=True):
+            await self._close_stream()
+            if fatal is not None:
+                self._fatal = None
+                with anyio.move_on_after(5):
+                    await self._report(fatal)
+            if h is not None:
+                with anyio.move_on_after(5):
+                    try:
+                        await call(h, self)
+                    except Exception as exc:
+                        logger.exception("%s: on_disconnect raised", self._log_prefix, exc_info=exc)
+
+    async def _close_stream(self) -> None:
         try:
             await self._stream.aclose()
         except _SOCKET_ERRORS:
             pass
-        fatal = self._fatal
-        if fatal is not None:
-            self._fatal = None
-            with anyio.move_on_after(5):
-                await self._report(fatal)
-        h = self._config.on_disconnect
-        if h is not None:
-            with anyio.move_on_after(5):
-                try:
-                    await call(h, self)
-                except Exception as exc:
-                    logger.exception("%s: on_disconnect raised", self._log_prefix, exc_info=exc)
 
     async def _read_loop(self) -> None:
         stream = self._stream
         read_size = self._config.read_size
         idle = self._config.idle_timeout
-        scope = self._read_scope
+        scope = self._scope
         stats = self._stats
         while not self._shutting_down:
             if self._paused:

@@ -27,6 +27,7 @@ import anyio.abc
 from anyio.abc import SocketAttribute
 
 from ._asyncio_stream import fast_listener
+from ._tasks import TaskPool, open_task_pool
 from .connection import Connection, ConnectionConfig
 from .exceptions import ConnectionClosed, ProxyProtocolError, ServerError, SetupTimeout
 from .handlers import Handler, call
@@ -137,7 +138,7 @@ class Server(Generic[In, Out]):
         self._next_id = 1
         self._slots: int = 0  # sockets accepted or about to be (gates accept)
         self._listeners: list[anyio.abc.SocketListener] = []
-        self._accept_scopes: set[anyio.CancelScope] = set()
+        self._accept_scopes: set[anyio.CancelScope] = set()  # scopes of waiting accept loops
         self._slot_event = anyio.Event()
         self._all_done = anyio.Event()
         self._closing = False
@@ -145,6 +146,7 @@ class Server(Generic[In, Out]):
         self._stopped_event = anyio.Event()
         self._grace_expired = False
         self._tg: anyio.abc.TaskGroup | None = None
+        self._pool: TaskPool | None = None  # connection tasks (see _tasks)
         self._ssl: _ssl.SSLContext | None = None
         self._owned_paths: list[str] = []  # Unix socket files to remove at the end
 
@@ -410,8 +412,9 @@ class Server(Generic[In, Out]):
             await self._bind(listen)  # before the task group: a ServerError stays plain
         try:
             with _unwrap_single():
-                async with anyio.create_task_group() as tg:
+                async with anyio.create_task_group() as tg, open_task_pool(tg) as pool:
                     self._tg = tg
+                    self._pool = pool
                     # The backend's fast path (see _asyncio_stream): same API, fewer checkpoints.
                     self._listeners = [fast_listener(listener) for listener in self._listeners]
                     for listener in self._listeners:
@@ -430,6 +433,7 @@ class Server(Generic[In, Out]):
                         tg.cancel_scope.cancel()
         finally:
             self._tg = None
+            self._pool = None
             with anyio.CancelScope(shield=True):
                 await self._run_stopped()
 
@@ -470,53 +474,70 @@ class Server(Generic[In, Out]):
             self._slot_event = anyio.Event()
 
     async def _accept_loop(self, listener: anyio.abc.SocketListener) -> None:
+        """Accept while there are free slots: one cancel scope per stretch, not per accept.
+
+        ``set_max_connections`` and ``shutdown`` cancel the scope to stop an
+        accept that is waiting. A slot is reserved before each ``accept`` (so
+        several listeners cannot overshoot the limit) and given back if no
+        connection came of it.
+        """
         backoff = _BACKOFF_START
         in_burst = False
+        stats = self.stats
         while not self._closing:
             if not self._has_slot():
                 await self._slot_event.wait()
                 continue
-            self._slots += 1
             scope = anyio.CancelScope()
             self._accept_scopes.add(scope)
-            stream: anyio.abc.SocketStream | None = None
             try:
                 with scope:
-                    stream = await listener.accept()
-            except (anyio.ClosedResourceError, anyio.BrokenResourceError, OSError) as exc:
-                self._slots -= 1
-                if self._closing or isinstance(exc, anyio.ClosedResourceError):
-                    return
-                code = _find_errno(exc)
-                if code in _PER_CONNECTION_ERRNOS:
-                    logger.debug("%s: accept failed for one client: %s", self.name, exc)
-                    continue
-                if not in_burst:  # report once per burst, not once per attempt
-                    in_burst = True
-                    if self._handlers.on_listen_error is not None:
-                        await self._listen_error(exc)
-                    else:
-                        logger.warning(
-                            "%s: accept failed (%s); backing off and retrying",
-                            self.name,
-                            os.strerror(code) if code else exc,
-                        )
-                await anyio.sleep(backoff)
-                backoff = min(backoff * 2, _BACKOFF_MAX)
-                continue
+                    while not self._closing and self._has_slot():
+                        self._slots += 1
+                        stream: anyio.abc.SocketStream | None = None
+                        error: BaseException | None = None
+                        try:
+                            stream = await listener.accept()
+                        except (anyio.ClosedResourceError, anyio.BrokenResourceError, OSError) as e:
+                            error = e
+                        finally:
+                            if stream is None:
+                                self._slots -= 1
+                        if stream is not None:
+                            if in_burst:
+                                logger.info("%s: accepting again", self.name)
+                                in_burst = False
+                                backoff = _BACKOFF_START
+                            stats.current += 1
+                            stats.total += 1
+                            assert self._pool is not None
+                            self._pool.start_soon(self._handle, stream)
+                            continue
+                        if self._closing or isinstance(error, anyio.ClosedResourceError):
+                            return
+                        assert error is not None
+                        code = _find_errno(error)
+                        if code in _PER_CONNECTION_ERRNOS:
+                            logger.debug("%s: accept failed for one client: %s", self.name, error)
+                            continue
+                        if not in_burst:  # report once per burst, not once per attempt
+                            in_burst = True
+                            await self._accept_failed(error, code)
+                        await anyio.sleep(backoff)
+                        backoff = min(backoff * 2, _BACKOFF_MAX)
             finally:
                 self._accept_scopes.discard(scope)
-            if stream is None:  # the accept was cancelled by set_max_connections
-                self._slots -= 1
-                continue
-            if in_burst:
-                logger.info("%s: accepting again", self.name)
-                in_burst = False
-            backoff = _BACKOFF_START
-            assert self._tg is not None
-            self.stats.current += 1
-            self.stats.total += 1
-            self._tg.start_soon(self._handle, stream)
+
+    async def _accept_failed(self, error: BaseException, code: int | None) -> None:
+        if self._handlers.on_listen_error is not None:
+            with anyio.CancelScope(shield=True):  # a user handler: not cut short
+                await self._listen_error(error)
+        else:
+            logger.warning(
+                "%s: accept failed (%s); backing off and retrying",
+                self.name,
+                os.strerror(code) if code else error,
+            )
 
     def _serve_stream(self, stream: anyio.abc.ByteStream) -> None:
         """Serve a stream that came from no listener (``tcpkit.testing``'s in-memory clients).
@@ -640,8 +661,9 @@ class Server(Generic[In, Out]):
         if self._grace_expired:
             conn.shutdown()
         self._connections[conn_id] = conn
+        assert self._pool is not None
         try:
-            await conn._serve()  # pyright: ignore[reportPrivateUsage]
+            await conn._serve(self._pool)  # pyright: ignore[reportPrivateUsage]
         finally:
             del self._connections[conn_id]
 

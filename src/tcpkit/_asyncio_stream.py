@@ -84,8 +84,10 @@ class _StreamProtocol(asyncio.BufferedProtocol):
         "buffered",
         "eof",
         "exception",
+        "kicked",
         "lost",
         "lost_waiter",
+        "on_data",
         "read_buffer",
         "read_paused",
         "read_waiter",
@@ -107,6 +109,8 @@ class _StreamProtocol(asyncio.BufferedProtocol):
         self.read_waiter: asyncio.Future[None] | None = None
         self.write_waiters: list[asyncio.Future[None]] = []
         self.lost_waiter: asyncio.Future[None] | None = None
+        self.on_data: Callable[[bytes], bool] | None = None
+        self.kicked = False
 
     # asyncio.BufferedProtocol ------------------------------------------------
 
@@ -124,6 +128,9 @@ class _StreamProtocol(asyncio.BufferedProtocol):
         self.data_received(bytes(self.read_buffer[:nbytes]))
 
     def data_received(self, data: bytes) -> None:
+        on_data = self.on_data
+        if on_data is not None and not self.buffer and on_data(data):
+            return  # handled right here, with no task switch
         self.buffer.append(data)
         self.buffered += len(data)
         waiter = self.read_waiter
@@ -161,6 +168,11 @@ class _StreamProtocol(asyncio.BufferedProtocol):
                 waiter.set_result(None)
 
     # helpers -------------------------------------------------------------------
+
+    def kick(self) -> None:
+        """Make a waiting ``receive`` return ``b""`` (see ``set_data_callback``)."""
+        self.kicked = True
+        self._wake_reader()
 
     def _wake_reader(self) -> None:
         waiter = self.read_waiter
@@ -236,6 +248,9 @@ class AsyncioSocketStream(anyio.abc.SocketStream):
             return protocol.take(max_bytes)
         self._streak = 0
         while not protocol.buffer:
+            if protocol.kicked:
+                protocol.kicked = False
+                return b""
             if self._closed:
                 raise anyio.ClosedResourceError
             if protocol.lost:
@@ -253,6 +268,46 @@ class AsyncioSocketStream(anyio.abc.SocketStream):
                 if protocol.read_waiter is waiter:
                     protocol.read_waiter = None
         return protocol.take(max_bytes)
+
+    # handling input in the protocol callback ------------------------------------
+
+    def set_data_callback(self, callback: Callable[[bytes], bool] | None) -> None:
+        """Offer arriving bytes to ``callback`` first, synchronously (tcpkit's fast path).
+
+        When bytes arrive while none are buffered, ``callback(data)`` runs in
+        the protocol's ``data_received``; if it returns ``True`` it has
+        consumed them and no task is woken. It returns ``False`` (consuming
+        nothing) whenever the bytes must go to ``receive`` as usual. A
+        callback that needs its task (an error to report, output to wait for)
+        calls :meth:`kick`: the waiting (or next) ``receive`` returns ``b""``,
+        which is never data (the end of the stream still raises
+        ``EndOfStream``).
+        """
+        self._protocol.on_data = callback
+
+    def kick(self) -> None:
+        """Wake the task waiting in ``receive`` with ``b""`` (see :meth:`set_data_callback`)."""
+        self._protocol.kick()
+
+    def write_nowait(self, data: bytes) -> bool:
+        """Hand ``data`` to the transport without waiting.
+
+        Returns ``True`` if every byte went to the OS, ``False`` if some are
+        still in the transport's buffer (``await send(b"")`` waits for them).
+
+        Raises:
+            BrokenResourceError: the connection is closed or failed.
+        """
+        transport = self._transport
+        if self._closed or self._protocol.lost or transport.is_closing():
+            raise anyio.BrokenResourceError from self._protocol.exception
+        try:
+            transport.write(data)
+        except RuntimeError as exc:  # uvloop: the transport is closed
+            raise anyio.BrokenResourceError from exc
+        if transport.is_closing():  # the write failed
+            raise anyio.BrokenResourceError from self._protocol.exception
+        return not self._protocol.write_paused
 
     # sending -------------------------------------------------------------------
 

@@ -32,6 +32,7 @@ import anyio
 import anyio.abc
 from anyio.abc import SocketAttribute
 
+from ._asyncio_stream import AsyncioSocketStream
 from .codecs.base import NEED_DATA, Codec, CodecSpec, Decoder, Encoder, resolve_codec
 from .exceptions import (
     ConnectionClosed,
@@ -151,6 +152,9 @@ class Connection(Generic[In, Out]):
         self._paused = False
         self._busy = False  # a handler turn is running
         self._interruptible = False  # the reader is waiting for input
+        self._inline: AsyncioSocketStream | None = None  # while input is handled inline
+        self._deferred: tuple[Exception, bool] | None = None  # (error, is a frame error)
+        self._unsent = False  # an inline turn left output in the transport
         self._events: deque[tuple[Handler, tuple[Any, ...]]] = deque()
         self._dispatching = False
         self._flushed_queued = False
@@ -665,35 +669,149 @@ class Connection(Generic[In, Out]):
         idle = self._config.idle_timeout
         scope = self._scope
         stats = self._stats
-        while not self._shutting_down:
-            if self._paused:
-                await self._wait_resumed()
-                if self._shutting_down:
+        if isinstance(stream, AsyncioSocketStream) and self._can_inline():
+            self._inline = stream
+            stream.set_data_callback(self._inline_turn)
+        try:
+            while not self._shutting_down:
+                if self._paused:
+                    await self._wait_resumed()
+                    if self._shutting_down:
+                        return
+                    await self._turn(b"")  # messages already buffered when input was paused
+                    continue
+                if idle is not None:
+                    scope.deadline = anyio.current_time() + idle
+                self._interruptible = True
+                try:
+                    data: bytes | None = await stream.receive(read_size)
+                except anyio.EndOfStream:
+                    data = None
+                except _SOCKET_ERRORS as exc:
+                    if not self._shutting_down:
+                        self._fail(exc)
                     return
-                await self._turn(b"")  # messages already buffered when input was paused
-                continue
-            if idle is not None:
-                scope.deadline = anyio.current_time() + idle
-            self._interruptible = True
+                finally:
+                    self._interruptible = False
+                if idle is not None:
+                    scope.deadline = math.inf
+                if data is None:
+                    self._eof_received = True
+                    await self._turn_eof()
+                    return
+                if data:
+                    stats.bytes_in += len(data)
+                elif self._unsent:  # b"": an inline turn kicked us (see _inline_turn)
+                    self._unsent = False
+                    await self._wait_unsent()
+                await self._turn(data)
+                if self._stream is not stream:  # start_tls replaced it
+                    stream = self._stream
+                    self._stop_inline()
+        finally:
+            self._stop_inline()
+
+    # -- the inline fast path (asyncio and uvloop) -------------------------
+
+    def _can_inline(self) -> bool:
+        """Whether input on the fast asyncio stream can be handled in its protocol callback.
+
+        It can with a plain ``def`` on_input (or none), no idle timeout and no
+        on_flushed: a turn then needs no ``await`` unless something goes
+        wrong, and then the reader task takes over.
+        """
+        config = self._config
+        h = config.on_input
+        return (h is None or not h[1]) and config.idle_timeout is None and config.on_flushed is None
+
+    def _stop_inline(self) -> None:
+        if self._inline is not None:
+            self._inline.set_data_callback(None)
+            self._inline = None
+
+    def _inline_turn(self, data: bytes) -> bool:
+        """One turn run synchronously inside the stream's ``data_received``.
+
+        Used only while the reader task waits for input with nothing pending;
+        returns ``False`` (having consumed nothing) otherwise. Decodes and
+        handles every message like :meth:`_turn`, then writes the output at
+        once. Whatever needs an ``await`` (an error to report, input paused,
+        output the transport could not send yet) is left to the reader task,
+        woken with ``kick``.
+        """
+        stream = self._inline
+        if (
+            stream is None
+            or not self._interruptible
+            or self._busy
+            or self._paused
+            or self._shutting_down
+            or self._out
+            or self._flushing
+            or self._deferred is not None
+            or self._stream is not stream
+        ):
+            return False
+        stats = self._stats
+        stats.bytes_in += len(data)
+        self._busy = True
+        count = 0
+        dec = self._decoder
+        h = self._config.on_input
+        func = h[0] if h is not None else None
+        try:
+            dec.push(data)
+            while not self._shutting_down and not self._paused:
+                try:
+                    message = dec.next_message()
+                except FrameError as exc:
+                    self._deferred = (exc, True)
+                    break
+                if message is NEED_DATA:
+                    break
+                count += 1
+                if func is not None:
+                    try:
+                        func(self, message)
+                    except Exception as exc:
+                        self._deferred = (exc, False)
+                        break
+                dec = self._decoder  # set_codec may have switched it
+        finally:
+            stats.messages_in += count
+            self._release()
+        kick = self._deferred is not None or self._paused
+        out = self._out
+        if out and not self._closed:
+            payload = out[0] if len(out) == 1 else b"".join(out)
+            self._out = []
+            self._out_size = 0
             try:
-                data = await stream.receive(read_size)
-            except anyio.EndOfStream:
-                data = b""
+                sent = stream.write_nowait(payload)
             except _SOCKET_ERRORS as exc:
-                if not self._shutting_down:
-                    self._fail(exc)
-                return
-            finally:
-                self._interruptible = False
-            if idle is not None:
-                scope.deadline = math.inf
-            if not data:
-                self._eof_received = True
-                await self._turn_eof()
-                return
-            stats.bytes_in += len(data)
-            await self._turn(data)
-            stream = self._stream  # start_tls may have replaced it
+                self._fail(exc)
+                return True
+            stats.bytes_out += len(payload)
+            if not sent:  # the reader waits for the transport before reading on
+                self._flushing = True
+                self._in_flight = len(payload)
+                self._unsent = kick = True
+        if kick and not self._shutting_down:
+            stream.kick()
+        return True
+
+    async def _wait_unsent(self) -> None:
+        """Wait until the transport has sent what an inline turn left in it."""
+        try:
+            await self._stream.send(b"")
+        except _SOCKET_ERRORS as exc:
+            self._fail(exc)
+        finally:
+            self._in_flight = 0
+            self._flushing = False
+            self._changed()
+        if self._out:
+            await self._flush()
 
     async def _wait_resumed(self) -> None:
         self._interruptible = True
@@ -712,6 +830,15 @@ class Connection(Generic[In, Out]):
         count = 0
         frame_errors = 0
         try:
+            deferred = self._deferred
+            if deferred is not None:  # left by an inline turn
+                self._deferred = None
+                exc, frame_error = deferred
+                if frame_error:
+                    frame_errors += 1
+                    await self._report(exc)
+                else:
+                    await self._handler_failed(exc)
             dec = self._decoder
             if data:
                 dec.push(data)

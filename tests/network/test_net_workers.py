@@ -37,7 +37,7 @@ def ask_pid(port: int) -> int:
     return int(pid)
 
 
-def pids_seen(port: int, want: int, attempts: int = 300, timeout: float = 20) -> set[int]:
+def pids_seen(port: int, want: int, attempts: int = 1000, timeout: float = 20) -> set[int]:
     """Ask repeatedly (bounded in count and time) until ``want`` distinct pids answered."""
     seen: set[int] = set()
     deadline = time.monotonic() + timeout
@@ -59,6 +59,7 @@ def pids_seen(port: int, want: int, attempts: int = 300, timeout: float = 20) ->
                 sock.close()
         if len(seen) >= want or time.monotonic() > deadline:
             break
+        time.sleep(0.01)  # a worker may still be starting: bound by time, not just count
     return seen
 
 

@@ -341,6 +341,8 @@ class Connection(Generic[In, Out]):
         if self._closed:
             return
         self._closed = True
+        self._out.clear()
+        self._out_size = 0
         self._scope.cancel()
         for scope in self._helpers:
             scope.cancel()

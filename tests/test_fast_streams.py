@@ -280,3 +280,26 @@ async def test_other_listeners_are_left_alone(anyio_backend: Any) -> None:
         )
     finally:
         await wrapped.aclose()
+
+
+@pytest.mark.parametrize("anyio_backend", [("trio", {})], ids=["trio"])
+async def test_trio_send_nowait_takes_what_the_kernel_takes(anyio_backend: Any) -> None:
+    async with pair() as (server, client):
+        send_nowait = server.send_nowait  # type: ignore[attr-defined]
+        assert send_nowait(b"hello") == 5
+        assert await read_exactly(client, 5) == b"hello"
+        big = b"x" * (16 * 1024 * 1024)  # more than the socket buffers hold
+        taken = send_nowait(big)
+        assert 0 < taken < len(big)
+        received: list[bytes] = []
+
+        async def read_all() -> None:
+            received.append(await read_to_eof(client))
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(read_all)
+            await server.send(big[taken:])  # the rest goes out with send
+            await server.aclose()
+        assert received == [big]
+        with pytest.raises(anyio.ClosedResourceError):
+            send_nowait(b"late")

@@ -72,6 +72,7 @@ class TrioSocketStream(anyio.abc.SocketStream):
         self._streak = 0
         self._receiving = False
         self._sending = False
+        self._drained = False  # the last receive got less than asked: the socket was empty
         self._attributes: Mapping[Any, Callable[[], Any]] | None = None
 
     async def receive(self, max_bytes: int = 65536) -> bytes:
@@ -95,6 +96,11 @@ class TrioSocketStream(anyio.abc.SocketStream):
             if self._streak > STREAK:
                 self._streak = 0
                 await trio.lowlevel.checkpoint()
+            if self._drained and not self._closed:
+                # The last read emptied the socket: wait for more before trying
+                # (saves a recv that would fail, in request-response traffic).
+                self._streak = 0
+                await self._wait_readable()
             while True:
                 if self._closed:
                     raise anyio.ClosedResourceError
@@ -102,10 +108,7 @@ class TrioSocketStream(anyio.abc.SocketStream):
                     data = sock.recv(max_bytes)
                 except BlockingIOError:
                     self._streak = 0
-                    try:
-                        await trio.lowlevel.wait_readable(sock)
-                    except trio.ClosedResourceError:
-                        raise anyio.ClosedResourceError from None
+                    await self._wait_readable()
                     continue
                 except OSError as exc:
                     if self._closed:
@@ -113,9 +116,16 @@ class TrioSocketStream(anyio.abc.SocketStream):
                     raise anyio.BrokenResourceError from exc
                 if not data:
                     raise anyio.EndOfStream
+                self._drained = len(data) < max_bytes
                 return data
         finally:
             self._receiving = False
+
+    async def _wait_readable(self) -> None:
+        try:
+            await trio.lowlevel.wait_readable(self._sock)
+        except trio.ClosedResourceError:
+            raise anyio.ClosedResourceError from None
 
     async def send(self, item: bytes) -> None:
         """Write all of ``item`` to the kernel; wait only while its buffer is full.
@@ -146,6 +156,27 @@ class TrioSocketStream(anyio.abc.SocketStream):
                 await self._send_rest(memoryview(item), sent)
         finally:
             self._sending = False
+
+    def send_nowait(self, item: bytes) -> int:
+        """Write what the kernel takes now, without waiting; return how many bytes that was.
+
+        The caller sends the rest with :meth:`send`.
+
+        Raises:
+            ClosedResourceError: this stream was closed.
+            BrokenResourceError: the connection failed.
+            BusyResourceError: another task is sending.
+        """
+        if self._sending:
+            raise anyio.BusyResourceError("writing to")
+        if self._closed:
+            raise anyio.ClosedResourceError
+        try:
+            return self._sock.send(item)
+        except BlockingIOError:
+            return 0
+        except OSError as exc:
+            raise anyio.BrokenResourceError from exc
 
     async def _send_rest(self, view: memoryview, sent: int) -> None:
         sock = self._sock

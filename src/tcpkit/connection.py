@@ -9,13 +9,18 @@ How the I/O runs (the hot path):
   decoded and handled, one at a time and in order, before the task reads
   again; a codec switch applies to the very next message.
 * ``put``/``send`` only encode and append to an output list. At the end of the
-  turn the list is joined and handed to the stream in one ``send``: the
-  output of every handler run for one read becomes one write.
+  turn the list is joined and handed to the stream in one write: the output
+  of every handler run for one read becomes one write (on trio, without an
+  ``await`` when the kernel takes it all).
 * Plain ``def`` handlers are called directly, ``async def`` handlers are
   awaited in the same task: no task or queue hop per message.
+* On asyncio and uvloop, with a plain ``def`` on_input, a turn runs right in
+  the stream's protocol callback while the task waits for input: no task
+  switch per read at all. The task takes over whatever needs an ``await``
+  (an error to report, a pause, output the transport could not send yet).
 * Custom events (``emit``/``post``) and ``on_flushed`` run in a helper task
-  started on demand, taking turns with input so that the handlers of one
-  connection never overlap.
+  started on demand in the server's task pool, taking turns with input so
+  that the handlers of one connection never overlap.
 """
 
 from __future__ import annotations
@@ -575,7 +580,9 @@ class Connection(Generic[In, Out]):
                 logger.info("%s: idle timeout, shutting down", self._log_prefix)
             self._shutting_down = True
             self._writable = False
-            if not self._closed and (self._helpers or self._out or self._may_linger):
+            if not self._closed and (
+                self._helpers or self._out or self._unsent or self._deferred or self._may_linger
+            ):
                 scope = self._scope = anyio.CancelScope()
                 with scope:
                     await self._settle()
@@ -598,6 +605,11 @@ class Connection(Generic[In, Out]):
 
     async def _settle(self) -> None:
         """Wait for queued events to run and for pending output to be sent."""
+        if self._unsent:  # left by an inline turn that shut the connection down
+            self._unsent = False
+            await self._wait_unsent()
+        if self._deferred is not None:  # an error of that turn, not reported yet
+            await self._turn(b"")
         while self._dispatching or self._flushing or self._out:
             if self._out and not self._flushing:
                 await self._flush()
@@ -798,7 +810,7 @@ class Connection(Generic[In, Out]):
                 self._flushing = True
                 self._in_flight = len(payload)
                 self._unsent = kick = True
-        if kick and not self._shutting_down:
+        if kick:  # (after a shutdown the task is leaving the read loop: _settle does it)
             stream.kick()
         return True
 

@@ -1,7 +1,8 @@
 """The master listening session: listeners, accept loops, connection bookkeeping.
 
-One task group per server holds one accept loop per listening socket and one
-task per connection. An accept loop waits for a free slot *before* calling
+One task group per server holds one accept loop per listening socket, and a
+task pool inside it (see ``_tasks``: native tasks, cheaper to start) one task
+per connection. An accept loop waits for a free slot *before* calling
 ``accept`` (so with ``max_connections`` reached, waiting clients stay in the
 kernel backlog), backs off on resource exhaustion (EMFILE and friends, logged
 once per burst), and ignores per-connection accept failures.

@@ -162,3 +162,38 @@ async def test_close_in_a_handler_drops_the_rest_of_the_read(caplog: Any) -> Non
     assert seen == ["a", "close"]
     assert data == b""  # close() discards the turn's output, and nothing after it runs
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+async def test_shutdown_after_a_big_reply_delivers_all_of_it_and_reports_a_late_error() -> None:
+    app: App[str, str] = App()
+    errors: list[str] = []
+    reply = "y" * (4 * 1024 * 1024)
+
+    @app.on_input
+    def handle(conn: Connection[str, str], line: str) -> None:
+        conn.put(reply)
+        conn.shutdown()
+        raise RuntimeError("after shutdown")
+
+    @app.on_error
+    def report(conn: Connection[str, str], exc: BaseException) -> None:
+        errors.append(str(exc))
+
+    async with app.start() as server:
+        assert server.port is not None
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.connect(("127.0.0.1", server.port))
+        sock.setblocking(False)
+        async with await anyio.abc.SocketStream.from_socket(sock) as client:
+            await client.send(b"go\r\n")
+            await anyio.sleep(0.2)  # not reading yet: the reply backs up in the server
+            data = bytearray()
+            with anyio.fail_after(20):
+                while True:
+                    try:
+                        data += await client.receive()
+                    except anyio.EndOfStream:
+                        break
+    assert bytes(data) == reply.encode() + b"\r\n"
+    assert errors == ["after shutdown"]

@@ -7,14 +7,16 @@ the running loop several times per call (a ``getpid`` system call each time on
 CPython 3.11), and its transport reads with ``recv(256 KiB)``, an allocation
 past glibc's mmap threshold (``mmap``/``mremap``/``munmap`` per read).
 :class:`AsyncioSocketStream` keeps anyio's :class:`anyio.abc.SocketStream`
-interface on an ``asyncio.BufferedProtocol`` instead:
+interface on an asyncio protocol instead (a ``BufferedProtocol`` on asyncio's
+selector loop, a plain one on uvloop, which reads into a buffer of its own):
 
 * ``receive`` returns buffered bytes at once, joining the chunks that arrived
   since the last call (up to ``max_bytes``). It waits only when nothing is
   buffered; that wait is a cancellation point, and a cancelled wait loses
   nothing (bytes stay in the buffer). Reading stays registered with the loop
-  and is paused only when the buffer passes a high mark (flow control); the
-  transport reads into one buffer shared by the listener's connections.
+  and is paused only when the buffer passes a high mark (flow control); on
+  the selector loop the transport reads into one buffer shared by the
+  listener's connections.
 * ``send`` writes to the transport and awaits only while the transport's
   buffer is not empty. The transport's write-buffer limits are 0, so a
   ``send`` that returned has handed every byte to the OS: graceful-close code
@@ -69,14 +71,12 @@ def _convert_address(address: Any) -> Any:
     return address  # pyright: ignore[reportUnknownVariableType]
 
 
-class _StreamProtocol(asyncio.BufferedProtocol):
+class _StreamProtocol(asyncio.Protocol):
     """Buffers input and signals readiness; holds no anyio state.
 
-    The transport reads into ``read_buffer``, shared by every connection of a
-    listener (it is only used between ``get_buffer`` and ``buffer_updated``,
-    synchronously), and the bytes read are copied out. Reading with plain
-    ``recv(256 KiB)`` instead allocates 256 KiB per read, past glibc's mmap
-    threshold: an ``mmap``/``mremap``/``munmap`` per message.
+    This plain protocol is for uvloop, which reads into a buffer of its own
+    and hands over ``bytes``; asyncio's selector loop gets
+    :class:`_BufferedStreamProtocol`.
     """
 
     __slots__ = (
@@ -88,7 +88,6 @@ class _StreamProtocol(asyncio.BufferedProtocol):
         "lost",
         "lost_waiter",
         "on_data",
-        "read_buffer",
         "read_paused",
         "read_waiter",
         "transport",
@@ -96,8 +95,7 @@ class _StreamProtocol(asyncio.BufferedProtocol):
         "write_waiters",
     )
 
-    def __init__(self, read_buffer: memoryview) -> None:
-        self.read_buffer = read_buffer
+    def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
         self.buffer: list[bytes] = []
         self.buffered = 0
@@ -112,7 +110,7 @@ class _StreamProtocol(asyncio.BufferedProtocol):
         self.on_data: Callable[[bytes], bool] | None = None
         self.kicked = False
 
-    # asyncio.BufferedProtocol ------------------------------------------------
+    # asyncio.Protocol --------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports implement asyncio.Transport without subclassing it.
@@ -120,12 +118,6 @@ class _StreamProtocol(asyncio.BufferedProtocol):
         # Limits of 0: pause_writing as soon as anything stays in the transport's
         # buffer, resume_writing once it is empty again.
         self.transport.set_write_buffer_limits(0, 0)
-
-    def get_buffer(self, sizehint: int) -> memoryview:
-        return self.read_buffer
-
-    def buffer_updated(self, nbytes: int) -> None:
-        self.data_received(bytes(self.read_buffer[:nbytes]))
 
     def data_received(self, data: bytes) -> None:
         on_data = self.on_data
@@ -205,6 +197,29 @@ class _StreamProtocol(asyncio.BufferedProtocol):
             assert self.transport is not None
             self.transport.resume_reading()
         return chunk
+
+
+class _BufferedStreamProtocol(_StreamProtocol, asyncio.BufferedProtocol):
+    """:class:`_StreamProtocol` reading into a buffer shared by a listener's connections.
+
+    For asyncio's selector loop: the transport reads into ``read_buffer`` (it
+    is only used between ``get_buffer`` and ``buffer_updated``,
+    synchronously), and the bytes read are copied out. Reading with plain
+    ``recv(256 KiB)`` instead allocates 256 KiB per read, past glibc's mmap
+    threshold: an ``mmap``/``mremap``/``munmap`` per message.
+    """
+
+    __slots__ = ("read_buffer",)
+
+    def __init__(self, read_buffer: memoryview) -> None:
+        super().__init__()
+        self.read_buffer = read_buffer
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self.read_buffer
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.data_received(bytes(self.read_buffer[:nbytes]))
 
 
 class AsyncioSocketStream(anyio.abc.SocketStream):
@@ -439,12 +454,13 @@ class AsyncioSocketListener(anyio.abc.SocketListener):
         self._reading = False  # the listening socket is registered with the loop
         self._closed = False
         self._streak = 0  # accepts in a row that did not wait
-        self._read_buffer = memoryview(bytearray(_READ_SIZE))  # shared by its connections
         # asyncio's own selector loop can build a transport synchronously (no
         # await, no extra loop turn); uvloop only through connect_accepted_socket.
         self._make_transport: Callable[..., Any] | None = None
         if isinstance(self._loop, asyncio.selector_events.BaseSelectorEventLoop):
             self._make_transport = getattr(self._loop, "_make_socket_transport", None)
+        # Shared by its connections' protocols (selector loop only; uvloop reads into its own).
+        self._read_buffer = memoryview(bytearray(_READ_SIZE if self._make_transport else 0))
 
     @property
     def _raw_socket(self) -> socket.socket:
@@ -513,16 +529,16 @@ class AsyncioSocketListener(anyio.abc.SocketListener):
             if self._tcp:  # (asyncio sets it only for sockets made with proto=IPPROTO_TCP)
                 client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             make = self._make_transport
+            protocol: _StreamProtocol
             if make is not None:
                 # connection_made runs first thing on the next loop turn, before
                 # any task can use the stream.
-                protocol = _StreamProtocol(self._read_buffer)
+                protocol = _BufferedStreamProtocol(self._read_buffer)
                 transport = make(client, protocol)
                 transport.set_write_buffer_limits(0, 0)
             else:
-                buffer = self._read_buffer
                 transport, protocol = await self._loop.connect_accepted_socket(
-                    lambda: _StreamProtocol(buffer), client
+                    _StreamProtocol, client
                 )
         except BaseException:
             client.close()

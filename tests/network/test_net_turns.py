@@ -31,6 +31,26 @@ async def read_lines(stream: anyio.abc.ByteStream, n: int) -> list[bytes]:
     return data.split(b"\r\n")[:n]
 
 
+async def read_to_end(stream: anyio.abc.ByteStream) -> bytes:
+    """Everything until the server closes (EOF, or a reset after ``close()``)."""
+    data = bytearray()
+    with anyio.fail_after(20):
+        while True:
+            try:
+                data += await stream.receive()
+            except (anyio.EndOfStream, anyio.BrokenResourceError):
+                return bytes(data)
+
+
+async def slow_reader(port: int) -> anyio.abc.SocketStream:
+    """A client with a 4 KiB receive buffer: what the server sends soon backs up."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", port))
+    sock.setblocking(False)
+    return await anyio.abc.SocketStream.from_socket(sock)
+
+
 async def test_a_handler_error_mid_read_is_reported_and_the_rest_of_the_read_handled() -> None:
     app: App[str, str] = App(shutdown_on_error=False)
     errors: list[str] = []
@@ -112,28 +132,18 @@ async def test_a_client_that_stops_reading_gets_every_byte_once_it_reads() -> No
     payload = bytes(range(256)) * 16384  # 4 MiB, against a small receive buffer
     async with app.start() as server:
         assert server.port is not None
-        sock = socket.socket()
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        sock.connect(("127.0.0.1", server.port))
-        sock.setblocking(False)
-        async with await anyio.abc.SocketStream.from_socket(sock) as client:
+        async with await slow_reader(server.port) as client:
 
             async def write_all() -> None:
                 for i in range(0, len(payload), 65536):
                     await client.send(payload[i : i + 65536])
                 await client.send_eof()
 
-            received = bytearray()
             async with anyio.create_task_group() as tg:
                 tg.start_soon(write_all)
                 await anyio.sleep(0.2)  # not reading: the server's output backs up
-                with anyio.fail_after(20):
-                    while True:
-                        try:
-                            received += await client.receive()
-                        except anyio.EndOfStream:
-                            break
-    assert bytes(received) == payload
+                received = await read_to_end(client)
+    assert received == payload
 
 
 async def test_close_in_a_handler_drops_the_rest_of_the_read(caplog: Any) -> None:
@@ -152,13 +162,7 @@ async def test_close_in_a_handler_drops_the_rest_of_the_read(caplog: Any) -> Non
         assert server.port is not None
         async with await anyio.connect_tcp("127.0.0.1", server.port) as client:
             await client.send(b"a\r\nclose\r\nb\r\n")
-            data = b""
-            with anyio.fail_after(10):
-                while True:
-                    try:
-                        data += await client.receive()
-                    except (anyio.EndOfStream, anyio.BrokenResourceError):
-                        break
+            data = await read_to_end(client)
     assert seen == ["a", "close"]
     assert data == b""  # close() discards the turn's output, and nothing after it runs
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
@@ -181,19 +185,9 @@ async def test_shutdown_after_a_big_reply_delivers_all_of_it_and_reports_a_late_
 
     async with app.start() as server:
         assert server.port is not None
-        sock = socket.socket()
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        sock.connect(("127.0.0.1", server.port))
-        sock.setblocking(False)
-        async with await anyio.abc.SocketStream.from_socket(sock) as client:
+        async with await slow_reader(server.port) as client:
             await client.send(b"go\r\n")
             await anyio.sleep(0.2)  # not reading yet: the reply backs up in the server
-            data = bytearray()
-            with anyio.fail_after(20):
-                while True:
-                    try:
-                        data += await client.receive()
-                    except anyio.EndOfStream:
-                        break
-    assert bytes(data) == reply.encode() + b"\r\n"
+            data = await read_to_end(client)
+    assert data == reply.encode() + b"\r\n"
     assert errors == ["after shutdown"]

@@ -50,6 +50,8 @@ import anyio
 import anyio.abc
 from anyio.abc import SocketAttribute
 
+from ._socket import convert_address, socket_attributes
+
 __all__ = ["STREAK", "AsyncioSocketListener", "AsyncioSocketStream", "fast_listener"]
 
 _READ_HIGH = 256 * 1024
@@ -64,11 +66,9 @@ of a listener), after which one yields to the event loop: a busy connection, or
 a connect flood, cannot starve the others."""
 
 
-def _convert_address(address: Any) -> Any:
-    """anyio's form of a socket address: IPv6 as ``(host, port)``, others unchanged."""
-    if isinstance(address, tuple) and len(address) > 2:  # pyright: ignore[reportUnknownArgumentType]
-        return address[:2]  # pyright: ignore[reportUnknownVariableType]
-    return address  # pyright: ignore[reportUnknownVariableType]
+def _wake(waiter: asyncio.Future[None] | None) -> None:
+    if waiter is not None and not waiter.done():
+        waiter.set_result(None)
 
 
 class _StreamProtocol(asyncio.Protocol):
@@ -128,8 +128,7 @@ class _StreamProtocol(asyncio.Protocol):
         waiter = self.read_waiter
         if waiter is not None:
             self.read_waiter = None
-            if not waiter.done():
-                waiter.set_result(None)
+            _wake(waiter)
         if self.buffered > _READ_HIGH and not self.read_paused and self.transport is not None:
             self.read_paused = True
             self.transport.pause_reading()
@@ -153,11 +152,8 @@ class _StreamProtocol(asyncio.Protocol):
         self.write_paused = False
         self._wake_reader()
         self._wake_writers()
-        waiter = self.lost_waiter
-        if waiter is not None:
-            self.lost_waiter = None
-            if not waiter.done():
-                waiter.set_result(None)
+        waiter, self.lost_waiter = self.lost_waiter, None
+        _wake(waiter)
 
     # helpers -------------------------------------------------------------------
 
@@ -167,19 +163,15 @@ class _StreamProtocol(asyncio.Protocol):
         self._wake_reader()
 
     def _wake_reader(self) -> None:
-        waiter = self.read_waiter
-        if waiter is not None:
-            self.read_waiter = None
-            if not waiter.done():
-                waiter.set_result(None)
+        waiter, self.read_waiter = self.read_waiter, None
+        _wake(waiter)
 
     def _wake_writers(self) -> None:
         waiters = self.write_waiters
         if waiters:
             self.write_waiters = []
             for waiter in waiters:
-                if not waiter.done():
-                    waiter.set_result(None)
+                _wake(waiter)
 
     def take(self, max_bytes: int) -> bytes:
         """Remove and return up to ``max_bytes`` buffered bytes (the buffer is not empty)."""
@@ -418,24 +410,12 @@ class AsyncioSocketStream(anyio.abc.SocketStream):
     def _make_attributes(self) -> Mapping[Any, Callable[[], Any]]:
         transport = self._transport
         raw = transport.get_extra_info("socket")
-        family = raw.family if raw is not None else socket.AF_UNSPEC
-        local = _convert_address(transport.get_extra_info("sockname"))
-        peer = _convert_address(transport.get_extra_info("peername"))
-        attributes: dict[Any, Callable[[], Any]] = {
-            SocketAttribute.family: lambda: family,
-            SocketAttribute.local_address: lambda: local,
-            SocketAttribute.raw_socket: lambda: raw,
-        }
-        if peer is not None:
-            attributes[SocketAttribute.remote_address] = lambda: peer
-        if family in (socket.AF_INET, socket.AF_INET6):
-            if isinstance(local, tuple):
-                local_port = local[1]  # pyright: ignore[reportUnknownVariableType]
-                attributes[SocketAttribute.local_port] = lambda: local_port  # pyright: ignore[reportUnknownLambdaType]
-            if isinstance(peer, tuple):
-                remote_port = peer[1]  # pyright: ignore[reportUnknownVariableType]
-                attributes[SocketAttribute.remote_port] = lambda: remote_port  # pyright: ignore[reportUnknownLambdaType]
-        return attributes
+        return socket_attributes(
+            raw,
+            raw.family if raw is not None else socket.AF_UNSPEC,
+            convert_address(transport.get_extra_info("sockname")),
+            convert_address(transport.get_extra_info("peername")),
+        )
 
 
 class AsyncioSocketListener(anyio.abc.SocketListener):

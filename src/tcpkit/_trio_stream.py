@@ -26,41 +26,20 @@ import anyio.abc
 import trio
 from anyio.abc import SocketAttribute
 
+from ._socket import convert_address, socket_attributes
+
 __all__ = ["STREAK", "TrioSocketListener", "TrioSocketStream"]
 
 STREAK = 32
 """Operations in a row that did not wait, after which one checkpoint is taken."""
 
 
-def _convert_address(address: Any) -> Any:
-    """anyio's form of a socket address: IPv6 as ``(host, port)``, others unchanged."""
-    if isinstance(address, tuple) and len(address) > 2:  # pyright: ignore[reportUnknownArgumentType]
-        return address[:2]  # pyright: ignore[reportUnknownVariableType]
-    return address  # pyright: ignore[reportUnknownVariableType]
-
-
 def _socket_attributes(sock: socket.socket) -> dict[Any, Callable[[], Any]]:
-    family = sock.family
-    local = _convert_address(sock.getsockname())
     try:
-        peer: Any = _convert_address(sock.getpeername())
+        peer: Any = convert_address(sock.getpeername())
     except OSError:
         peer = None
-    attributes: dict[Any, Callable[[], Any]] = {
-        SocketAttribute.family: lambda: family,
-        SocketAttribute.local_address: lambda: local,
-        SocketAttribute.raw_socket: lambda: sock,
-    }
-    if peer is not None:
-        attributes[SocketAttribute.remote_address] = lambda: peer
-    if family in (socket.AF_INET, socket.AF_INET6):
-        if isinstance(local, tuple):
-            local_port = local[1]  # pyright: ignore[reportUnknownVariableType]
-            attributes[SocketAttribute.local_port] = lambda: local_port  # pyright: ignore[reportUnknownLambdaType]
-        if isinstance(peer, tuple):
-            remote_port = peer[1]  # pyright: ignore[reportUnknownVariableType]
-            attributes[SocketAttribute.remote_port] = lambda: remote_port  # pyright: ignore[reportUnknownLambdaType]
-    return attributes
+    return socket_attributes(sock, sock.family, convert_address(sock.getsockname()), peer)
 
 
 class TrioSocketStream(anyio.abc.SocketStream):

@@ -88,6 +88,7 @@ class _StreamProtocol(asyncio.Protocol):
         "lost",
         "lost_waiter",
         "on_data",
+        "poll",
         "read_paused",
         "read_waiter",
         "transport",
@@ -95,8 +96,9 @@ class _StreamProtocol(asyncio.Protocol):
         "write_waiters",
     )
 
-    def __init__(self) -> None:
+    def __init__(self, poll: Callable[[], None] | None = None) -> None:
         self.transport: asyncio.Transport | None = None
+        self.poll = poll  # called on every read (busy polling, see tcpkit._busy_poll)
         self.buffer: list[bytes] = []
         self.buffered = 0
         self.eof = False
@@ -120,6 +122,9 @@ class _StreamProtocol(asyncio.Protocol):
         self.transport.set_write_buffer_limits(0, 0)
 
     def data_received(self, data: bytes) -> None:
+        poll = self.poll
+        if poll is not None:
+            poll()
         on_data = self.on_data
         if on_data is not None and not self.buffer and on_data(data):
             return  # handled right here, with no task switch
@@ -203,8 +208,8 @@ class _BufferedStreamProtocol(_StreamProtocol, asyncio.BufferedProtocol):
 
     __slots__ = ("read_buffer",)
 
-    def __init__(self, read_buffer: memoryview) -> None:
-        super().__init__()
+    def __init__(self, read_buffer: memoryview, poll: Callable[[], None] | None = None) -> None:
+        super().__init__(poll)
         self.read_buffer = read_buffer
 
     def get_buffer(self, sizehint: int) -> memoryview:
@@ -425,9 +430,12 @@ class AsyncioSocketListener(anyio.abc.SocketListener):
     like); a closed listener raises ``ClosedResourceError``.
     """
 
-    def __init__(self, listener: anyio.abc.SocketListener) -> None:
+    def __init__(
+        self, listener: anyio.abc.SocketListener, poll: Callable[[], None] | None = None
+    ) -> None:
         self._listener = listener
         self._sock: socket.socket = listener.extra(SocketAttribute.raw_socket)
+        self._poll = poll  # handed to every connection's protocol
         self._loop = asyncio.get_running_loop()
         self._tcp = self._sock.family in (socket.AF_INET, socket.AF_INET6)
         self._waiter: asyncio.Future[None] | None = None
@@ -513,12 +521,13 @@ class AsyncioSocketListener(anyio.abc.SocketListener):
             if make is not None:
                 # connection_made runs first thing on the next loop turn, before
                 # any task can use the stream.
-                protocol = _BufferedStreamProtocol(self._read_buffer)
+                protocol = _BufferedStreamProtocol(self._read_buffer, self._poll)
                 transport = make(client, protocol)
                 transport.set_write_buffer_limits(0, 0)
             else:
+                poll = self._poll
                 transport, protocol = await self._loop.connect_accepted_socket(
-                    _StreamProtocol, client
+                    lambda: _StreamProtocol(poll), client
                 )
         except BaseException:
             client.close()
@@ -537,13 +546,16 @@ class AsyncioSocketListener(anyio.abc.SocketListener):
         await self._listener.aclose()
 
 
-def fast_listener(listener: anyio.abc.SocketListener) -> anyio.abc.SocketListener:
+def fast_listener(
+    listener: anyio.abc.SocketListener, poll: Callable[[], None] | None = None
+) -> anyio.abc.SocketListener:
     """``listener`` wrapped in the fast listener of the running backend.
 
     :class:`AsyncioSocketListener` on asyncio (and uvloop),
     :class:`tcpkit._trio_stream.TrioSocketListener` on trio. Returns
     ``listener`` itself when it is not a plain socket listener (no raw socket)
-    or on any other event loop.
+    or on any other event loop. Its streams call ``poll()`` on every read
+    that brings bytes (:meth:`tcpkit._busy_poll.BusyPoller.kick`).
     """
     if listener.extra(SocketAttribute.raw_socket, None) is None:
         return listener
@@ -552,7 +564,7 @@ def fast_listener(listener: anyio.abc.SocketListener) -> anyio.abc.SocketListene
     except RuntimeError:
         pass
     else:
-        return AsyncioSocketListener(listener)
+        return AsyncioSocketListener(listener, poll)
     try:
         import trio
 
@@ -561,4 +573,4 @@ def fast_listener(listener: anyio.abc.SocketListener) -> anyio.abc.SocketListene
         return listener
     from ._trio_stream import TrioSocketListener
 
-    return TrioSocketListener(listener)
+    return TrioSocketListener(listener, poll)

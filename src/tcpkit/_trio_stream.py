@@ -45,8 +45,9 @@ def _socket_attributes(sock: socket.socket) -> dict[Any, Callable[[], Any]]:
 class TrioSocketStream(anyio.abc.SocketStream):
     """An :class:`anyio.abc.SocketStream` on a connected non-blocking socket, for trio."""
 
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: socket.socket, poll: Callable[[], None] | None = None) -> None:
         self._sock = sock
+        self._poll = poll  # called on every read that brings bytes (tcpkit._busy_poll)
         self._closed = False
         self._streak = 0
         self._receiving = False
@@ -96,6 +97,8 @@ class TrioSocketStream(anyio.abc.SocketStream):
                 if not data:
                     raise anyio.EndOfStream
                 self._drained = len(data) < max_bytes
+                if self._poll is not None:
+                    self._poll()
                 return data
         finally:
             self._receiving = False
@@ -216,9 +219,12 @@ class TrioSocketListener(anyio.abc.SocketListener):
     like); a closed listener raises ``ClosedResourceError``.
     """
 
-    def __init__(self, listener: anyio.abc.SocketListener) -> None:
+    def __init__(
+        self, listener: anyio.abc.SocketListener, poll: Callable[[], None] | None = None
+    ) -> None:
         self._listener = listener
         self._sock: socket.socket = listener.extra(SocketAttribute.raw_socket)
+        self._poll = poll  # handed to every stream
         self._tcp = self._sock.family in (socket.AF_INET, socket.AF_INET6)
         self._streak = 0
         self._accepting = False
@@ -274,7 +280,7 @@ class TrioSocketListener(anyio.abc.SocketListener):
         except OSError:
             client.close()
             raise
-        return TrioSocketStream(client)
+        return TrioSocketStream(client, self._poll)
 
     async def aclose(self) -> None:
         if not self._closed:

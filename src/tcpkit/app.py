@@ -64,6 +64,7 @@ _DEFAULT_PORT: int = _DefaultPort(12345)
 _DEFAULT_START_PORT: int = _DefaultPort(0)
 
 _DEFAULT_WRITE_BUFFER = (1024 * 1024, 256 * 1024, 64 * 1024 * 1024)
+_DEFAULT_BUSY_POLL = 100e-6
 
 # Names that app.include() recognises as the standard handlers.
 _STANDARD = (
@@ -94,6 +95,7 @@ class AppOptions(TypedDict, total=False):
     write_buffer: tuple[int, int, int]
     setup_timeout: float | None
     proxy_protocol: bool
+    busy_poll: float | None
 
 
 class App(Generic[In, Out]):
@@ -120,6 +122,12 @@ class App(Generic[In, Out]):
         setup_timeout: seconds allowed for PROXY header, TLS handshake and
             ``pre_connect`` together; ``None`` for no limit.
         proxy_protocol: expect a PROXY protocol v1/v2 header on every connection.
+        busy_poll: after a read, keep the event loop polling for input (instead
+            of sleeping) for up to this many seconds, a window that adapts to
+            the traffic (it closes when clients are sparse); ``0`` or ``None``
+            turns it off. It saves a sleep and wake-up per request in
+            request-response traffic, and costs at most one window of CPU per
+            read. See the Performance page.
     """
 
     @overload
@@ -179,6 +187,7 @@ class App(Generic[In, Out]):
         write_buffer: tuple[int, int, int] = _DEFAULT_WRITE_BUFFER,
         setup_timeout: float | None = 10.0,
         proxy_protocol: bool = False,
+        busy_poll: float | None = _DEFAULT_BUSY_POLL,
     ) -> None:
         base: Codec[Any, Any] = resolve_codec(codec) if codec is not None else Lines()
         self.input_codec: Codec[Any, Any] = (
@@ -193,6 +202,8 @@ class App(Generic[In, Out]):
             raise ValueError("idle_timeout must be None or > 0")
         if not issubclass(connection_class, Connection):  # pyright: ignore[reportUnnecessaryIsInstance]
             raise TypeError("connection_class must be a subclass of tcpkit.Connection")
+        if busy_poll is not None and not 0 <= busy_poll <= 1:
+            raise ValueError("busy_poll must be None or between 0 and 1 (seconds)")
         if state is not None and not callable(state):
             raise TypeError("state must be a zero-argument factory (a class or a function)")
         self.name = name
@@ -206,6 +217,7 @@ class App(Generic[In, Out]):
         self.write_buffer = WriteBuffer(*write_buffer)
         self.setup_timeout = setup_timeout
         self.proxy_protocol = proxy_protocol
+        self.busy_poll = busy_poll
         self._handlers: dict[str, Handler] = {}
         self._events: dict[str, Handler] = {}
         self._frozen = False
@@ -432,6 +444,7 @@ class App(Generic[In, Out]):
             max_connections=self.max_connections,
             setup_timeout=self.setup_timeout,
             proxy_protocol=self.proxy_protocol,
+            busy_poll=self.busy_poll,
         )
         return Server(self.name, handlers)
 

@@ -28,6 +28,7 @@ import anyio.abc
 from anyio.abc import SocketAttribute
 
 from ._asyncio_stream import fast_listener
+from ._busy_poll import busy_poller
 from ._tasks import TaskPool, open_task_pool
 from .connection import Connection, ConnectionConfig
 from .exceptions import ConnectionClosed, ProxyProtocolError, ServerError, SetupTimeout
@@ -76,6 +77,8 @@ class ServerHandlers:
     max_connections: int | None = None
     setup_timeout: float | None = 10.0
     proxy_protocol: bool = False
+    busy_poll: float | None = None
+    """Seconds the loop may keep polling after a read (see tcpkit._busy_poll); None: off."""
 
 
 @dataclass(frozen=True)
@@ -416,8 +419,12 @@ class Server(Generic[In, Out]):
                 async with anyio.create_task_group() as tg, open_task_pool(tg) as pool:
                     self._tg = tg
                     self._pool = pool
+                    poller = busy_poller(self._handlers.busy_poll)
+                    if poller is not None:
+                        tg.start_soon(poller.run)
                     # The backend's fast path (see _asyncio_stream): same API, fewer checkpoints.
-                    self._listeners = [fast_listener(listener) for listener in self._listeners]
+                    poll = poller.kick if poller is not None else None
+                    self._listeners = [fast_listener(lsn, poll) for lsn in self._listeners]
                     for listener in self._listeners:
                         tg.start_soon(self._accept_loop, listener)
                     if self._handlers.on_started is not None:

@@ -85,9 +85,14 @@ def _py(name: str) -> tuple[str, ...]:
 _NATIVE = {"asyncio": "asyncio-protocol", "uvloop": "uvloop-protocol", "trio": "trio-serve-tcp"}
 
 
-def _tcpkit(backend: str, send: bool) -> ServerSpec:
-    name = f"tcpkit-send-{backend}" if send else f"tcpkit-{backend}"
-    what = "async def handler, await conn.send(line)" if send else "def handler, conn.put(line)"
+def _tcpkit(backend: str, variant: str = "") -> ServerSpec:
+    name = f"tcpkit-{variant}-{backend}" if variant else f"tcpkit-{backend}"
+    what, skip = {
+        "": ("def handler, conn.put(line)", ()),
+        "send": ("async def handler, await conn.send(line)", ("idle",)),
+        # Busy polling matters where the loop would sleep between requests.
+        "nopoll": ("as tcpkit-*, busy polling off: App(busy_poll=0)", ("pipe", "conn", "idle")),
+    }[variant]
     return ServerSpec(
         name,
         backend,
@@ -95,19 +100,22 @@ def _tcpkit(backend: str, send: bool) -> ServerSpec:
         _py(name),
         anyio_ref=f"anyio-{backend}",
         native_ref=_NATIVE[backend],
-        skip=("idle",) if send else (),
+        skip=skip,
     )
 
 
 SERVERS: dict[str, ServerSpec] = {
     s.name: s
     for s in [
-        _tcpkit("asyncio", False),
-        _tcpkit("uvloop", False),
-        _tcpkit("trio", False),
-        _tcpkit("asyncio", True),
-        _tcpkit("uvloop", True),
-        _tcpkit("trio", True),
+        _tcpkit("asyncio"),
+        _tcpkit("uvloop"),
+        _tcpkit("trio"),
+        _tcpkit("asyncio", "send"),
+        _tcpkit("uvloop", "send"),
+        _tcpkit("trio", "send"),
+        _tcpkit("asyncio", "nopoll"),
+        _tcpkit("uvloop", "nopoll"),
+        _tcpkit("trio", "nopoll"),
         ServerSpec(
             "anyio-asyncio",
             "asyncio",
@@ -570,7 +578,7 @@ def render_tables(results: Results) -> str:
     ratio_rows: list[str] = []
     for name in tcpkit if rated else []:
         spec = SERVERS[name]
-        for ref in (spec.anyio_ref, spec.native_ref, f"base:{name}"):
+        for ref in (spec.anyio_ref, spec.native_ref, "poe", f"base:{name}"):
             if ref is None or ref not in results.servers:
                 continue
             row = [f"`{name}`", f"`{ref}`"]

@@ -5,7 +5,8 @@ prints ``PORT <n>`` on stdout, and echoes every line until killed. Each
 reference server is written the idiomatic way for its library; none of them
 is tuned. ``tcpkit-*`` is the five-line tcpkit app (a plain ``def`` handler
 calling ``conn.put``); ``tcpkit-send-*`` is the ``async def`` variant that
-awaits ``conn.send``.
+awaits ``conn.send``; ``tcpkit-nopoll-*`` is the first with busy polling off
+(``App(busy_poll=0)``), to show what polling contributes.
 """
 
 from __future__ import annotations
@@ -40,10 +41,10 @@ def raise_nofile() -> None:
 # -- tcpkit ------------------------------------------------------------------
 
 
-def tcpkit_app(send: bool) -> Any:
+def tcpkit_app(send: bool, busy_poll: bool = True) -> Any:
     from tcpkit import App, Connection
 
-    app: App[str, str] = App()
+    app: App[str, str] = App() if busy_poll else App(busy_poll=0)
     if send:
 
         @app.on_input
@@ -59,10 +60,10 @@ def tcpkit_app(send: bool) -> Any:
     return app
 
 
-def run_tcpkit(backend: str, use_uvloop: bool, send: bool) -> None:
+def run_tcpkit(backend: str, use_uvloop: bool, send: bool, busy_poll: bool = True) -> None:
     import anyio
 
-    app = tcpkit_app(send)
+    app = tcpkit_app(send, busy_poll)
 
     async def main() -> None:
         async with app.start(host="127.0.0.1", port=0, backlog=BACKLOG) as server:
@@ -219,6 +220,9 @@ SERVERS: dict[str, Callable[[], None]] = {
     "tcpkit-send-asyncio": lambda: run_tcpkit("asyncio", False, True),
     "tcpkit-send-uvloop": lambda: run_tcpkit("asyncio", True, True),
     "tcpkit-send-trio": lambda: run_tcpkit("trio", False, True),
+    "tcpkit-nopoll-asyncio": lambda: run_tcpkit("asyncio", False, False, busy_poll=False),
+    "tcpkit-nopoll-uvloop": lambda: run_tcpkit("asyncio", True, False, busy_poll=False),
+    "tcpkit-nopoll-trio": lambda: run_tcpkit("trio", False, False, busy_poll=False),
     "anyio-asyncio": lambda: run_anyio("asyncio", False),
     "anyio-uvloop": lambda: run_anyio("asyncio", True),
     "anyio-trio": lambda: run_anyio("trio", False),

@@ -29,6 +29,7 @@ def talk(port: int, payload: bytes, expect_lines: int) -> list[bytes]:
         ("examples/rot13.py:app", [], "asyncio"),
         ("examples.rot13:app", ["--backend", "trio"], "trio"),
         ("examples/rot13.py:app", ["--uvloop"], "asyncio+uvloop"),
+        ("examples/rot13.py:app", ["--busy-poll", "0"], "asyncio"),
     ],
 )
 def test_run_rot13_answers_and_stops_cleanly(app: str, extra: list[str], backend: str) -> None:
@@ -68,6 +69,11 @@ def test_bad_app_path_is_one_line() -> None:
     assert "no such file" in line
     line = one_line_error(run_cli("run", "examples.echo"))
     assert "module:attribute" in line
+
+
+def test_busy_poll_out_of_range_is_one_line() -> None:
+    line = one_line_error(run_cli("run", "examples/echo.py:app", "--busy-poll", "5"))
+    assert "--busy-poll must be between 0 and 1" in line
 
 
 def test_missing_attribute_is_one_line() -> None:

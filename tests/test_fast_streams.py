@@ -303,3 +303,152 @@ async def test_trio_send_nowait_takes_what_the_kernel_takes(anyio_backend: Any) 
         assert received == [big]
         with pytest.raises(anyio.ClosedResourceError):
             send_nowait(b"late")
+
+
+# -- the inline mode (tcpkit._socket.InlineStream) ---------------------------
+
+
+@asynccontextmanager
+async def inline_pair() -> AsyncIterator[tuple[Any, anyio.abc.SocketStream]]:
+    """Like :func:`pair`, with the listener's reactor running on trio (as the server does)."""
+    listener = fast_listener(await anyio.create_tcp_listener(local_host="127.0.0.1"))
+    async with anyio.create_task_group() as tg:
+        run_reactor = getattr(listener, "run_reactor", None)
+        if run_reactor is not None:
+            tg.start_soon(run_reactor)
+            await anyio.wait_all_tasks_blocked()
+        try:
+            port = listener.extra(SocketAttribute.local_port)
+            client = await anyio.connect_tcp("127.0.0.1", port)
+            with anyio.fail_after(10):
+                server = await listener.accept()
+            try:
+                yield server, client
+            finally:
+                await server.aclose()
+                await client.aclose()
+        finally:
+            await listener.aclose()
+            tg.cancel_scope.cancel()
+
+
+async def wait_for(condition: Any) -> None:
+    with anyio.fail_after(10):
+        while not condition():
+            await anyio.sleep(0.001)
+
+
+async def test_inline_callback_takes_bytes_while_a_task_waits_in_receive() -> None:
+    async with inline_pair() as (server, client):
+        got: list[bytes] = []
+        consume = [True]
+
+        def on_data(data: bytes) -> bool:
+            if not consume[0]:
+                return False
+            got.append(data)
+            return True
+
+        server.set_data_callback(on_data)
+        results: list[bytes] = []
+
+        async def reader() -> None:
+            results.append(await server.receive())
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(reader)
+            await client.send(b"abc")
+            await wait_for(lambda: got == [b"abc"])
+            assert results == []  # the task still waits: the callback had it
+            server.kick()  # the callback needs its task
+        assert results == [b""]
+        consume[0] = False  # now it declines: the bytes go to receive
+        await client.send(b"xyz")
+        assert await read_exactly(server, 3) == b"xyz"
+        server.set_data_callback(None)
+        await client.send(b"plain")
+        assert await read_exactly(server, 5) == b"plain"
+
+
+async def test_inline_write_nowait_leaves_the_rest_for_send() -> None:
+    async with inline_pair() as (server, client):
+        assert server.write_nowait(b"hello") is True
+        assert await read_exactly(client, 5) == b"hello"
+        big = b"x" * (16 * 1024 * 1024)  # more than the socket buffers hold
+        assert server.write_nowait(big) is False
+        received: list[bytes] = []
+
+        async def read_all() -> None:
+            received.append(await read_to_eof(client))
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(read_all)
+            await server.send(b"")  # waits until the rest went out
+            await server.send(b"tail")
+            await server.send_eof()
+        assert received == [big + b"tail"]
+
+
+async def test_inline_mode_ends_with_eof_and_close_wakes_the_reader() -> None:
+    async with inline_pair() as (server, client):
+        server.set_data_callback(lambda data: False)
+        await client.send(b"last")
+        await client.send_eof()
+        assert await read_to_eof(server) == b"last"
+    async with inline_pair() as (server, client):
+        server.set_data_callback(lambda data: True)
+        errors: list[BaseException] = []
+
+        async def reader() -> None:
+            try:
+                await server.receive()
+            except anyio.ClosedResourceError as exc:
+                errors.append(exc)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(reader)
+            await anyio.wait_all_tasks_blocked()
+            await server.aclose()
+        assert len(errors) == 1
+
+
+@pytest.mark.parametrize("anyio_backend", [("trio", {})], ids=["trio"])
+async def test_trio_inline_mode_needs_its_reactor(anyio_backend: Any) -> None:
+    # Without a running reactor the callback is not used: receive gets the bytes.
+    async with pair() as (server, client):
+        server.set_data_callback(lambda data: True)  # type: ignore[attr-defined]
+        await client.send(b"direct")
+        assert await read_exactly(server, 6) == b"direct"
+    # When the reactor stops, a waiting receive goes back to trio's own waits.
+    listener = fast_listener(await anyio.create_tcp_listener(local_host="127.0.0.1"))
+    try:
+        async with anyio.create_task_group() as tg:
+            reactor = anyio.CancelScope()
+
+            async def run_reactor() -> None:
+                with reactor:
+                    await listener.run_reactor()  # type: ignore[attr-defined]
+
+            tg.start_soon(run_reactor)
+            await anyio.wait_all_tasks_blocked()
+            port = listener.extra(SocketAttribute.local_port)
+            client = await anyio.connect_tcp("127.0.0.1", port)
+            server: Any = await listener.accept()
+            seen: list[bytes] = []
+            server.set_data_callback(lambda data: seen.append(data) or True)
+            results: list[bytes] = []
+
+            async def reader() -> None:
+                results.append(await server.receive())
+
+            tg.start_soon(reader)
+            await client.send(b"inline")
+            await wait_for(lambda: seen == [b"inline"])
+            reactor.cancel()
+            await anyio.wait_all_tasks_blocked()
+            await client.send(b"after")
+            await wait_for(lambda: results == [b"after"])
+            await server.aclose()
+            await client.aclose()
+    finally:
+        await listener.aclose()

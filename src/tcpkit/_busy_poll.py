@@ -32,6 +32,8 @@ from typing import TYPE_CHECKING
 
 import anyio
 
+from .stats import ServerStats
+
 if TYPE_CHECKING:
     import trio
 
@@ -45,10 +47,11 @@ _START = 10e-6
 class BusyPoller(ABC):
     """Keeps the loop polling for input for a while after each read (see the module doc)."""
 
-    __slots__ = ("_last", "_limit", "_running", "_until", "_window")
+    __slots__ = ("_last", "_limit", "_running", "_stats", "_until", "_window")
 
-    def __init__(self, limit: float) -> None:
+    def __init__(self, limit: float, stats: ServerStats) -> None:
         self._limit = limit
+        self._stats = stats  # counts polled_reads
         self._window = 0.0  # the current window; starts closed, the traffic opens it
         self._last = 0.0  # when the last read came
         self._until = 0.0  # poll until then
@@ -70,6 +73,8 @@ class BusyPoller(ABC):
                 window = self._window = min(max(window * 2, _START), self._limit)
             elif window:  # nothing came for longer than we would poll: poll less
                 window = self._window = window / 2 if window > _START else 0.0
+        else:
+            self._stats.polled_reads += 1
         if window and self._running:
             self._until = now + window
             self._poll()
@@ -88,8 +93,8 @@ class _AsyncioBusyPoller(BusyPoller):
 
     __slots__ = ("_loop", "_spinning")
 
-    def __init__(self, limit: float) -> None:
-        super().__init__(limit)
+    def __init__(self, limit: float, stats: ServerStats) -> None:
+        super().__init__(limit, stats)
         self._loop = asyncio.get_running_loop()
         self._spinning = False
 
@@ -117,8 +122,8 @@ class _TrioBusyPoller(BusyPoller):
 
     __slots__ = ("_parked",)
 
-    def __init__(self, limit: float) -> None:
-        super().__init__(limit)
+    def __init__(self, limit: float, stats: ServerStats) -> None:
+        super().__init__(limit, stats)
         self._parked: trio.lowlevel.Task | None = None
 
     def _poll(self) -> None:
@@ -149,12 +154,12 @@ class _TrioBusyPoller(BusyPoller):
             self._parked = None
 
 
-def busy_poller(limit: float | None) -> BusyPoller | None:
+def busy_poller(limit: float | None, stats: ServerStats) -> BusyPoller | None:
     """A :class:`BusyPoller` for the running backend, or ``None`` if ``limit`` is 0 or ``None``."""
     if not limit:
         return None
     try:
         asyncio.get_running_loop()
     except RuntimeError:
-        return _TrioBusyPoller(limit)
-    return _AsyncioBusyPoller(limit)
+        return _TrioBusyPoller(limit, stats)
+    return _AsyncioBusyPoller(limit, stats)

@@ -1,14 +1,40 @@
-"""anyio's typed socket attributes for tcpkit's own socket streams (asyncio and trio)."""
+"""What tcpkit's own socket streams (asyncio and trio) share: attributes, the inline interface."""
 
 from __future__ import annotations
 
 import socket
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from anyio.abc import SocketAttribute
 
-__all__ = ["convert_address", "socket_attributes"]
+__all__ = ["InlineStream", "convert_address", "socket_attributes"]
+
+
+@runtime_checkable
+class InlineStream(Protocol):
+    """A stream that can hand arriving bytes to a callback instead of a waiting ``receive``.
+
+    Both fast streams implement it (``tcpkit._asyncio_stream``,
+    ``tcpkit._trio_stream``); the connection runs a turn in the callback
+    while its task waits in ``receive``, so a read costs no task switch.
+    """
+
+    def set_data_callback(self, callback: Callable[[bytes], bool] | None) -> None:
+        """Offer arriving bytes to ``callback`` first (it returns ``True`` if it consumed them).
+
+        It is called only while a task waits in ``receive`` with nothing
+        buffered; ``None`` stops it.
+        """
+        ...
+
+    def kick(self) -> None:
+        """Make the waiting (or next) ``receive`` return ``b""``: the callback needs its task."""
+        ...
+
+    def write_nowait(self, data: bytes) -> bool:
+        """Send ``data`` without waiting; ``False`` if part of it waits for ``send(b"")``."""
+        ...
 
 
 def convert_address(address: Any) -> Any:

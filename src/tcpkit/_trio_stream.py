@@ -13,10 +13,19 @@ one checkpoint is taken (before any byte moves, so it is safe to cancel).
 ``send`` returns once every byte is in the kernel's send buffer: the graceful
 close code relies on it. :class:`TrioSocketListener` accepts from the
 listening socket the same way and returns :class:`TrioSocketStream` objects.
+
+The inline mode (:class:`tcpkit._socket.InlineStream`, as on asyncio): with
+a data callback set, a stream whose task waits in ``receive`` is watched by
+the listener's :class:`Reactor` instead of by trio. The reactor is one task
+with an epoll instance of its own (in trio's, as one file descriptor): per
+wake-up it reads every ready connection and hands the bytes to its callback
+right there. A request then costs no task switch and no ``epoll_ctl`` (trio
+re-arms a file descriptor at every wait), as a callback server on asyncio.
 """
 
 from __future__ import annotations
 
+import select
 import socket
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -28,10 +37,63 @@ from anyio.abc import SocketAttribute
 
 from ._socket import convert_address, socket_attributes
 
-__all__ = ["STREAK", "TrioSocketListener", "TrioSocketStream"]
+__all__ = ["STREAK", "Reactor", "TrioSocketListener", "TrioSocketStream"]
 
 STREAK = 32
 """Operations in a row that did not wait, after which one checkpoint is taken."""
+_READ_SIZE = 65536
+"""What the reactor reads from a socket at once."""
+_MAX_EVENTS = 256
+"""Ready sockets the reactor handles per wake-up (then it lets other tasks run)."""
+
+
+class Reactor:
+    """Watches the sockets of inline streams in an epoll instance of its own (see the module doc).
+
+    Only streams whose task waits in ``receive`` are watched (level-triggered):
+    a socket becomes readable, the reactor reads it and passes the bytes to
+    the stream's callback, or to its waiting task. A stream that nobody waits
+    for is dropped at its next event, until its task waits again.
+    """
+
+    def __init__(self) -> None:
+        self._epoll = select.epoll()
+        self._streams: dict[int, TrioSocketStream] = {}
+        self._running = False
+
+    @property
+    def running(self) -> bool:
+        return self._running
+
+    def watch(self, fd: int, stream: TrioSocketStream) -> None:
+        self._epoll.register(fd, select.EPOLLIN)
+        self._streams[fd] = stream
+
+    def unwatch(self, fd: int) -> None:
+        if self._streams.pop(fd, None) is not None:
+            try:
+                self._epoll.unregister(fd)
+            except OSError:  # pragma: no cover - already gone with its socket
+                pass
+
+    async def run(self) -> None:
+        """Serve the watched streams until cancelled; then their tasks go back to trio's waits."""
+        epoll = self._epoll
+        streams = self._streams
+        self._running = True
+        try:
+            while True:
+                await trio.lowlevel.wait_readable(epoll)
+                for fd, _ in epoll.poll(0, _MAX_EVENTS):
+                    stream = streams.get(fd)
+                    if stream is not None:
+                        stream._on_readable(fd)  # pyright: ignore[reportPrivateUsage]
+        finally:
+            self._running = False
+            for fd, stream in list(streams.items()):
+                self.unwatch(fd)
+                stream._reactor_gone()  # pyright: ignore[reportPrivateUsage]
+            epoll.close()
 
 
 def _socket_attributes(sock: socket.socket) -> dict[Any, Callable[[], Any]]:
@@ -45,7 +107,12 @@ def _socket_attributes(sock: socket.socket) -> dict[Any, Callable[[], Any]]:
 class TrioSocketStream(anyio.abc.SocketStream):
     """An :class:`anyio.abc.SocketStream` on a connected non-blocking socket, for trio."""
 
-    def __init__(self, sock: socket.socket, poll: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self,
+        sock: socket.socket,
+        poll: Callable[[], None] | None = None,
+        reactor: Reactor | None = None,
+    ) -> None:
         self._sock = sock
         self._poll = poll  # called on every read that brings bytes (tcpkit._busy_poll)
         self._closed = False
@@ -54,6 +121,16 @@ class TrioSocketStream(anyio.abc.SocketStream):
         self._sending = False
         self._drained = False  # the last receive got less than asked: the socket was empty
         self._attributes: Mapping[Any, Callable[[], Any]] | None = None
+        # The inline mode (see the module doc):
+        self._reactor = reactor
+        self._on_data: Callable[[bytes], bool] | None = None
+        self._watched = -1  # the file descriptor the reactor watches, or -1
+        self._waiter: trio.lowlevel.Task | None = None  # a task waiting in receive
+        self._buffer = b""  # read by the reactor, for receive
+        self._kicked = False
+        self._eof = False
+        self._error: BaseException | None = None  # a failed read in the reactor
+        self._unsent: memoryview | None = None  # what write_nowait could not send
 
     async def receive(self, max_bytes: int = 65536) -> bytes:
         """Return the bytes the kernel has; wait (a cancellation point) only if it has none.
@@ -76,6 +153,16 @@ class TrioSocketStream(anyio.abc.SocketStream):
             if self._streak > STREAK:
                 self._streak = 0
                 await trio.lowlevel.checkpoint()
+            if self._on_data is not None:
+                data = await self._receive_inline()
+                if data is not None:
+                    return data
+            if self._buffer:
+                return self._take(max_bytes)
+            if self._error is not None:
+                raise anyio.BrokenResourceError from self._error
+            if self._eof:
+                raise anyio.EndOfStream
             if self._drained and not self._closed:
                 # The last read emptied the socket: wait for more before trying
                 # (saves a recv that would fail, in request-response traffic).
@@ -109,6 +196,128 @@ class TrioSocketStream(anyio.abc.SocketStream):
         except trio.ClosedResourceError:
             raise anyio.ClosedResourceError from None
 
+    def _take(self, max_bytes: int) -> bytes:
+        data = self._buffer
+        if len(data) <= max_bytes:
+            self._buffer = b""
+            return data
+        self._buffer = data[max_bytes:]
+        return data[:max_bytes]
+
+    # the inline mode -----------------------------------------------------------
+
+    def set_data_callback(self, callback: Callable[[bytes], bool] | None) -> None:
+        """Offer arriving bytes to ``callback`` first, in the reactor (see ``InlineStream``).
+
+        Without a running reactor (a stream not from a serving listener) this
+        does nothing: bytes reach ``receive`` as usual.
+        """
+        if callback is not None and (self._reactor is None or not self._reactor.running):
+            return
+        self._on_data = callback
+        if callback is None:
+            self._unwatch()
+
+    def kick(self) -> None:
+        """Make the waiting (or next) ``receive`` return ``b""``."""
+        self._kicked = True
+        self._wake()
+
+    def write_nowait(self, data: bytes) -> bool:
+        """Send what the kernel takes now; ``False`` if the rest waits for ``send(b"")``.
+
+        Raises:
+            BrokenResourceError: the connection is closed or failed.
+        """
+        if self._closed:
+            raise anyio.BrokenResourceError
+        if self._unsent is not None:
+            self._unsent = memoryview(bytes(self._unsent) + data)
+            return False
+        try:
+            sent = self._sock.send(data)
+        except BlockingIOError:
+            sent = 0
+        except OSError as exc:
+            raise anyio.BrokenResourceError from exc
+        if sent < len(data):
+            self._unsent = memoryview(data)[sent:]
+            return False
+        return True
+
+    async def _receive_inline(self) -> bytes | None:
+        """Wait for the reactor; ``None``: the inline mode ended, wait as usual instead."""
+        while True:
+            if self._closed:
+                raise anyio.ClosedResourceError
+            if self._kicked:
+                self._kicked = False
+                return b""
+            if self._buffer or self._error is not None or self._eof:
+                return None  # receive hands them out
+            reactor = self._reactor
+            if self._on_data is None or reactor is None or not reactor.running:
+                return None
+            if self._watched < 0:
+                fd = self._sock.fileno()
+                reactor.watch(fd, self)
+                self._watched = fd
+            self._streak = 0
+            self._waiter = trio.lowlevel.current_task()
+            await trio.lowlevel.wait_task_rescheduled(self._abort_wait)
+
+    def _abort_wait(self, _: object) -> trio.lowlevel.Abort:
+        self._waiter = None
+        return trio.lowlevel.Abort.SUCCEEDED
+
+    def _wake(self) -> None:
+        task = self._waiter
+        if task is not None:
+            self._waiter = None
+            trio.lowlevel.reschedule(task)
+
+    def _unwatch(self) -> None:
+        if self._watched >= 0 and self._reactor is not None:
+            self._reactor.unwatch(self._watched)
+        self._watched = -1
+
+    def _reactor_gone(self) -> None:
+        self._watched = -1
+        self._on_data = None
+        self._wake()
+
+    def _on_readable(self, fd: int) -> None:
+        """The reactor saw the socket readable: read it, for the callback or the waiting task."""
+        if self._waiter is None:  # nobody waits: stop watching until a receive does
+            self._unwatch()
+            return
+        try:
+            data = self._sock.recv(_READ_SIZE)
+        except BlockingIOError:
+            return
+        except OSError as exc:
+            self._error = exc
+            data = b""
+        if not data:
+            self._eof = True
+            self._unwatch()
+            self._wake()
+            return
+        if self._poll is not None:
+            self._poll()
+        on_data = self._on_data
+        if on_data is not None:
+            try:
+                if on_data(data):
+                    return
+            except Exception as exc:  # a bug in the callback: fail this stream only
+                self._error = exc
+                self._unwatch()
+                self._wake()
+                return
+        self._buffer = data
+        self._wake()
+
     async def send(self, item: bytes) -> None:
         """Write all of ``item`` to the kernel; wait only while its buffer is full.
 
@@ -128,6 +337,11 @@ class TrioSocketStream(anyio.abc.SocketStream):
                 await trio.lowlevel.checkpoint()
             if self._closed:
                 raise anyio.ClosedResourceError
+            if self._unsent is not None:  # left by write_nowait: first
+                item = bytes(self._unsent) + item
+                self._unsent = None
+            if not item:
+                return
             try:
                 sent = sock.send(item)
             except BlockingIOError:
@@ -153,6 +367,8 @@ class TrioSocketStream(anyio.abc.SocketStream):
             raise anyio.BusyResourceError("writing to")
         if self._closed:
             raise anyio.ClosedResourceError
+        if self._unsent is not None:  # it goes first: send() sends both
+            return 0
         try:
             return self._sock.send(item)
         except BlockingIOError:
@@ -187,6 +403,8 @@ class TrioSocketStream(anyio.abc.SocketStream):
         """
         if self._closed:
             raise anyio.ClosedResourceError
+        if self._unsent is not None:
+            await self.send(b"")
         try:
             self._sock.shutdown(socket.SHUT_WR)
         except OSError:
@@ -196,6 +414,8 @@ class TrioSocketStream(anyio.abc.SocketStream):
         """Close the socket (bytes of completed sends are in the kernel and still go out)."""
         if not self._closed:
             self._closed = True
+            self._unwatch()
+            self._wake()
             if self._sock.fileno() >= 0:
                 trio.lowlevel.notify_closing(self._sock)  # wakes a task waiting on it
             self._sock.close()
@@ -225,6 +445,7 @@ class TrioSocketListener(anyio.abc.SocketListener):
         self._listener = listener
         self._sock: socket.socket = listener.extra(SocketAttribute.raw_socket)
         self._poll = poll  # handed to every stream
+        self._reactor = Reactor()
         self._tcp = self._sock.family in (socket.AF_INET, socket.AF_INET6)
         self._streak = 0
         self._accepting = False
@@ -280,7 +501,16 @@ class TrioSocketListener(anyio.abc.SocketListener):
         except OSError:
             client.close()
             raise
-        return TrioSocketStream(client, self._poll)
+        return TrioSocketStream(client, self._poll, self._reactor)
+
+    async def run_reactor(self) -> None:
+        """Run the :class:`Reactor` of this listener's streams until cancelled.
+
+        Start it next to the accept loop; it must outlive the listening socket
+        as long as connections run (a graceful shutdown closes the listener
+        first). Without it, streams do not take the inline mode.
+        """
+        await self._reactor.run()
 
     async def aclose(self) -> None:
         if not self._closed:

@@ -64,6 +64,14 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--ssl-keyfile", default=None, metavar="FILE")
     run.add_argument("--proxy-protocol", action="store_true", help="expect PROXY v1/v2 headers")
     run.add_argument(
+        "--busy-poll",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="after a read, poll for input up to this long instead of sleeping "
+        "(adaptive; default: the app's, 0.0001; 0 turns it off)",
+    )
+    run.add_argument(
         "--drain-timeout",
         type=float,
         default=30.0,
@@ -171,6 +179,10 @@ def _run(args: argparse.Namespace) -> int:
         app.max_connections = args.max_connections
     if args.proxy_protocol:
         app.proxy_protocol = True
+    if args.busy_poll is not None:
+        if not 0 <= args.busy_poll <= 1:
+            return _fail("--busy-poll must be between 0 and 1 (seconds)")
+        app.busy_poll = args.busy_poll
     hosts: list[str] | None = args.host
     host: str | list[str] = "127.0.0.1" if not hosts else hosts[0] if len(hosts) == 1 else hosts
     port: int | None = args.port
@@ -234,6 +246,7 @@ def _supervise(
         use_uvloop=args.uvloop,
         max_connections=args.max_connections,
         proxy_protocol=args.proxy_protocol,
+        busy_poll=args.busy_poll,
         ssl_certfile=args.ssl_certfile,
         ssl_keyfile=args.ssl_keyfile,
         drain_timeout=args.drain_timeout,

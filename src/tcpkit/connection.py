@@ -31,13 +31,13 @@ import ssl
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
 import anyio
 import anyio.abc
 from anyio.abc import SocketAttribute
 
-from ._asyncio_stream import AsyncioSocketStream
+from ._socket import InlineStream
 from .codecs.base import NEED_DATA, Codec, CodecSpec, Decoder, Encoder, resolve_codec
 from .exceptions import (
     ConnectionClosed,
@@ -157,7 +157,7 @@ class Connection(Generic[In, Out]):
         self._paused = False
         self._busy = False  # a handler turn is running
         self._interruptible = False  # the reader is waiting for input
-        self._inline: AsyncioSocketStream | None = None  # while input is handled inline
+        self._inline: InlineStream | None = None  # while input is handled inline
         self._deferred: tuple[Exception, bool] | None = None  # (error, is a frame error)
         self._unsent = False  # an inline turn left output in the transport
         self._events: deque[tuple[Handler, tuple[Any, ...]]] = deque()
@@ -683,7 +683,7 @@ class Connection(Generic[In, Out]):
         idle = self._config.idle_timeout
         scope = self._scope
         stats = self._stats
-        if isinstance(stream, AsyncioSocketStream) and self._can_inline():
+        if self._can_inline() and isinstance(stream, InlineStream):
             self._inline = stream
             stream.set_data_callback(self._inline_turn)
         try:
@@ -763,7 +763,7 @@ class Connection(Generic[In, Out]):
             or self._out
             or self._flushing
             or self._deferred is not None
-            or self._stream is not stream
+            or cast(object, self._stream) is not stream  # start_tls replaced it
         ):
             return False
         stats = self._stats

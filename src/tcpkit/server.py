@@ -419,7 +419,7 @@ class Server(Generic[In, Out]):
                 async with anyio.create_task_group() as tg, open_task_pool(tg) as pool:
                     self._tg = tg
                     self._pool = pool
-                    poller = busy_poller(self._handlers.busy_poll)
+                    poller = busy_poller(self._handlers.busy_poll, self.stats)
                     if poller is not None:
                         tg.start_soon(poller.run)
                     # The backend's fast path (see _asyncio_stream): same API, fewer checkpoints.
@@ -427,6 +427,9 @@ class Server(Generic[In, Out]):
                     self._listeners = [fast_listener(lsn, poll) for lsn in self._listeners]
                     for listener in self._listeners:
                         tg.start_soon(self._accept_loop, listener)
+                        reactor = getattr(listener, "run_reactor", None)  # trio's (_trio_stream)
+                        if reactor is not None:
+                            tg.start_soon(reactor)
                     if self._handlers.on_started is not None:
                         await call(self._handlers.on_started, self, *self._handlers.listener_args)
                     if listen is not None:

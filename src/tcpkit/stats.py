@@ -20,6 +20,9 @@ class ServerStats:
         messages_in: messages decoded and delivered to ``on_input``.
         messages_out: messages encoded by ``send``/``put``/``broadcast``.
         errors: errors reported to ``on_error`` (handler, codec and socket errors).
+        polled_reads: reads that arrived while the event loop was busy polling
+            for input instead of sleeping (``App(busy_poll=...)``): each saved
+            a sleep and a wake-up.
     """
 
     current: int = 0
@@ -30,6 +33,7 @@ class ServerStats:
     messages_in: int = 0
     messages_out: int = 0
     errors: int = 0
+    polled_reads: int = 0
 
     def as_dict(self) -> dict[str, int]:
         """Return the counters as a plain dict (a snapshot)."""

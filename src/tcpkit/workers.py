@@ -76,6 +76,7 @@ class WorkerSettings:
     use_uvloop: bool = False
     max_connections: int | None = None
     proxy_protocol: bool = False
+    busy_poll: float | None = None
     ssl_certfile: str | None = None
     ssl_keyfile: str | None = None
     drain_timeout: float = 30.0
@@ -316,6 +317,8 @@ def _load_app(settings: WorkerSettings) -> App[Any, Any]:
         app.max_connections = settings.max_connections
     if settings.proxy_protocol:
         app.proxy_protocol = True
+    if settings.busy_poll is not None:
+        app.busy_poll = settings.busy_poll
     return app
 
 

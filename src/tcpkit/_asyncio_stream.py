@@ -50,6 +50,7 @@ import anyio
 import anyio.abc
 from anyio.abc import SocketAttribute
 
+from ._busy_poll import BusyPoller
 from ._socket import convert_address, socket_attributes
 
 __all__ = ["STREAK", "AsyncioSocketListener", "AsyncioSocketStream", "fast_listener"]
@@ -547,14 +548,14 @@ class AsyncioSocketListener(anyio.abc.SocketListener):
 
 
 def fast_listener(
-    listener: anyio.abc.SocketListener, poll: Callable[[], None] | None = None
+    listener: anyio.abc.SocketListener, poller: BusyPoller | None = None
 ) -> anyio.abc.SocketListener:
     """``listener`` wrapped in the fast listener of the running backend.
 
     :class:`AsyncioSocketListener` on asyncio (and uvloop),
     :class:`tcpkit._trio_stream.TrioSocketListener` on trio. Returns
     ``listener`` itself when it is not a plain socket listener (no raw socket)
-    or on any other event loop. Its streams call ``poll()`` on every read
+    or on any other event loop. Its streams tell ``poller`` about every read
     that brings bytes (:meth:`tcpkit._busy_poll.BusyPoller.kick`).
     """
     if listener.extra(SocketAttribute.raw_socket, None) is None:
@@ -564,7 +565,7 @@ def fast_listener(
     except RuntimeError:
         pass
     else:
-        return AsyncioSocketListener(listener, poll)
+        return AsyncioSocketListener(listener, poller.kick if poller is not None else None)
     try:
         import trio
 
@@ -573,4 +574,4 @@ def fast_listener(
         return listener
     from ._trio_stream import TrioSocketListener
 
-    return TrioSocketListener(listener, poll)
+    return TrioSocketListener(listener, poller)

@@ -62,6 +62,10 @@ class BusyPoller(ABC):
         """The current window in seconds (0: the loop sleeps as soon as it is idle)."""
         return self._window
 
+    def polling(self) -> bool:
+        """Whether the loop should be polling now (the window after the last read is open)."""
+        return self._running and _now() < self._until
+
     def kick(self) -> None:
         """Input arrived: adapt the window to the gap since the last read, then poll."""
         now = _now()

@@ -35,6 +35,7 @@ import anyio.abc
 import trio
 from anyio.abc import SocketAttribute
 
+from ._busy_poll import BusyPoller
 from ._socket import convert_address, socket_attributes
 
 __all__ = ["STREAK", "Reactor", "TrioSocketListener", "TrioSocketStream"]
@@ -56,7 +57,8 @@ class Reactor:
     for is dropped at its next event, until its task waits again.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, polling: Callable[[], bool] | None = None) -> None:
+        self._polling = polling  # while it says so, poll again instead of waiting (busy polling)
         self._epoll = select.epoll()
         self._streams: dict[int, TrioSocketStream] = {}
         self._running = False
@@ -80,14 +82,18 @@ class Reactor:
         """Serve the watched streams until cancelled; then their tasks go back to trio's waits."""
         epoll = self._epoll
         streams = self._streams
+        polling = self._polling
         self._running = True
         try:
             while True:
-                await trio.lowlevel.wait_readable(epoll)
                 for fd, _ in epoll.poll(0, _MAX_EVENTS):
                     stream = streams.get(fd)
                     if stream is not None:
                         stream._on_readable(fd)  # pyright: ignore[reportPrivateUsage]
+                if polling is not None and polling():
+                    await trio.lowlevel.checkpoint()  # other tasks run; then poll again
+                else:
+                    await trio.lowlevel.wait_readable(epoll)
         finally:
             self._running = False
             for fd, stream in list(streams.items()):
@@ -440,12 +446,12 @@ class TrioSocketListener(anyio.abc.SocketListener):
     """
 
     def __init__(
-        self, listener: anyio.abc.SocketListener, poll: Callable[[], None] | None = None
+        self, listener: anyio.abc.SocketListener, poller: BusyPoller | None = None
     ) -> None:
         self._listener = listener
         self._sock: socket.socket = listener.extra(SocketAttribute.raw_socket)
-        self._poll = poll  # handed to every stream
-        self._reactor = Reactor()
+        self._poll = poller.kick if poller is not None else None  # handed to every stream
+        self._reactor = Reactor(poller.polling if poller is not None else None)
         self._tcp = self._sock.family in (socket.AF_INET, socket.AF_INET6)
         self._streak = 0
         self._accepting = False

@@ -423,8 +423,7 @@ class Server(Generic[In, Out]):
                     if poller is not None:
                         tg.start_soon(poller.run)
                     # The backend's fast path (see _asyncio_stream): same API, fewer checkpoints.
-                    poll = poller.kick if poller is not None else None
-                    self._listeners = [fast_listener(lsn, poll) for lsn in self._listeners]
+                    self._listeners = [fast_listener(lsn, poller) for lsn in self._listeners]
                     for listener in self._listeners:
                         tg.start_soon(self._accept_loop, listener)
                         reactor = getattr(listener, "run_reactor", None)  # trio's (_trio_stream)

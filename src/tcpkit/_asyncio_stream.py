@@ -51,7 +51,7 @@ import anyio.abc
 from anyio.abc import SocketAttribute
 
 from ._busy_poll import BusyPoller
-from ._socket import convert_address, socket_attributes
+from ._socket import InlineStream, convert_address, socket_attributes
 
 __all__ = ["STREAK", "AsyncioSocketListener", "AsyncioSocketStream", "fast_listener"]
 
@@ -220,7 +220,7 @@ class _BufferedStreamProtocol(_StreamProtocol, asyncio.BufferedProtocol):
         self.data_received(bytes(self.read_buffer[:nbytes]))
 
 
-class AsyncioSocketStream(anyio.abc.SocketStream):
+class AsyncioSocketStream(anyio.abc.SocketStream, InlineStream):
     """An :class:`anyio.abc.SocketStream` on an asyncio transport (see the module doc)."""
 
     def __init__(
@@ -432,11 +432,11 @@ class AsyncioSocketListener(anyio.abc.SocketListener):
     """
 
     def __init__(
-        self, listener: anyio.abc.SocketListener, poll: Callable[[], None] | None = None
+        self, listener: anyio.abc.SocketListener, poller: BusyPoller | None = None
     ) -> None:
         self._listener = listener
         self._sock: socket.socket = listener.extra(SocketAttribute.raw_socket)
-        self._poll = poll  # handed to every connection's protocol
+        self._poll = poller.kick if poller is not None else None  # for every protocol
         self._loop = asyncio.get_running_loop()
         self._tcp = self._sock.family in (socket.AF_INET, socket.AF_INET6)
         self._waiter: asyncio.Future[None] | None = None
@@ -565,7 +565,7 @@ def fast_listener(
     except RuntimeError:
         pass
     else:
-        return AsyncioSocketListener(listener, poller.kick if poller is not None else None)
+        return AsyncioSocketListener(listener, poller)
     try:
         import trio
 

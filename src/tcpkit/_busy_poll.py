@@ -93,7 +93,11 @@ class BusyPoller(ABC):
 
 
 class _AsyncioBusyPoller(BusyPoller):
-    """A callback that re-schedules itself: a ready callback makes the loop poll, not sleep."""
+    """A callback that re-schedules itself: a ready callback makes the loop poll, not sleep.
+
+    (asyncio has no idle callback: while the loop is busy anyway, this costs
+    one cheap callback per loop iteration.)
+    """
 
     __slots__ = ("_loop", "_spinning")
 
@@ -122,7 +126,13 @@ class _AsyncioBusyPoller(BusyPoller):
 
 
 class _TrioBusyPoller(BusyPoller):
-    """A task that takes checkpoints while polling (trio's scheduler then polls, not sleeps)."""
+    """A task that runs whenever trio's loop would sleep, and so makes it poll instead.
+
+    ``trio.testing.wait_all_tasks_blocked()`` (a public trio API, despite the
+    module's name) makes the scheduler poll with a zero timeout when nothing
+    is runnable, and wakes the task only if that poll found nothing: while
+    other tasks run, polling costs nothing at all.
+    """
 
     __slots__ = ("_parked",)
 
@@ -140,6 +150,7 @@ class _TrioBusyPoller(BusyPoller):
 
     async def run(self) -> None:
         import trio
+        import trio.testing
 
         def abort(_: object) -> trio.lowlevel.Abort:
             self._parked = None
@@ -149,7 +160,7 @@ class _TrioBusyPoller(BusyPoller):
         try:
             while True:
                 if _now() < self._until:
-                    await trio.lowlevel.checkpoint()
+                    await trio.testing.wait_all_tasks_blocked()
                 else:
                     self._parked = trio.lowlevel.current_task()
                     await trio.lowlevel.wait_task_rescheduled(abort)

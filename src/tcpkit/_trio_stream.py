@@ -36,7 +36,7 @@ import trio
 from anyio.abc import SocketAttribute
 
 from ._busy_poll import BusyPoller
-from ._socket import convert_address, socket_attributes
+from ._socket import InlineStream, convert_address, socket_attributes
 
 __all__ = ["STREAK", "Reactor", "TrioSocketListener", "TrioSocketStream"]
 
@@ -59,7 +59,7 @@ class Reactor:
 
     def __init__(self, polling: Callable[[], bool] | None = None) -> None:
         self._polling = polling  # while it says so, poll again instead of waiting (busy polling)
-        self._epoll = select.epoll()
+        self._epoll: select.epoll | None = None  # while running
         self._streams: dict[int, TrioSocketStream] = {}
         self._running = False
 
@@ -68,11 +68,13 @@ class Reactor:
         return self._running
 
     def watch(self, fd: int, stream: TrioSocketStream) -> None:
+        """Watch ``fd`` for ``stream`` (only while running)."""
+        assert self._epoll is not None
         self._epoll.register(fd, select.EPOLLIN)
         self._streams[fd] = stream
 
     def unwatch(self, fd: int) -> None:
-        if self._streams.pop(fd, None) is not None:
+        if self._streams.pop(fd, None) is not None and self._epoll is not None:
             try:
                 self._epoll.unregister(fd)
             except OSError:  # pragma: no cover - already gone with its socket
@@ -80,7 +82,7 @@ class Reactor:
 
     async def run(self) -> None:
         """Serve the watched streams until cancelled; then their tasks go back to trio's waits."""
-        epoll = self._epoll
+        epoll = self._epoll = select.epoll()
         streams = self._streams
         polling = self._polling
         self._running = True
@@ -89,7 +91,7 @@ class Reactor:
                 for fd, _ in epoll.poll(0, _MAX_EVENTS):
                     stream = streams.get(fd)
                     if stream is not None:
-                        stream._on_readable(fd)  # pyright: ignore[reportPrivateUsage]
+                        stream._on_readable()  # pyright: ignore[reportPrivateUsage]
                 if polling is not None and polling():
                     await trio.lowlevel.checkpoint()  # other tasks run; then poll again
                 else:
@@ -99,6 +101,7 @@ class Reactor:
             for fd, stream in list(streams.items()):
                 self.unwatch(fd)
                 stream._reactor_gone()  # pyright: ignore[reportPrivateUsage]
+            self._epoll = None
             epoll.close()
 
 
@@ -110,7 +113,7 @@ def _socket_attributes(sock: socket.socket) -> dict[Any, Callable[[], Any]]:
     return socket_attributes(sock, sock.family, convert_address(sock.getsockname()), peer)
 
 
-class TrioSocketStream(anyio.abc.SocketStream):
+class TrioSocketStream(anyio.abc.SocketStream, InlineStream):
     """An :class:`anyio.abc.SocketStream` on a connected non-blocking socket, for trio."""
 
     def __init__(
@@ -292,7 +295,7 @@ class TrioSocketStream(anyio.abc.SocketStream):
         self._on_data = None
         self._wake()
 
-    def _on_readable(self, fd: int) -> None:
+    def _on_readable(self) -> None:
         """The reactor saw the socket readable: read it, for the callback or the waiting task."""
         if self._waiter is None:  # nobody waits: stop watching until a receive does
             self._unwatch()
@@ -451,7 +454,12 @@ class TrioSocketListener(anyio.abc.SocketListener):
         self._listener = listener
         self._sock: socket.socket = listener.extra(SocketAttribute.raw_socket)
         self._poll = poller.kick if poller is not None else None  # handed to every stream
-        self._reactor = Reactor(poller.polling if poller is not None else None)
+        # The inline mode needs epoll (Linux); elsewhere streams use trio's waits only.
+        self._reactor = (
+            Reactor(poller.polling if poller is not None else None)
+            if hasattr(select, "epoll")
+            else None
+        )
         self._tcp = self._sock.family in (socket.AF_INET, socket.AF_INET6)
         self._streak = 0
         self._accepting = False
@@ -514,9 +522,11 @@ class TrioSocketListener(anyio.abc.SocketListener):
 
         Start it next to the accept loop; it must outlive the listening socket
         as long as connections run (a graceful shutdown closes the listener
-        first). Without it, streams do not take the inline mode.
+        first). Without it, streams do not take the inline mode. Returns at
+        once where there is no epoll.
         """
-        await self._reactor.run()
+        if self._reactor is not None:
+            await self._reactor.run()
 
     async def aclose(self) -> None:
         if not self._closed:

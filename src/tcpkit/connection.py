@@ -14,10 +14,11 @@ How the I/O runs (the hot path):
   ``await`` when the kernel takes it all).
 * Plain ``def`` handlers are called directly, ``async def`` handlers are
   awaited in the same task: no task or queue hop per message.
-* On asyncio and uvloop, with a plain ``def`` on_input, a turn runs right in
-  the stream's protocol callback while the task waits for input: no task
-  switch per read at all. The task takes over whatever needs an ``await``
-  (an error to report, a pause, output the transport could not send yet).
+* With a plain ``def`` on_input, a turn runs while the task waits for input,
+  in the stream's protocol callback on asyncio and uvloop, in the listener's
+  reactor on trio (``tcpkit._socket.InlineStream``): no task switch per read
+  at all. The task takes over whatever needs an ``await`` (an error to
+  report, a pause, output the kernel could not take yet).
 * Custom events (``emit``/``post``) and ``on_flushed`` run in a helper task
   started on demand in the server's task pool, taking turns with input so
   that the handlers of one connection never overlap.
@@ -725,10 +726,10 @@ class Connection(Generic[In, Out]):
         finally:
             self._stop_inline()
 
-    # -- the inline fast path (asyncio and uvloop) -------------------------
+    # -- the inline fast path (the fast streams of every backend) -----------
 
     def _can_inline(self) -> bool:
-        """Whether input on the fast asyncio stream can be handled in its protocol callback.
+        """Whether input on a fast stream can be handled in its data callback.
 
         It can with a plain ``def`` on_input (or none), no idle timeout and no
         on_flushed: a turn then needs no ``await`` unless something goes
@@ -744,7 +745,7 @@ class Connection(Generic[In, Out]):
             self._inline = None
 
     def _inline_turn(self, data: bytes) -> bool:
-        """One turn run synchronously inside the stream's ``data_received``.
+        """One turn run synchronously in the stream's data callback (or trio's reactor).
 
         Used only while the reader task waits for input with nothing pending;
         returns ``False`` (having consumed nothing) otherwise. Decodes and

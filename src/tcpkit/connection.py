@@ -32,7 +32,7 @@ import ssl
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, cast
 
 import anyio
 import anyio.abc
@@ -54,6 +54,9 @@ if TYPE_CHECKING:
     from .server import Server
 
 __all__ = ["Connection", "ConnectionConfig", "WriteBuffer"]
+
+_Fault = Literal["frame", "handler", "codec"]
+"""Where an error an inline turn leaves to the reader task came from."""
 
 In = TypeVar("In")
 Out = TypeVar("Out")
@@ -159,7 +162,7 @@ class Connection(Generic[In, Out]):
         self._busy = False  # a handler turn is running
         self._interruptible = False  # the reader is waiting for input
         self._inline: InlineStream | None = None  # while input is handled inline
-        self._deferred: tuple[Exception, bool] | None = None  # (error, is a frame error)
+        self._deferred: tuple[Exception, _Fault] | None = None  # an inline turn's error
         self._unsent = False  # an inline turn left output in the transport
         self._events: deque[tuple[Handler, tuple[Any, ...]]] = deque()
         self._dispatching = False
@@ -524,13 +527,13 @@ class Connection(Generic[In, Out]):
             return
         await self._report(exc)
 
-    async def _report(self, exc: BaseException) -> None:
+    async def _report(self, exc: BaseException, source: str = "handler") -> None:
         """Give ``exc`` to ``on_error`` (default: log it), then shut down if configured."""
         self.got_an_error = True
         self._stats.errors += 1
         h = self._config.on_error
         if h is None:
-            self._log_error(exc)
+            self._log_error(exc, source)
         else:
             try:
                 await call(h, self, exc)
@@ -539,7 +542,17 @@ class Connection(Generic[In, Out]):
         if self.shutdown_on_error:
             self.shutdown()
 
-    def _log_error(self, exc: BaseException) -> None:
+    async def _codec_failed(self, exc: Exception) -> None:
+        """The decoder raised something other than a ``FrameError``: a bug in the codec.
+
+        Its state is unknown, so nothing more is decoded: ``exc`` goes to
+        ``on_error`` (default: logged with its traceback), then the connection
+        shuts down; output already queued still goes out.
+        """
+        await self._report(exc, "codec")
+        self.shutdown()
+
+    def _log_error(self, exc: BaseException, source: str = "handler") -> None:
         if isinstance(exc, _SOCKET_ERRORS):
             cause = exc.__cause__ or exc.__context__
             detail = str(exc) or (f"{type(cause).__name__}: {cause}" if cause else "")
@@ -547,7 +560,7 @@ class Connection(Generic[In, Out]):
         elif isinstance(exc, (FrameError, WriteBufferFull)):
             logger.warning("%s: %s: %s", self._log_prefix, type(exc).__name__, exc)
         else:
-            logger.error("%s: handler raised", self._log_prefix, exc_info=exc)
+            logger.error("%s: %s raised", self._log_prefix, source, exc_info=exc)
 
     # -- the connection's life ---------------------------------------------
 
@@ -775,27 +788,34 @@ class Connection(Generic[In, Out]):
         h = self._config.on_input
         func = h[0] if h is not None else None
         try:
-            dec.push(data)
-            while not self._shutting_down and not self._paused:
-                try:
-                    message = dec.next_message()
-                except FrameError as exc:
-                    self._deferred = (exc, True)
-                    break
-                if message is NEED_DATA:
-                    break
-                count += 1
-                if func is not None:
+            try:
+                dec.push(data)
+            except Exception as exc:
+                self._deferred = (exc, "codec")
+            else:
+                while not self._shutting_down and not self._paused:
                     try:
-                        func(self, message)
-                    except Exception as exc:
-                        self._deferred = (exc, False)
+                        message = dec.next_message()
+                    except FrameError as exc:
+                        self._deferred = (exc, "frame")
                         break
-                dec = self._decoder  # set_codec may have switched it
+                    except Exception as exc:
+                        self._deferred = (exc, "codec")
+                        break
+                    if message is NEED_DATA:
+                        break
+                    count += 1
+                    if func is not None:
+                        try:
+                            func(self, message)
+                        except Exception as exc:
+                            self._deferred = (exc, "handler")
+                            break
+                    dec = self._decoder  # set_codec may have switched it
         finally:
             stats.messages_in += count
             self._release()
-        kick = self._deferred is not None or self._paused
+        kick: bool = self._deferred is not None or self._paused
         out = self._out
         if out and not self._closed:
             payload = out[0] if len(out) == 1 else b"".join(out)
@@ -848,15 +868,20 @@ class Connection(Generic[In, Out]):
             deferred = self._deferred
             if deferred is not None:  # left by an inline turn
                 self._deferred = None
-                exc, frame_error = deferred
-                if frame_error:
+                exc, fault = deferred
+                if fault == "frame":
                     frame_errors += 1
                     await self._report(exc)
+                elif fault == "codec":
+                    await self._codec_failed(exc)
                 else:
                     await self._handler_failed(exc)
             dec = self._decoder
             if data:
-                dec.push(data)
+                try:
+                    dec.push(data)
+                except Exception as exc:
+                    await self._codec_failed(exc)
             h = self._config.on_input
             func, is_async = h if h is not None else (None, False)
             while not self._shutting_down and not self._paused:
@@ -871,6 +896,9 @@ class Connection(Generic[In, Out]):
                         self.shutdown()
                     dec = self._decoder
                     continue
+                except Exception as exc:
+                    await self._codec_failed(exc)
+                    break
                 if message is NEED_DATA:
                     break
                 count += 1
@@ -928,6 +956,9 @@ class Connection(Generic[In, Out]):
                 messages = self._decoder.eof()
             except FrameError as exc:
                 await self._report(exc)
+                return
+            except Exception as exc:
+                await self._codec_failed(exc)
                 return
             h = self._config.on_input
             for message in messages:

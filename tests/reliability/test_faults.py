@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tcpkit import App, Codec, Connection, Lines, Raw
-from tcpkit.codecs import FixedBlocks, Json, LengthPrefixed, Netstrings
+from tcpkit.codecs import Decoder, Encoder, FixedBlocks, Json, LengthPrefixed, NeedData, Netstrings
 
 pytestmark = pytest.mark.anyio
 
@@ -155,6 +155,81 @@ async def test_on_error_handler_that_raises_is_contained() -> None:
         async with probe.start() as other:
             await healthy(other.port or 0)
         assert server.stats.errors == 1
+
+
+class BuggyDecoder(Decoder[str]):
+    """Lines, except that the line ``boom`` makes it raise a non-FrameError (a codec bug)."""
+
+    def __init__(self) -> None:
+        self.inner = Lines().decoder()
+
+    def push(self, data: bytes) -> None:
+        if data == b"crash on push\n":
+            raise KeyError("push bug")
+        self.inner.push(data)
+
+    def next_message(self) -> str | NeedData:
+        message = self.inner.next_message()
+        if message == "boom":
+            raise ZeroDivisionError("codec bug")
+        return message
+
+    def take_pending(self) -> bytes:
+        return self.inner.take_pending()
+
+
+class BuggyLines(Codec[str, str]):
+    def decoder(self) -> Decoder[str]:
+        return BuggyDecoder()
+
+    def encoder(self) -> Encoder[str]:
+        return Lines().encoder()
+
+
+@pytest.mark.parametrize("handler", ["def", "async def"])
+@pytest.mark.parametrize("with_on_error", [False, True])
+async def test_a_codec_that_raises_ends_only_its_connection_and_loses_no_output(
+    handler: str, with_on_error: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A decoder bug reaches on_error as itself (or the log, with its traceback), on
+    every path: replies to the lines before it still go out, none after it is
+    decoded, and the server goes on."""
+    app: App[str, str] = App(codec=BuggyLines())
+    if handler == "def":
+
+        @app.on_input
+        def echo(conn: Connection[str, str], line: str) -> None:
+            conn.put(line)
+    else:
+
+        @app.on_input
+        async def echo_async(conn: Connection[str, str], line: str) -> None:
+            await conn.send(line)
+
+    seen: list[BaseException] = []
+    if with_on_error:
+        app.add_on_error(lambda conn, exc: seen.append(exc))
+    async with app.start() as server:
+        for garbage, error in [
+            (b"x\nboom\ny\n", ZeroDivisionError),
+            (b"crash on push\n", KeyError),
+        ]:
+            async with await LineClient.connect(server.port or 0) as client:
+                await client.send("first")
+                assert await client.recv_line() == "first"
+                await client.send_raw(garbage)
+                rest = await client.recv_until_closed()
+                assert rest == (b"x\r\n" if error is ZeroDivisionError else b"")
+            if with_on_error:
+                assert [type(exc) for exc in seen] == [error]
+                seen.clear()
+            else:
+                records = [r for r in caplog.records if r.exc_info and r.exc_info[0] is error]
+                assert len(records) == 1 and "codec raised" in records[0].getMessage()
+        async with await LineClient.connect(server.port or 0) as client:
+            await client.send("still here")
+            assert await client.recv_line() == "still here"
+        assert server.stats.errors == 2
 
 
 class FlakyListener:

@@ -13,7 +13,11 @@ How the I/O runs (the hot path):
   of every handler run for one read becomes one write (on trio, without an
   ``await`` when the kernel takes it all).
 * Plain ``def`` handlers are called directly, ``async def`` handlers are
-  awaited in the same task: no task or queue hop per message.
+  awaited in the same task: no task or queue hop per message. An ``async
+  def`` handler that finishes without waiting adds to the turn's one write;
+  one that waits (for a lock, a timer, a database...) first lets what it
+  queued so far go out, in a helper task (``_resume``), as does output
+  queued from outside while it waits.
 * With a plain ``def`` on_input, a turn runs while the task waits for input,
   in the stream's protocol callback on asyncio and uvloop, in the listener's
   reactor on trio (``tcpkit._socket.InlineStream``): no task switch per read
@@ -26,11 +30,13 @@ How the I/O runs (the hot path):
 
 from __future__ import annotations
 
+import inspect
 import logging
 import math
 import ssl
+import types
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Generator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, cast
 
@@ -160,6 +166,7 @@ class Connection(Generic[In, Out]):
         self._eof_received = False  # the client half-closed
         self._paused = False
         self._busy = False  # a handler turn is running
+        self._waiting = False  # ... and its async handler waits (see _resume)
         self._interruptible = False  # the reader is waiting for input
         self._inline: InlineStream | None = None  # while input is handled inline
         self._deferred: tuple[Exception, _Fault] | None = None  # an inline turn's error
@@ -235,7 +242,8 @@ class Connection(Generic[In, Out]):
         """Encode ``message`` and queue it for sending, without waiting (POE ``put``).
 
         Usable from plain ``def`` handlers. The output of a handler turn is sent
-        in one write when the turn ends.
+        in one write when the turn ends, or as soon as an ``async def`` handler
+        waits for something.
 
         Raises:
             ConnectionClosed: the connection is shutting down or closed, or this
@@ -249,7 +257,7 @@ class Connection(Generic[In, Out]):
         data = self._encoder.encode(message)
         self._stats.messages_out += 1
         size = self._out_size + len(data)
-        if self._busy and data and size + self._in_flight <= self._limit:
+        if self._busy and not self._waiting and data and size + self._in_flight <= self._limit:
             self._out.append(data)  # the common case, inline: a handler turn is running
             self._out_size = size
         else:
@@ -285,8 +293,14 @@ class Connection(Generic[In, Out]):
             raise ConnectionClosed(str(exc)) from exc
         self._out.append(data)
         self._out_size = size
-        if not self._busy and not self._flushing and self._pool is not None:
-            # Output from outside this connection's handlers (broadcast, post...).
+        if not self._busy or self._waiting:
+            # Output from outside this connection's handlers (broadcast, post...),
+            # or while its handler waits: nothing else will send it soon.
+            self._flush_soon()
+
+    def _flush_soon(self) -> None:
+        """Send what is queued from a helper task, unless a flush is under way."""
+        if self._out and not self._flushing and self._pool is not None:
             self._flushing = True
             self._start_helper(self._flush, True)
 
@@ -510,7 +524,7 @@ class Connection(Generic[In, Out]):
                     self._flushed_queued = False
                 await self._acquire()
                 try:
-                    await call(h, self, *args)
+                    await self._call(h, *args)
                 except Exception as exc:
                     await self._handler_failed(exc)
                 finally:
@@ -520,6 +534,49 @@ class Connection(Generic[In, Out]):
         finally:
             self._dispatching = False
             self._changed()
+
+    async def _call(self, h: Handler, *args: Any) -> None:
+        """Run handler ``h`` with ``(self, *args)`` in a turn (see :meth:`_resume`)."""
+        result = h.func(self, *args)
+        if type(result) is types.CoroutineType:
+            coro = cast(Coroutine[Any, Any, Any], result)
+            try:
+                yielded = coro.send(None)
+            except StopIteration:
+                return  # done without waiting
+            await self._resume(coro, yielded)
+        elif inspect.isawaitable(result):
+            await result
+
+    @types.coroutine
+    def _resume(self, coro: Coroutine[Any, Any, Any], yielded: Any) -> Generator[Any, Any, None]:
+        """Go on running a handler's ``coro``, which yielded ``yielded`` to wait, as ``await``.
+
+        Each time the handler is about to wait, the output it queued so far
+        starts going out (a helper task sends it), and so does output queued
+        from outside while it waits: a client never waits for a reply that is
+        written already. A handler that does not wait never gets here, and
+        its output joins the turn's one write.
+        """
+        while True:
+            self._waiting = True
+            self._flush_soon()
+            try:
+                sent = yield yielded
+            except GeneratorExit:
+                coro.close()
+                raise
+            except BaseException as exc:  # cancellation and the like, thrown in: pass it on
+                step: Callable[[Any], Any] = coro.throw
+                sent = exc
+            else:
+                step = coro.send
+            finally:
+                self._waiting = False
+            try:
+                yielded = step(sent)
+            except StopIteration:
+                return
 
     async def _handler_failed(self, exc: Exception) -> None:
         if isinstance(exc, ConnectionClosed) and self._shutting_down:
@@ -536,7 +593,7 @@ class Connection(Generic[In, Out]):
             self._log_error(exc, source)
         else:
             try:
-                await call(h, self, exc)
+                await self._call(h, exc)
             except Exception as inner:
                 logger.exception("%s: on_error handler raised", self._log_prefix, exc_info=inner)
         if self.shutdown_on_error:
@@ -582,7 +639,7 @@ class Connection(Generic[In, Out]):
                 if config.on_connect is not None:
                     await self._acquire()
                     try:
-                        await call(config.on_connect, self, *config.client_args)
+                        await self._call(config.on_connect, *config.client_args)
                     except Exception as exc:
                         await self._handler_failed(exc)
                     finally:
@@ -906,7 +963,13 @@ class Connection(Generic[In, Out]):
                     continue
                 try:
                     if is_async:
-                        await func(self, message)
+                        coro = func(self, message)
+                        try:
+                            yielded = coro.send(None)
+                        except StopIteration:
+                            pass  # done without waiting (see _resume)
+                        else:
+                            await self._resume(coro, yielded)
                     else:
                         func(self, message)
                 except Exception as exc:
@@ -965,7 +1028,7 @@ class Connection(Generic[In, Out]):
                 if h is None or self._shutting_down:
                     break
                 try:
-                    await call(h, self, message)
+                    await self._call(h, message)
                 except Exception as exc:
                     await self._handler_failed(exc)
         finally:

@@ -521,7 +521,7 @@ class Server(Generic[In, Out]):
                             stats.current += 1
                             stats.total += 1
                             assert self._pool is not None
-                            self._pool.start_soon(self._handle, stream)
+                            self._pool.start_soon(self._handle, stream, self._new_id())
                             continue
                         if self._closing or isinstance(error, anyio.ClosedResourceError):
                             return
@@ -576,7 +576,7 @@ class Server(Generic[In, Out]):
             self._slots += 1
             self.stats.current += 1
             self.stats.total += 1
-            await self._handle(stream)
+            await self._handle(stream, self._new_id())
 
         tg.start_soon(admit)
 
@@ -587,13 +587,19 @@ class Server(Generic[In, Out]):
         if not self.stats.current:
             self._all_done.set()
 
-    async def _handle(self, stream: anyio.abc.ByteStream) -> None:
+    def _new_id(self) -> int:
+        """The next connection id: ids follow the order of ``accept`` (tasks may start in any)."""
+        conn_id = self._next_id
+        self._next_id += 1
+        return conn_id
+
+    async def _handle(self, stream: anyio.abc.ByteStream, conn_id: int) -> None:
         """Run one accepted stream to its end. The slot is held until then."""
         try:
             if self._handlers.acceptor is not None:
                 await self._run_acceptor(stream)
             else:
-                await self._run_connection(stream)
+                await self._run_connection(stream, conn_id)
         except Exception as exc:  # a bug in setup code must not reach the task group
             logger.exception("%s: unexpected error in connection task", self.name, exc_info=exc)
         finally:
@@ -646,9 +652,7 @@ class Server(Generic[In, Out]):
                 stream = result
         return stream
 
-    async def _run_connection(self, stream: anyio.abc.ByteStream) -> None:
-        conn_id = self._next_id
-        self._next_id += 1
+    async def _run_connection(self, stream: anyio.abc.ByteStream, conn_id: int) -> None:
         conn = self._handlers.connection_class(self, self._config, stream, conn_id, self.stats)
         timeout = self._handlers.setup_timeout
         used: anyio.abc.ByteStream | None = stream

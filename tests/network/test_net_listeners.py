@@ -10,11 +10,12 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.abc
 import pytest
 from helpers import LineClient
 from netutil import HAS_IPV6, needs_ipv6, whoami_app
 
-from tcpkit import ServerError, _binding
+from tcpkit import App, Connection, ServerError, _binding
 
 pytestmark = pytest.mark.anyio
 
@@ -252,3 +253,29 @@ def test_explicit_port_in_use_is_not_retried(monkeypatch: Any) -> None:
     assert calls == [port]
     assert info.value.where == f"127.0.0.1:{port}"
     assert str(info.value) == f"cannot listen on 127.0.0.1:{port}: address already in use"
+
+
+async def test_connection_ids_follow_the_order_of_accept() -> None:
+    """Clients that connect one after the other get ids 1, 2, 3... even when the
+    server accepts them in one batch and the backend starts their tasks in any
+    order (trio shuffles)."""
+    app: App[str, str] = App()
+
+    @app.on_connect
+    def hello(conn: Connection[str, str]) -> None:
+        conn.put(str(conn.id))
+
+    async with app.start() as server:
+        # Blocking connects: all 30 wait in the backlog before the server runs again.
+        socks = [socket.create_connection(("127.0.0.1", server.port or 0)) for _ in range(30)]
+        clients: list[LineClient] = []
+        for sock in socks:
+            sock.setblocking(False)
+            clients.append(LineClient(await anyio.abc.SocketStream.from_socket(sock)))
+        try:
+            assert [await client.recv_line() for client in clients] == [
+                str(i) for i in range(1, 31)
+            ]
+        finally:
+            for client in clients:
+                await client.aclose()

@@ -191,3 +191,106 @@ async def test_shutdown_after_a_big_reply_delivers_all_of_it_and_reports_a_late_
             data = await read_to_end(client)
     assert data == reply.encode() + b"\r\n"
     assert errors == ["after shutdown"]
+
+
+# -- a handler that waits ------------------------------------------------------
+#
+# Output is coalesced while handlers run without waiting; once an async
+# handler waits for something else (a lock, a database, a timer), what it has
+# sent so far goes out: a client must never wait for a reply that is already
+# written. The gate below is only opened after the first reply arrived, so a
+# server that held the reply until the handler returned fails with a timeout.
+
+
+@pytest.mark.parametrize("hook", ["on_input", "on_connect", "on_event"])
+async def test_what_an_async_handler_sent_goes_out_while_it_waits(hook: str) -> None:
+    app: App[str, str] = App()
+    gate = anyio.Event()
+
+    async def slow(conn: Connection[str, str], *_: Any) -> None:
+        await conn.send("first")
+        conn.put("second")
+        await gate.wait()
+        await conn.send("last")
+
+    if hook == "on_input":
+        app.add_on_input(slow)
+    elif hook == "on_connect":
+        app.add_on_connect(slow)
+    else:
+        app.add_on_event("slow", slow)
+
+        @app.on_input
+        def start(conn: Connection[str, str], line: str) -> None:
+            conn.emit("slow")
+
+    async with app.start() as server:
+        assert server.port is not None
+        async with await anyio.connect_tcp("127.0.0.1", server.port) as client:
+            if hook != "on_connect":
+                await client.send(b"go\n")
+            assert await read_lines(client, 2) == [b"first", b"second"]
+            gate.set()
+            assert await read_lines(client, 1) == [b"last"]
+
+
+async def test_output_from_outside_reaches_a_client_whose_handler_waits() -> None:
+    app: App[str, str] = App()
+    gate = anyio.Event()
+    waiting: list[Connection[str, str]] = []
+
+    @app.on_input
+    async def slow(conn: Connection[str, str], line: str) -> None:
+        waiting.append(conn)
+        await gate.wait()
+        await conn.send("done")
+
+    async with app.start() as server:
+        assert server.port is not None
+        async with await anyio.connect_tcp("127.0.0.1", server.port) as client:
+            await client.send(b"go\n")
+            with anyio.fail_after(10):
+                while not waiting:
+                    await anyio.sleep(0.001)
+            server.broadcast("news")
+            waiting[0].put("more news")
+            assert await read_lines(client, 2) == [b"news", b"more news"]
+            gate.set()
+            assert await read_lines(client, 1) == [b"done"]
+
+
+async def test_an_async_handler_that_does_not_wait_still_gets_one_write_per_read() -> None:
+    app: App[str, str] = App()
+    sends: list[bytes] = []
+
+    @app.on_connect
+    def spy(conn: Connection[str, str]) -> None:
+        stream = conn._stream  # pyright: ignore[reportPrivateUsage]
+        real_send, real_write = stream.send, getattr(stream, "write_nowait", None)
+
+        async def send(data: bytes) -> None:
+            sends.append(data)
+            await real_send(data)
+
+        stream.send = send  # type: ignore[method-assign]
+        if real_write is not None:
+
+            def write_nowait(data: bytes) -> bool:
+                sends.append(data)
+                return bool(real_write(data))
+
+            stream.write_nowait = write_nowait  # type: ignore[attr-defined]
+        if hasattr(stream, "send_nowait"):
+            stream.send_nowait = lambda data: 0  # type: ignore[attr-defined]  # -> send()
+
+    @app.on_input
+    async def echo(conn: Connection[str, str], line: str) -> None:
+        await conn.send(line)
+        await conn.send(line.upper())
+
+    async with app.start() as server:
+        assert server.port is not None
+        async with await anyio.connect_tcp("127.0.0.1", server.port) as client:
+            await client.send(b"a\nb\nc\n")
+            assert await read_lines(client, 6) == [b"a", b"A", b"b", b"B", b"c", b"C"]
+    assert sends[0] == b"a\r\nA\r\nb\r\nB\r\nc\r\nC\r\n"

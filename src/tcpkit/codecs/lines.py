@@ -29,6 +29,9 @@ class Lines(Codec[T, T]):
             then skipped up to its terminator so decoding can go on.
 
     Decoding is linear: every search resumes where the previous one stopped.
+    As POE::Filter::Line (and Twisted's ``sendLine``), encoding does not look
+    inside a message: one that contains the separator goes out as several
+    lines, which is a way to send a multi-line reply at once.
     """
 
     @overload

@@ -16,7 +16,7 @@ How the I/O runs (the hot path):
   awaited in the same task: no task or queue hop per message. An ``async
   def`` handler that finishes without waiting adds to the turn's one write;
   one that waits (for a lock, a timer, a database...) first lets what it
-  queued so far go out, in a helper task (``_resume``), as does output
+  queued so far go out, in a helper task (``_drive``), as does output
   queued from outside while it waits.
 * With a plain ``def`` on_input, a turn runs while the task waits for input,
   in the stream's protocol callback on asyncio and uvloop, in the listener's
@@ -166,7 +166,7 @@ class Connection(Generic[In, Out]):
         self._eof_received = False  # the client half-closed
         self._paused = False
         self._busy = False  # a handler turn is running
-        self._waiting = False  # ... and its async handler waits (see _resume)
+        self._waiting = False  # ... and its async handler waits (see _drive)
         self._interruptible = False  # the reader is waiting for input
         self._inline: InlineStream | None = None  # while input is handled inline
         self._deferred: tuple[Exception, _Fault] | None = None  # an inline turn's error
@@ -536,28 +536,26 @@ class Connection(Generic[In, Out]):
             self._changed()
 
     async def _call(self, h: Handler, *args: Any) -> None:
-        """Run handler ``h`` with ``(self, *args)`` in a turn (see :meth:`_resume`)."""
+        """Run handler ``h`` with ``(self, *args)`` in a turn (see :meth:`_drive`)."""
         result = h.func(self, *args)
         if type(result) is types.CoroutineType:
-            coro = cast(Coroutine[Any, Any, Any], result)
-            try:
-                yielded = coro.send(None)
-            except StopIteration:
-                return  # done without waiting
-            await self._resume(coro, yielded)
+            await self._drive(cast(Coroutine[Any, Any, Any], result))
         elif inspect.isawaitable(result):
             await result
 
     @types.coroutine
-    def _resume(self, coro: Coroutine[Any, Any, Any], yielded: Any) -> Generator[Any, Any, None]:
-        """Go on running a handler's ``coro``, which yielded ``yielded`` to wait, as ``await``.
+    def _drive(self, coro: Coroutine[Any, Any, Any]) -> Generator[Any, Any, None]:
+        """Run ``coro`` (a handler, or a turn of them) as ``await coro`` would.
 
-        Each time the handler is about to wait, the output it queued so far
-        starts going out (a helper task sends it), and so does output queued
-        from outside while it waits: a client never waits for a reply that is
-        written already. A handler that does not wait never gets here, and
-        its output joins the turn's one write.
+        Each time it is about to wait, the output queued so far starts going
+        out (a helper task sends it), and so does output queued from outside
+        while it waits: a client never waits for a reply that is written
+        already. If it never waits, its output joins the turn's one write.
         """
+        try:
+            yielded = coro.send(None)
+        except StopIteration:
+            return  # done without waiting: the common case
         while True:
             self._waiting = True
             self._flush_soon()
@@ -919,6 +917,15 @@ class Connection(Generic[In, Out]):
             await self._acquire()
         else:
             self._busy = True
+        try:
+            await self._drive(self._handle_read(data))
+        finally:
+            self._release()
+        if self._out and not self._flushing and not self._write_nowait():
+            await self._flush()
+
+    async def _handle_read(self, data: bytes) -> None:
+        """The body of :meth:`_turn`: report an inline turn's error, decode, run on_input."""
         count = 0
         frame_errors = 0
         try:
@@ -963,13 +970,7 @@ class Connection(Generic[In, Out]):
                     continue
                 try:
                     if is_async:
-                        coro = func(self, message)
-                        try:
-                            yielded = coro.send(None)
-                        except StopIteration:
-                            pass  # done without waiting (see _resume)
-                        else:
-                            await self._resume(coro, yielded)
+                        await func(self, message)
                     else:
                         func(self, message)
                 except Exception as exc:
@@ -977,9 +978,6 @@ class Connection(Generic[In, Out]):
                 dec = self._decoder  # set_codec may have switched it
         finally:
             self._stats.messages_in += count
-            self._release()
-        if self._out and not self._flushing and not self._write_nowait():
-            await self._flush()
 
     def _write_nowait(self) -> bool:
         """Send the turn's output without an ``await`` if the stream can (trio's fast stream).

@@ -294,3 +294,43 @@ async def test_an_async_handler_that_does_not_wait_still_gets_one_write_per_read
             await client.send(b"a\nb\nc\n")
             assert await read_lines(client, 6) == [b"a", b"A", b"b", b"B", b"c", b"C"]
     assert sends[0] == b"a\r\nA\r\nb\r\nB\r\nc\r\nC\r\n"
+
+
+async def test_a_waiting_handler_that_raises_or_is_cancelled_is_handled_as_any_other() -> None:
+    """The driver that flushes while a handler waits passes errors and cancellation through."""
+    app: App[str, str] = App(shutdown_on_error=False)
+    errors: list[str] = []
+    ended: list[int] = []
+
+    @app.on_input
+    async def handle(conn: Connection[str, str], line: str) -> None:
+        await conn.send(f"got {line}")
+        await anyio.sleep(0.01)
+        if line == "raise":
+            raise ValueError("after a wait")
+        if line == "hang":
+            await anyio.sleep_forever()
+        await conn.send(f"done {line}")
+
+    @app.on_error
+    async def report(conn: Connection[str, str], exc: BaseException) -> None:
+        await anyio.sleep(0.001)  # on_error may wait too
+        errors.append(f"{type(exc).__name__}: {exc}")
+        conn.put("error")
+
+    @app.on_disconnect
+    def bye(conn: Connection[str, str]) -> None:
+        ended.append(conn.id)
+
+    async with app.start() as server:
+        assert server.port is not None
+        async with await anyio.connect_tcp("127.0.0.1", server.port) as client:
+            await client.send(b"raise\nok\n")
+            assert await read_lines(client, 4) == [b"got raise", b"error", b"got ok", b"done ok"]
+            await client.send(b"hang\n")
+            assert await read_lines(client, 1) == [b"got hang"]
+            with anyio.fail_after(10):
+                await server.shutdown(grace=0.05, drain_timeout=0.05)  # cancels the handler
+            assert await read_to_end(client) == b""
+    assert errors == ["ValueError: after a wait"]
+    assert ended == [1]

@@ -481,13 +481,22 @@ class Connection(Generic[In, Out]):
 
         if not self._writable:
             raise self._not_writable()
-        await self._flush()
+        while self._out or self._flushing:  # a helper task may be flushing: wait for it
+            if self._flushing:
+                await self._wait_change()
+            else:
+                await self._flush()
         pending = self._decoder.take_pending()
         transport = ReplayStream(self._stream, pending) if pending else self._stream
-        with anyio.fail_after(handshake_timeout):
-            self._stream = await TLSStream.wrap(
-                transport, server_side=True, ssl_context=ssl_context, standard_compatible=False
-            )
+        self._flushing = True  # no output on the plain stream during the handshake
+        try:
+            with anyio.fail_after(handshake_timeout):
+                self._stream = await TLSStream.wrap(
+                    transport, server_side=True, ssl_context=ssl_context, standard_compatible=False
+                )
+        finally:
+            self._flushing = False
+            self._changed()
 
     # -- turns -------------------------------------------------------------
 

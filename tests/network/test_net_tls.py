@@ -172,3 +172,25 @@ async def test_starttls_upgrades_mid_stream(certs: Certs) -> None:
         async with LineClient(tls) as client:
             await client.send("after", "again")
             assert await client.recv_lines(2, timeout=3) == ["TLSv1.3 after", "TLSv1.3 again"]
+
+
+async def test_output_queued_during_a_starttls_handshake_goes_out_encrypted(certs: Certs) -> None:
+    """While the handler waits in start_tls, a broadcast must not write plain bytes
+    into the handshake: it is sent, encrypted, once TLS is up."""
+    async with starttls_app(certs).start() as server:
+        plain = LineClient(await anyio.connect_tcp("127.0.0.1", server.port or 0))
+        assert await plain.recv_line() == "READY"
+        await plain.send("STARTTLS")
+        assert await plain.recv_line() == "OK"  # the server now waits for our ClientHello
+        assert server.broadcast("news") == 1
+        with anyio.fail_after(10):
+            tls = await TLSStream.wrap(
+                plain.stream,
+                hostname="localhost",
+                ssl_context=certs.client,
+                standard_compatible=False,
+            )
+        async with LineClient(tls) as client:
+            assert await client.recv_line() == "news"
+            await client.send("after")
+            assert await client.recv_line() == "TLSv1.3 after"

@@ -33,7 +33,11 @@ selector loop, a plain one on uvloop, which reads into a buffer of its own):
 takes connections straight from the listening socket (waiting, a
 cancellation point, only when none is pending; the reader registration is
 kept while accepts keep coming) and, on asyncio's own selector loop, builds
-the transport without an extra loop turn. :func:`fast_listener` wraps a
+the transport without an extra loop turn. Elsewhere (uvloop) a transport is
+made only by ``connect_accepted_socket``, which waits one loop turn for
+``connection_made``: ``accept`` then takes every pending connection (up to
+:data:`_ACCEPT_BATCH`) and starts them all before that wait, so the turn is
+shared instead of paid per connection. :func:`fast_listener` wraps a
 listener in the fast listener of the running backend (asyncio, uvloop, or
 trio: :mod:`tcpkit._trio_stream`).
 """
@@ -42,8 +46,11 @@ from __future__ import annotations
 
 import asyncio
 import asyncio.selector_events
+import contextlib
 import socket
-from collections.abc import Callable, Mapping
+import types
+from collections import deque
+from collections.abc import Callable, Coroutine, Generator, Mapping
 from typing import Any, cast
 
 import anyio
@@ -55,6 +62,8 @@ from ._socket import InlineStream, convert_address, socket_attributes
 
 __all__ = ["STREAK", "AsyncioSocketListener", "AsyncioSocketStream", "fast_listener"]
 
+_ACCEPT_BATCH = 16
+"""Connections accepted at once where making a transport waits a loop turn (uvloop)."""
 _READ_HIGH = 256 * 1024
 """Pause reading from the socket once this many received bytes are not yet consumed."""
 _READ_LOW = 64 * 1024
@@ -450,6 +459,8 @@ class AsyncioSocketListener(anyio.abc.SocketListener):
             self._make_transport = getattr(self._loop, "_make_socket_transport", None)
         # Shared by its connections' protocols (selector loop only; uvloop reads into its own).
         self._read_buffer = memoryview(bytearray(_READ_SIZE if self._make_transport else 0))
+        # Elsewhere: connect_accepted_socket calls started, each waiting for connection_made.
+        self._attaching: deque[tuple[Coroutine[Any, Any, Any], Any]] = deque()
 
     @property
     def _raw_socket(self) -> socket.socket:
@@ -483,6 +494,8 @@ class AsyncioSocketListener(anyio.abc.SocketListener):
             BusyResourceError: another task is already accepting.
             OSError: ``accept`` failed (e.g. EMFILE); the listener stays usable.
         """
+        if self._attaching:  # accepted with an earlier one
+            return await self._attached(*self._attaching.popleft())
         sock = self._sock
         self._streak += 1
         if self._streak > STREAK:
@@ -513,31 +526,67 @@ class AsyncioSocketListener(anyio.abc.SocketListener):
             finally:
                 if self._waiter is waiter:
                     self._waiter = None
+        make = self._make_transport
+        if make is None:
+            self._start_attach(client)
+            while len(self._attaching) < _ACCEPT_BATCH:  # the others pending share the wait
+                try:
+                    more, _ = sock.accept()
+                    self._start_attach(more)
+                except Exception:  # none pending, or an error that the next accept reports
+                    break
+            return await self._attached(*self._attaching.popleft())
         try:
-            client.setblocking(False)
-            if self._tcp:  # (asyncio sets it only for sockets made with proto=IPPROTO_TCP)
-                client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            make = self._make_transport
-            protocol: _StreamProtocol
-            if make is not None:
-                # connection_made runs first thing on the next loop turn, before
-                # any task can use the stream.
-                protocol = _BufferedStreamProtocol(self._read_buffer, self._poll)
-                transport = make(client, protocol)
-                transport.set_write_buffer_limits(0, 0)
-            else:
-                poll = self._poll
-                transport, protocol = await self._loop.connect_accepted_socket(
-                    lambda: _StreamProtocol(poll), client
-                )
+            self._configure(client)
+            # connection_made runs first thing on the next loop turn, before
+            # any task can use the stream.
+            protocol = _BufferedStreamProtocol(self._read_buffer, self._poll)
+            transport = make(client, protocol)
+            transport.set_write_buffer_limits(0, 0)
         except BaseException:
             client.close()
             raise
         return AsyncioSocketStream(transport, protocol, self._loop)
 
+    def _configure(self, client: socket.socket) -> None:
+        client.setblocking(False)
+        if self._tcp:  # (asyncio sets it only for sockets made with proto=IPPROTO_TCP)
+            client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def _start_attach(self, client: socket.socket) -> None:
+        """Run ``connect_accepted_socket`` for ``client`` up to its wait for ``connection_made``."""
+        poll = self._poll
+        try:
+            self._configure(client)
+            attach = self._loop.connect_accepted_socket(lambda: _StreamProtocol(poll), client)
+        except BaseException:
+            client.close()
+            raise
+        try:
+            waiting_for = attach.send(None)
+        except StopIteration as done:  # no wait needed
+            waiting_for = _Done(done.value)
+        except BaseException:
+            with contextlib.suppress(OSError):  # (if the loop has not closed it already)
+                client.close()
+            raise
+        self._attaching.append((attach, waiting_for))
+
+    async def _attached(
+        self, attach: Coroutine[Any, Any, Any], waiting_for: Any
+    ) -> AsyncioSocketStream:
+        """Finish ``attach`` (see :meth:`_start_attach`): the stream of its transport."""
+        if isinstance(waiting_for, _Done):
+            transport, protocol = waiting_for.value
+        else:
+            transport, protocol = await _finish(attach, waiting_for)
+        return AsyncioSocketStream(transport, protocol, self._loop)
+
     async def aclose(self) -> None:
         if not self._closed:
             self._closed = True
+            while self._attaching:  # accepted, never handed out: close their transports
+                self._attaching.popleft()[0].close()
             self._stop_reading()  # before the socket closes: no stale selector entry
             waiter = self._waiter
             if waiter is not None:
@@ -545,6 +594,36 @@ class AsyncioSocketListener(anyio.abc.SocketListener):
                 if not waiter.done():
                     waiter.set_result(None)
         await self._listener.aclose()
+
+
+class _Done:
+    """The result of a coroutine that finished without waiting."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+
+@types.coroutine
+def _finish(coro: Coroutine[Any, Any, Any], waiting_for: Any) -> Generator[Any, Any, Any]:
+    """Go on with ``coro``, which yielded ``waiting_for``, as ``await`` would.
+
+    A future that is done by now is not waited for (no loop turn): that is
+    the point of starting several before waiting for the first.
+    """
+    while True:
+        sent: Any = None
+        error: BaseException | None = None
+        if not (isinstance(waiting_for, asyncio.Future) and waiting_for.done()):
+            try:
+                sent = yield waiting_for
+            except BaseException as exc:  # cancellation and the like: pass it on
+                error = exc
+        try:
+            waiting_for = coro.send(sent) if error is None else coro.throw(error)
+        except StopIteration as done:
+            return done.value
 
 
 def fast_listener(

@@ -279,3 +279,33 @@ async def test_connection_ids_follow_the_order_of_accept() -> None:
         finally:
             for client in clients:
                 await client.aclose()
+
+
+async def test_clients_waiting_for_a_slot_are_served_in_order_or_closed_at_shutdown() -> None:
+    """With max_connections, clients beyond it wait (in the kernel's backlog, or
+    accepted in one batch where making a transport waits a loop turn, as on
+    uvloop): they are served in order as slots free up, and closed unserved
+    (never leaked) when the server stops."""
+    app: App[str, str] = App(max_connections=1)
+
+    @app.on_connect
+    def hello(conn: Connection[str, str]) -> None:
+        conn.put(f"hello {conn.id}")
+
+    async with app.start() as server:
+        socks = [socket.create_connection(("127.0.0.1", server.port or 0)) for _ in range(6)]
+        clients: list[LineClient] = []
+        for sock in socks:
+            sock.setblocking(False)
+            clients.append(LineClient(await anyio.abc.SocketStream.from_socket(sock)))
+        try:
+            for expected in ("hello 1", "hello 2"):
+                client = clients.pop(0)
+                assert await client.recv_line() == expected
+                await client.aclose()  # frees the slot for the next one
+            assert await clients[0].recv_line() == "hello 3"
+            await server.shutdown(grace=0)
+            assert [await client.recv_until_closed() for client in clients[1:]] == [b""] * 3
+        finally:
+            for client in clients:
+                await client.aclose()

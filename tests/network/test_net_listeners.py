@@ -255,6 +255,17 @@ def test_explicit_port_in_use_is_not_retried(monkeypatch: Any) -> None:
     assert str(info.value) == f"cannot listen on 127.0.0.1:{port}: address already in use"
 
 
+async def backlog_clients(port: int, n: int) -> list[LineClient]:
+    """``n`` clients connected with blocking calls: all of them wait in the
+    backlog before the server runs again, so it can accept them in one go."""
+    socks = [socket.create_connection(("127.0.0.1", port)) for _ in range(n)]
+    clients: list[LineClient] = []
+    for sock in socks:
+        sock.setblocking(False)
+        clients.append(LineClient(await anyio.abc.SocketStream.from_socket(sock)))
+    return clients
+
+
 async def test_connection_ids_follow_the_order_of_accept() -> None:
     """Clients that connect one after the other get ids 1, 2, 3... even when the
     server accepts them in one batch and the backend starts their tasks in any
@@ -266,12 +277,7 @@ async def test_connection_ids_follow_the_order_of_accept() -> None:
         conn.put(str(conn.id))
 
     async with app.start() as server:
-        # Blocking connects: all 30 wait in the backlog before the server runs again.
-        socks = [socket.create_connection(("127.0.0.1", server.port or 0)) for _ in range(30)]
-        clients: list[LineClient] = []
-        for sock in socks:
-            sock.setblocking(False)
-            clients.append(LineClient(await anyio.abc.SocketStream.from_socket(sock)))
+        clients = await backlog_clients(server.port or 0, 30)
         try:
             assert [await client.recv_line() for client in clients] == [
                 str(i) for i in range(1, 31)
@@ -293,11 +299,7 @@ async def test_clients_waiting_for_a_slot_are_served_in_order_or_closed_at_shutd
         conn.put(f"hello {conn.id}")
 
     async with app.start() as server:
-        socks = [socket.create_connection(("127.0.0.1", server.port or 0)) for _ in range(6)]
-        clients: list[LineClient] = []
-        for sock in socks:
-            sock.setblocking(False)
-            clients.append(LineClient(await anyio.abc.SocketStream.from_socket(sock)))
+        clients = await backlog_clients(server.port or 0, 6)
         try:
             for expected in ("hello 1", "hello 2"):
                 client = clients.pop(0)

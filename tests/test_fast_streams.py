@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import socket
 import struct
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -206,21 +206,29 @@ async def test_a_busy_stream_still_lets_other_tasks_run() -> None:
         assert ran == [1]
 
 
-async def test_closing_the_listener_wakes_accept() -> None:
-    listener = fast_listener(await anyio.create_tcp_listener(local_host="127.0.0.1"))
+async def closing_wakes(
+    wait: Callable[[], Awaitable[object]], close: Callable[[], Awaitable[None]]
+) -> int:
+    """Start ``wait()`` in a task, ``close()`` once it blocks; return how many
+    ``ClosedResourceError`` the waiter got (1: closing woke it)."""
     errors: list[BaseException] = []
 
-    async def acceptor() -> None:
+    async def waiter() -> None:
         try:
-            await listener.accept()
+            await wait()
         except anyio.ClosedResourceError as exc:
             errors.append(exc)
 
     async with anyio.create_task_group() as tg:
-        tg.start_soon(acceptor)
+        tg.start_soon(waiter)
         await anyio.wait_all_tasks_blocked()
-        await listener.aclose()
-    assert len(errors) == 1
+        await close()
+    return len(errors)
+
+
+async def test_closing_the_listener_wakes_accept() -> None:
+    listener = fast_listener(await anyio.create_tcp_listener(local_host="127.0.0.1"))
+    assert await closing_wakes(listener.accept, listener.aclose) == 1
     with pytest.raises(anyio.ClosedResourceError):
         await listener.accept()
 
@@ -397,19 +405,7 @@ async def test_inline_mode_ends_with_eof_and_close_wakes_the_reader() -> None:
         assert await read_to_eof(server) == b"last"
     async with inline_pair() as (server, client):
         server.set_data_callback(lambda data: True)
-        errors: list[BaseException] = []
-
-        async def reader() -> None:
-            try:
-                await server.receive()
-            except anyio.ClosedResourceError as exc:
-                errors.append(exc)
-
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(reader)
-            await anyio.wait_all_tasks_blocked()
-            await server.aclose()
-        assert len(errors) == 1
+        assert await closing_wakes(server.receive, server.aclose) == 1
 
 
 @pytest.mark.parametrize("anyio_backend", [("trio", {})], ids=["trio"])

@@ -30,6 +30,7 @@ from .codecs import Codec, Json, Lines, Raw
 from .exceptions import FrameError, IncompleteFrame, ServerError
 from .importer import AppImportError, ModuleRaised, import_from_string
 from .server import Server
+from .workers import WORKER_COMMAND
 
 __all__ = ["main"]
 
@@ -273,6 +274,11 @@ def _supervise(
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``tcpkit`` command; returns the exit status."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == [WORKER_COMMAND]:  # a worker process of ``run --workers`` (not for users)
+        from .workers import worker_main
+
+        return worker_main(argv[1:])
     args = _parser().parse_args(argv)
     if args.command == "run":
         return _run(args)

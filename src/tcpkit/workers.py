@@ -2,7 +2,7 @@
 
 The process the command started is the *supervisor*. It binds every listening
 socket itself (so ``--port 0`` gives one port that every worker serves), then
-starts N *worker* processes (``python -m tcpkit.workers``) that inherit those
+starts N *worker* processes (``python -m tcpkit _worker``) that inherit those
 sockets and serve them with the app; the kernel spreads new connections over
 the workers' ``accept`` calls. The supervisor:
 
@@ -52,7 +52,10 @@ from .exceptions import ServerError
 from .importer import import_from_string
 from .server import Server
 
-__all__ = ["EXIT_BOOT_FAILED", "WorkerSettings", "supervise", "worker_main"]
+__all__ = ["EXIT_BOOT_FAILED", "WORKER_COMMAND", "WorkerSettings", "supervise", "worker_main"]
+
+WORKER_COMMAND = "_worker"
+"""``python -m tcpkit _worker SETTINGS_JSON`` runs one worker (see :func:`worker_main`)."""
 
 logger = logging.getLogger("tcpkit.workers")
 
@@ -174,7 +177,7 @@ def _worker_command(settings: WorkerSettings) -> tuple[list[str], dict[str, str]
     site_dirs = {*site.getsitepackages(), site.getusersitepackages()}
     if package_root not in site_dirs and package_root not in paths:
         env["PYTHONPATH"] = os.pathsep.join([package_root, *paths])
-    return [sys.executable, "-m", "tcpkit.workers", settings.to_json()], env
+    return [sys.executable, "-m", "tcpkit", WORKER_COMMAND, settings.to_json()], env
 
 
 def _describe_exit(code: int) -> str:
@@ -367,7 +370,7 @@ async def _watch_parent(server: Server[Any, Any], parent: int, drain_timeout: fl
 
 
 def worker_main(argv: Sequence[str]) -> int:
-    """Run one worker: ``python -m tcpkit.workers SETTINGS_JSON``; return its exit status.
+    """Run one worker: ``python -m tcpkit _worker SETTINGS_JSON``; return its exit status.
 
     Exits with :data:`EXIT_BOOT_FAILED` if the settings, the app or the TLS
     certificate cannot be loaded, else 0 after serving until SIGTERM (drain)
@@ -401,7 +404,3 @@ def worker_main(argv: Sequence[str]) -> int:
         logger.error("worker pid %d: %s", os.getpid(), exc)
         return EXIT_BOOT_FAILED
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(worker_main(sys.argv[1:]))

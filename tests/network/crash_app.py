@@ -12,10 +12,9 @@ import os
 import sys
 
 from tcpkit import App, Server
+from tcpkit.workers import WORKER_COMMAND
 
-if os.environ.get("TCPKIT_TEST_BOOT_FAIL") and sys.argv[0].endswith(
-    os.path.join("tcpkit", "workers.py")
-):
+if os.environ.get("TCPKIT_TEST_BOOT_FAIL") and sys.argv[1:2] == [WORKER_COMMAND]:
     raise RuntimeError("this app cannot be loaded in a worker")
 
 app = App(name="crash")

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from helpers import ROOT, STARTUP, CliServer, run_cli
 
-from tcpkit.workers import EXIT_BOOT_FAILED, WorkerSettings
+from tcpkit.workers import EXIT_BOOT_FAILED, WORKER_COMMAND, WorkerSettings
 
 pytestmark = pytest.mark.slow
 
@@ -254,7 +254,7 @@ def test_worker_settings_round_trip_through_json() -> None:
 
 def test_worker_with_bad_settings_exits_with_the_boot_failure_status() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "tcpkit.workers", "not json"],
+        [sys.executable, "-m", "tcpkit", WORKER_COMMAND, "not json"],
         capture_output=True,
         text=True,
         timeout=30,

@@ -291,3 +291,34 @@ async def test_uds_alone_unless_a_tcp_address_is_given_too(tmp_path: Any) -> Non
         assert server.addresses == [path]
     async with app.start("127.0.0.1", 0, uds=path) as server:
         assert server.addresses == [("127.0.0.1", server.port), path]
+
+
+@pytest.mark.parametrize(
+    "other", ["pre_connect", "on_connect", "on_input", "on_disconnect", "on_error", "on_flushed"]
+)
+def test_an_acceptor_refuses_every_handler_it_would_leave_uncalled(other: str) -> None:
+    def acceptor(stream: object, addr: object) -> None:
+        pass
+
+    def other_handler(*args: object) -> None:
+        pass
+
+    first: App[str, str] = App()
+    first.add_acceptor(acceptor)
+    with pytest.raises(RegistrationError, match=f"acceptor and {other} are mutually exclusive"):
+        getattr(first, f"add_{other}")(other_handler)
+    second: App[str, str] = App()
+    getattr(second, f"add_{other}")(other_handler)
+    with pytest.raises(RegistrationError, match=f"acceptor and {other} are mutually exclusive"):
+        second.add_acceptor(acceptor)
+
+
+def test_an_acceptor_refuses_custom_events_either_way() -> None:
+    first: App[str, str] = App()
+    first.add_acceptor(lambda stream, addr: None)
+    with pytest.raises(RegistrationError, match="mutually exclusive"):
+        first.add_on_event("tick", lambda conn: None)
+    second: App[str, str] = App()
+    second.add_on_event("tick", lambda conn: None)
+    with pytest.raises(RegistrationError, match=r"acceptor and on_event\('tick'\)"):
+        second.add_acceptor(lambda stream, addr: None)

@@ -66,6 +66,16 @@ _DEFAULT_START_PORT: int = _DefaultPort(0)
 _DEFAULT_WRITE_BUFFER = (1024 * 1024, 256 * 1024, 64 * 1024 * 1024)
 _DEFAULT_BUSY_POLL = 100e-6
 
+# The handlers of a default connection: a custom acceptor leaves them uncalled.
+_CONNECTION_HANDLERS = (
+    "pre_connect",
+    "on_connect",
+    "on_input",
+    "on_disconnect",
+    "on_error",
+    "on_flushed",
+)
+
 # Names that app.include() recognises as the standard handlers.
 _STANDARD = (
     "pre_connect",
@@ -237,13 +247,23 @@ class App(Generic[In, Out]):
             )
         if kind in self._handlers:
             raise RegistrationError(f"{kind} is already registered ({self._handlers[kind].func!r})")
-        clash = {"on_input": "acceptor", "acceptor": "on_input"}.get(kind)
-        if clash is not None and clash in self._handlers:
-            raise RegistrationError(
-                "acceptor and on_input are mutually exclusive: a custom acceptor "
-                "replaces the default connection handling (and so on_input)"
-            )
+        self._refuse_unused(kind)
         self._handlers[kind] = handler(func)
+
+    def _refuse_unused(self, kind: str) -> None:
+        """Refuse a handler that a custom acceptor would leave uncalled (or the acceptor)."""
+        if kind == "acceptor":
+            clash = [k for k in _CONNECTION_HANDLERS if k in self._handlers]
+            clash += [f"on_event({name!r})" for name in self._events]
+        elif "acceptor" in self._handlers and (kind in _CONNECTION_HANDLERS or kind == "on_event"):
+            clash = [kind]
+        else:
+            return
+        if clash:
+            raise RegistrationError(
+                f"acceptor and {', '.join(clash)} are mutually exclusive: a custom acceptor "
+                "replaces the default connection handling, so they would never be called"
+            )
 
     def add_pre_connect(self, func: PreConnectHandler[In, Out]) -> None:
         """Register the ``pre_connect`` handler (POE ClientPreConnect)."""
@@ -282,7 +302,13 @@ class App(Generic[In, Out]):
         self._add("on_listen_error", func)
 
     def add_acceptor(self, func: AcceptorHandler) -> None:
-        """Register a custom acceptor (POE Acceptor); excludes ``on_input``."""
+        """Register a custom acceptor (POE Acceptor).
+
+        It replaces the default connection handling, so it excludes every
+        per-connection handler (``pre_connect``, ``on_connect``, ``on_input``,
+        ``on_disconnect``, ``on_error``, ``on_flushed``, custom events): either
+        order of registration raises :class:`~tcpkit.RegistrationError`.
+        """
         self._add("acceptor", func)
 
     def add_on_event(self, name: str, func: Callable[..., _Ret]) -> None:
@@ -297,6 +323,7 @@ class App(Generic[In, Out]):
             raise TypeError("an event name must be a non-empty string")
         if name in self._events:
             raise RegistrationError(f"event {name!r} already has a handler")
+        self._refuse_unused("on_event")
         self._events[name] = handler(func)
 
     def pre_connect(self, func: F) -> F:

@@ -30,13 +30,16 @@ How the I/O runs (the hot path):
 
 from __future__ import annotations
 
+import errno
 import inspect
 import logging
 import math
+import os
 import ssl
 import types
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Generator, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, cast
 
@@ -59,7 +62,7 @@ if TYPE_CHECKING:
     from ._tasks import TaskPool
     from .server import Server
 
-__all__ = ["Connection", "ConnectionConfig", "WriteBuffer"]
+__all__ = ["Connection", "ConnectionConfig", "WriteBuffer", "current_connection", "socket_error"]
 
 _Fault = Literal["frame", "handler", "codec"]
 """Where an error an inline turn leaves to the reader task came from."""
@@ -73,6 +76,33 @@ logger = logging.getLogger("tcpkit.connection")
 
 _SOCKET_ERRORS = (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError)
 _MAX_FRAME_ERRORS_PER_READ = 64  # a decoder that keeps failing cannot hold a turn forever
+
+
+_current: ContextVar[Connection[Any, Any] | None] = ContextVar("tcpkit_connection", default=None)
+
+
+def current_connection() -> Connection[Any, Any] | None:
+    """The connection whose handler is running now, or ``None`` outside handlers."""
+    return _current.get()
+
+
+def socket_error(exc: BaseException) -> BaseException:
+    """What a failed socket operation means, as ``on_error`` reports it.
+
+    anyio wraps the operating system's error in ``BrokenResourceError``; the
+    error behind it says what happened: ``ConnectionResetError`` (the peer
+    reset the connection), ``BrokenPipeError`` (it closed before our write),
+    ``ssl.SSLError`` (TLS failed mid-stream)... A broken stream with no such
+    cause (an in-memory peer that closed) is reported as a reset.
+    """
+    if not isinstance(exc, anyio.BrokenResourceError):
+        return exc
+    cause = exc.__cause__ or exc.__context__
+    if isinstance(cause, OSError):  # ssl.SSLError included
+        return cause
+    reset = ConnectionResetError(errno.ECONNRESET, str(exc) or os.strerror(errno.ECONNRESET))
+    reset.__cause__ = exc
+    return reset
 
 
 @dataclass(frozen=True)
@@ -328,6 +358,10 @@ class Connection(Generic[In, Out]):
         finally:
             self._flushing = False
             self._changed()
+        self._flushed()
+
+    def _flushed(self) -> None:
+        """Everything queued went to the OS: queue on_flushed (once until it runs)."""
         if self._config.on_flushed is not None and not self._flushed_queued:
             self._flushed_queued = True
             self._enqueue(self._config.on_flushed, ())
@@ -451,6 +485,7 @@ class Connection(Generic[In, Out]):
     async def _run_helper(
         self, scope: anyio.CancelScope, func: Callable[..., Awaitable[None]], args: tuple[Any, ...]
     ) -> None:
+        _current.set(self)
         try:
             if self._closed:
                 scope.cancel()
@@ -636,6 +671,7 @@ class Connection(Generic[In, Out]):
         """
         config = self._config
         self._pool = pool
+        _current.set(self)  # for this task (a task has a context of its own)
         try:
             scope = self._scope
             with scope:
@@ -737,11 +773,11 @@ class Connection(Generic[In, Out]):
             await self._close_stream()
             return
         with anyio.CancelScope(shield=True):
-            await self._close_stream()
             if fatal is not None:
                 self._fatal = None
                 with anyio.move_on_after(5):
-                    await self._report(fatal)
+                    await self._report(socket_error(fatal))
+            await self._close_stream()
             if h is not None:
                 with anyio.move_on_after(5):
                     try:
@@ -847,6 +883,7 @@ class Connection(Generic[In, Out]):
         stats = self._stats
         stats.bytes_in += len(data)
         self._busy = True
+        token = _current.set(self)
         count = 0
         dec = self._decoder
         h = self._config.on_input
@@ -877,6 +914,7 @@ class Connection(Generic[In, Out]):
                             break
                     dec = self._decoder  # set_codec may have switched it
         finally:
+            _current.reset(token)
             stats.messages_in += count
             self._release()
         kick: bool = self._deferred is not None or self._paused
@@ -1010,6 +1048,7 @@ class Connection(Generic[In, Out]):
         if sent == len(data):
             self._out = []
             self._out_size = 0
+            self._flushed()
             return True
         self._out = [data[sent:]]
         self._out_size = len(data) - sent

@@ -30,8 +30,14 @@ from anyio.abc import SocketAttribute
 from ._asyncio_stream import fast_listener
 from ._busy_poll import busy_poller
 from ._tasks import TaskPool, open_task_pool
-from .connection import Connection, ConnectionConfig
-from .exceptions import ConnectionClosed, ProxyProtocolError, ServerError, SetupTimeout
+from .connection import Connection, ConnectionConfig, current_connection
+from .exceptions import (
+    ConnectionClosed,
+    ProxyProtocolError,
+    RegistrationError,
+    ServerError,
+    SetupTimeout,
+)
 from .handlers import Handler, call
 from .stats import ServerStats
 
@@ -210,11 +216,17 @@ class Server(Generic[In, Out]):
     def post(self, conn_id: int, event: str, *args: Any) -> bool:
         """Queue the custom event ``event`` for connection ``conn_id``.
 
-        Returns ``False`` if there is no such live connection. Never blocks.
+        Returns ``False`` if there is no such live connection (it ended, or
+        never was): a connection can end at any moment, so that is not an
+        error. Never blocks.
 
         Raises:
-            RegistrationError: no handler is registered for ``event``.
+            RegistrationError: no handler is registered for ``event``, whether
+                or not the connection exists (a mistake in the program, not a
+                race).
         """
+        if event not in self._config.events:
+            raise RegistrationError(f"no handler registered for event {event!r}")
         conn = self._connections.get(conn_id)
         if conn is None:
             return False
@@ -250,10 +262,22 @@ class Server(Generic[In, Out]):
         still delivered. With ``drain_timeout`` too, connections still flushing
         that much later are closed at once. ``on_stopped`` runs last.
 
-        Do not await this from a handler of one of the server's own
-        connections without a ``grace``: that connection would wait for itself.
-        Use :meth:`start_shutdown` there.
+        Awaited from a handler of one of this server's connections (a "quit"
+        command in ``on_input``, POE's shutdown from ``on_disconnect``), it
+        returns once every *other* connection has ended: the calling
+        connection ends after its handler returns (it is shut down like the
+        others), then ``on_stopped`` runs, and ``serve()`` or the
+        ``app.start()`` block can finish.
         """
+        me = current_connection()
+        if me is not None and me.server is self:
+            me.shutdown()
+            self.start_shutdown(grace, drain_timeout=drain_timeout)
+            await self._wait_connections(keep=1)
+            return
+        await self._shutdown(grace, drain_timeout)
+
+    async def _shutdown(self, grace: float | None, drain_timeout: float | None) -> None:
         self._begin_close()
         await self._close_listeners()
         if grace is not None:
@@ -286,7 +310,7 @@ class Server(Generic[In, Out]):
 
     async def _shutdown_task(self, grace: float | None, drain_timeout: float | None) -> None:
         with anyio.CancelScope(shield=True):
-            await self.shutdown(grace, drain_timeout=drain_timeout)
+            await self._shutdown(grace, drain_timeout)
 
     def abort(self) -> None:
         """Close every connection at once (pending output is discarded)."""
@@ -320,8 +344,9 @@ class Server(Generic[In, Out]):
             except OSError:
                 pass
 
-    async def _wait_connections(self) -> None:
-        while self.stats.current:
+    async def _wait_connections(self, keep: int = 0) -> None:
+        """Wait until at most ``keep`` connections are left."""
+        while self.stats.current > keep:
             if self._all_done.is_set():
                 self._all_done = anyio.Event()
             await self._all_done.wait()
@@ -439,7 +464,7 @@ class Server(Generic[In, Out]):
                         yield self
                     finally:
                         with anyio.CancelScope(shield=True):
-                            await self.shutdown(grace=0, drain_timeout=drain_timeout)
+                            await self._shutdown(0, drain_timeout)
                         tg.cancel_scope.cancel()
         finally:
             self._tg = None
@@ -584,8 +609,7 @@ class Server(Generic[In, Out]):
         self._slots -= 1
         self.stats.current -= 1
         self._wake_acceptors()
-        if not self.stats.current:
-            self._all_done.set()
+        self._all_done.set()  # (every end: shutdown from a handler waits for all but one)
 
     def _new_id(self) -> int:
         """The next connection id: ids follow the order of ``accept`` (tasks may start in any)."""
@@ -606,12 +630,25 @@ class Server(Generic[In, Out]):
             self._release_slot()
 
     async def _run_acceptor(self, stream: anyio.abc.ByteStream) -> None:
+        """A custom acceptor gets the stream after the same setup (PROXY header, TLS)."""
         assert self._handlers.acceptor is not None
         remote = stream.extra(SocketAttribute.remote_address, None)
         try:
-            await call(self._handlers.acceptor, stream, remote)
-        except Exception as exc:
-            logger.exception("%s: acceptor raised", self.name, exc_info=exc)
+            try:
+                with self._setup_deadline():
+                    used, source = await self._setup_stream(stream)
+            except Exception as exc:
+                await self._reject(stream, self._setup_error(exc), repr(remote))
+                return
+            if source is not None:
+                remote = source
+            try:
+                await call(self._handlers.acceptor, used, remote)
+            except Exception as exc:
+                logger.exception("%s: acceptor raised", self.name, exc_info=exc)
+            finally:
+                with anyio.CancelScope(shield=True):
+                    await used.aclose()
         finally:
             with anyio.CancelScope(shield=True):
                 await stream.aclose()
@@ -622,22 +659,45 @@ class Server(Generic[In, Out]):
         h = self._handlers
         return h.proxy_protocol or self._ssl is not None or h.pre_connect is not None
 
-    async def _setup(
-        self, conn: Connection[In, Out], stream: anyio.abc.ByteStream
-    ) -> anyio.abc.ByteStream | None:
-        """PROXY header, TLS, pre_connect. Returns the stream to use, or None to reject."""
+    @contextmanager
+    def _setup_deadline(self) -> Generator[None, None, None]:
+        """``setup_timeout`` over the setup steps (a ``TimeoutError`` past it)."""
+        if not self._needs_setup:  # no cancel scope and timer per connection
+            yield
+            return
+        timeout = self._handlers.setup_timeout
+        with anyio.fail_after(timeout if timeout is not None else math.inf):
+            yield
+
+    def _setup_error(self, exc: Exception) -> Exception:
+        if isinstance(exc, TimeoutError):
+            return SetupTimeout(f"setup took over {self._handlers.setup_timeout} s")
+        return exc
+
+    async def _setup_stream(
+        self, stream: anyio.abc.ByteStream
+    ) -> tuple[anyio.abc.ByteStream, tuple[str, int] | None]:
+        """PROXY header, then TLS: the stream to use and the real client (from PROXY), if any."""
+        source: tuple[str, int] | None = None
         if self._handlers.proxy_protocol:
             from .proxy import read_proxy_header
 
             stream, source = await read_proxy_header(stream)
-            if source is not None:
-                conn._set_remote(*source)  # pyright: ignore[reportPrivateUsage]
         if self._ssl is not None:
             from anyio.streams.tls import TLSStream
 
             stream = await TLSStream.wrap(
                 stream, server_side=True, ssl_context=self._ssl, standard_compatible=False
             )
+        return stream, source
+
+    async def _setup(
+        self, conn: Connection[In, Out], stream: anyio.abc.ByteStream
+    ) -> anyio.abc.ByteStream | None:
+        """PROXY header, TLS, pre_connect. Returns the stream to use, or None to reject."""
+        stream, source = await self._setup_stream(stream)
+        if source is not None:
+            conn._set_remote(*source)  # pyright: ignore[reportPrivateUsage]
         h = self._handlers.pre_connect
         if h is not None:
             result = await call(h, conn, stream)
@@ -654,22 +714,16 @@ class Server(Generic[In, Out]):
 
     async def _run_connection(self, stream: anyio.abc.ByteStream, conn_id: int) -> None:
         conn = self._handlers.connection_class(self, self._config, stream, conn_id, self.stats)
-        timeout = self._handlers.setup_timeout
         used: anyio.abc.ByteStream | None = stream
         try:
-            if self._needs_setup:  # else no cancel scope and timer per connection
-                with anyio.fail_after(timeout if timeout is not None else math.inf):
-                    used = await self._setup(conn, stream)
-        except TimeoutError:
-            logger.info("%s: %r setup timed out", self.name, conn)
-            await self._reject(stream, SetupTimeout(f"setup took over {timeout} s"), conn)
-            return
+            with self._setup_deadline():
+                used = await self._setup(conn, stream) if self._needs_setup else stream
         except Exception as exc:
-            await self._reject(stream, exc, conn)
+            await self._reject(stream, self._setup_error(exc), repr(conn))
             return
         if used is None:
             logger.debug("%s: %r rejected by pre_connect", self.name, conn)
-            await self._reject(stream, None, conn)
+            await self._reject(stream, None, repr(conn))
             return
         conn._stream = used  # pyright: ignore[reportPrivateUsage]
         if self._grace_expired:
@@ -682,20 +736,19 @@ class Server(Generic[In, Out]):
             del self._connections[conn_id]
 
     async def _reject(
-        self,
-        stream: anyio.abc.ByteStream,
-        exc: BaseException | None,
-        conn: Connection[In, Out],
+        self, stream: anyio.abc.ByteStream, exc: BaseException | None, who: str
     ) -> None:
         self.stats.rejected += 1
-        if exc is None or isinstance(exc, SetupTimeout):
+        if exc is None:
             pass
+        elif isinstance(exc, SetupTimeout):
+            logger.info("%s: %s %s", self.name, who, exc)
         elif isinstance(exc, _PEER_SETUP_ERRORS):  # the peer's fault: one quiet line
             cause = exc.__cause__ or exc.__context__
             detail = str(exc) or (f"{type(cause).__name__}: {cause}" if cause else "")
-            logger.info("%s: %r setup failed: %s %s", self.name, conn, type(exc).__name__, detail)
+            logger.info("%s: %s setup failed: %s %s", self.name, who, type(exc).__name__, detail)
         else:  # a bug in pre_connect or in our own code: show it
-            logger.error("%s: %r setup failed", self.name, conn, exc_info=exc)
+            logger.error("%s: %s setup failed", self.name, who, exc_info=exc)
         with anyio.CancelScope(shield=True):
             try:
                 await stream.aclose()

@@ -1,7 +1,8 @@
 """The fast socket streams (``tcpkit._asyncio_stream``, ``tcpkit._trio_stream``).
 
-Each test runs on asyncio, uvloop and trio: ``fast_listener`` picks the
-stream of the running backend. The peer is a plain anyio stream.
+Each test runs on asyncio, uvloop and trio: ``serve_listener`` picks the
+stream of the running backend. The peer is a plain anyio stream. The streams
+are anyio ``SocketStream`` objects and ``tcpkit._transport.Transport`` ones.
 """
 
 from __future__ import annotations
@@ -17,7 +18,15 @@ import anyio.abc
 import pytest
 from anyio.abc import SocketAttribute
 
-from tcpkit._asyncio_stream import STREAK, AsyncioSocketListener, AsyncioSocketStream, fast_listener
+from tcpkit._asyncio_stream import STREAK, AsyncioSocketListener, AsyncioSocketStream
+from tcpkit._listeners import serve_listener
+from tcpkit._transport import ReceiveInterrupted, Transport
+
+
+def fast_listener(listener: anyio.abc.SocketListener) -> Any:
+    """The backend's fast listener over ``listener`` (what a server accepts from)."""
+    return serve_listener(listener).listener
+
 
 pytestmark = pytest.mark.anyio
 
@@ -290,15 +299,15 @@ async def test_other_listeners_are_left_alone(anyio_backend: Any) -> None:
         await wrapped.aclose()
 
 
-@pytest.mark.parametrize("anyio_backend", [("trio", {})], ids=["trio"])
-async def test_trio_send_nowait_takes_what_the_kernel_takes(anyio_backend: Any) -> None:
+async def test_write_takes_what_the_kernel_takes_and_drain_sends_the_rest() -> None:
     async with pair() as (server, client):
-        send_nowait = server.send_nowait  # type: ignore[attr-defined]
-        assert send_nowait(b"hello") == 5
+        assert isinstance(server, Transport)
+        assert server.write(b"hello") is True
+        assert server.buffered == 0
         assert await read_exactly(client, 5) == b"hello"
         big = b"x" * (16 * 1024 * 1024)  # more than the socket buffers hold
-        taken = send_nowait(big)
-        assert 0 < taken < len(big)
+        assert server.write(big) is False
+        assert 0 < server.buffered < len(big)
         received: list[bytes] = []
 
         async def read_all() -> None:
@@ -306,24 +315,26 @@ async def test_trio_send_nowait_takes_what_the_kernel_takes(anyio_backend: Any) 
 
         async with anyio.create_task_group() as tg:
             tg.start_soon(read_all)
-            await server.send(big[taken:])  # the rest goes out with send
+            await server.drain()  # the rest goes out
+            assert server.buffered == 0
+            await server.send(b"tail")
             await server.aclose()
-        assert received == [big]
-        with pytest.raises(anyio.ClosedResourceError):
-            send_nowait(b"late")
+        assert received == [big + b"tail"]
+        with pytest.raises(anyio.BrokenResourceError):
+            server.write(b"late")
 
 
-# -- the inline mode (tcpkit._socket.InlineStream) ---------------------------
+# -- the inline mode (Transport.set_data_callback) ---------------------------
 
 
 @asynccontextmanager
 async def inline_pair() -> AsyncIterator[tuple[Any, anyio.abc.SocketStream]]:
     """Like :func:`pair`, with the listener's reactor running on trio (as the server does)."""
-    listener = fast_listener(await anyio.create_tcp_listener(local_host="127.0.0.1"))
+    served = serve_listener(await anyio.create_tcp_listener(local_host="127.0.0.1"))
+    listener: Any = served.listener
     async with anyio.create_task_group() as tg:
-        run_reactor = getattr(listener, "run_reactor", None)
-        if run_reactor is not None:
-            tg.start_soon(run_reactor)
+        if served.background is not None:  # trio's reactor
+            tg.start_soon(served.background)
             await anyio.wait_all_tasks_blocked()
         try:
             port = listener.extra(SocketAttribute.local_port)
@@ -357,19 +368,22 @@ async def test_inline_callback_takes_bytes_while_a_task_waits_in_receive() -> No
             got.append(data)
             return True
 
-        server.set_data_callback(on_data)
-        results: list[bytes] = []
+        assert server.set_data_callback(on_data) is True
+        results: list[str] = []
 
         async def reader() -> None:
-            results.append(await server.receive())
+            try:
+                await server.receive()
+            except ReceiveInterrupted:
+                results.append("interrupted")
 
         async with anyio.create_task_group() as tg:
             tg.start_soon(reader)
             await client.send(b"abc")
             await wait_for(lambda: got == [b"abc"])
             assert results == []  # the task still waits: the callback had it
-            server.kick()  # the callback needs its task
-        assert results == [b""]
+            server.interrupt_receive()  # the callback needs its task
+        assert results == ["interrupted"]
         consume[0] = False  # now it declines: the bytes go to receive
         await client.send(b"xyz")
         assert await read_exactly(server, 3) == b"xyz"
@@ -378,23 +392,13 @@ async def test_inline_callback_takes_bytes_while_a_task_waits_in_receive() -> No
         assert await read_exactly(server, 5) == b"plain"
 
 
-async def test_inline_write_nowait_leaves_the_rest_for_send() -> None:
+async def test_an_interrupt_before_receive_makes_it_raise_at_once() -> None:
     async with inline_pair() as (server, client):
-        assert server.write_nowait(b"hello") is True
-        assert await read_exactly(client, 5) == b"hello"
-        big = b"x" * (16 * 1024 * 1024)  # more than the socket buffers hold
-        assert server.write_nowait(big) is False
-        received: list[bytes] = []
-
-        async def read_all() -> None:
-            received.append(await read_to_eof(client))
-
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(read_all)
-            await server.send(b"")  # waits until the rest went out
-            await server.send(b"tail")
-            await server.send_eof()
-        assert received == [big + b"tail"]
+        server.interrupt_receive()
+        with pytest.raises(ReceiveInterrupted):
+            await server.receive()
+        await client.send(b"next")  # nothing was lost, and the next receive waits as usual
+        assert await read_exactly(server, 4) == b"next"
 
 
 async def test_inline_mode_ends_with_eof_and_close_wakes_the_reader() -> None:
@@ -412,18 +416,21 @@ async def test_inline_mode_ends_with_eof_and_close_wakes_the_reader() -> None:
 async def test_trio_inline_mode_needs_its_reactor(anyio_backend: Any) -> None:
     # Without a running reactor the callback is not used: receive gets the bytes.
     async with pair() as (server, client):
-        server.set_data_callback(lambda data: True)  # type: ignore[attr-defined]
+        assert server.set_data_callback(lambda data: True) is False  # type: ignore[attr-defined]
         await client.send(b"direct")
         assert await read_exactly(server, 6) == b"direct"
     # When the reactor stops, a waiting receive goes back to trio's own waits.
-    listener = fast_listener(await anyio.create_tcp_listener(local_host="127.0.0.1"))
+    served = serve_listener(await anyio.create_tcp_listener(local_host="127.0.0.1"))
+    listener: Any = served.listener
+    assert served.background is not None
     try:
         async with anyio.create_task_group() as tg:
             reactor = anyio.CancelScope()
 
             async def run_reactor() -> None:
+                assert served.background is not None
                 with reactor:
-                    await listener.run_reactor()  # type: ignore[attr-defined]
+                    await served.background()
 
             tg.start_soon(run_reactor)
             await anyio.wait_all_tasks_blocked()

@@ -32,7 +32,7 @@ from .codecs import (
     Netstrings,
     Raw,
 )
-from .connection import Connection, WriteBuffer
+from .connection import Connection
 from .exceptions import (
     ConnectionClosed,
     EncodeError,
@@ -47,7 +47,9 @@ from .exceptions import (
     TcpkitError,
     WriteBufferFull,
 )
+from .observer import Observer
 from .server import Server
+from .settings import Handlers, Settings, WriteBuffer
 from .stats import ServerStats
 
 __version__ = "0.1.0"
@@ -65,6 +67,7 @@ __all__ = [
     "FixedBlocks",
     "FrameError",
     "FrameTooLarge",
+    "Handlers",
     "IncompleteFrame",
     "Json",
     "Layer",
@@ -73,6 +76,7 @@ __all__ = [
     "MalformedFrame",
     "Map",
     "Netstrings",
+    "Observer",
     "ProxyProtocolError",
     "Raw",
     "Reconnect",
@@ -80,6 +84,7 @@ __all__ = [
     "Server",
     "ServerError",
     "ServerStats",
+    "Settings",
     "SetupTimeout",
     "TcpkitError",
     "WriteBuffer",

@@ -37,9 +37,8 @@ the transport without an extra loop turn. Elsewhere (uvloop) a transport is
 made only by ``connect_accepted_socket``, which waits one loop turn for
 ``connection_made``: ``accept`` then takes every pending connection (up to
 :data:`_ACCEPT_BATCH`) and starts them all before that wait, so the turn is
-shared instead of paid per connection. :func:`fast_listener` wraps a
-listener in the fast listener of the running backend (asyncio, uvloop, or
-trio: :mod:`tcpkit._trio_stream`).
+shared instead of paid per connection. :mod:`tcpkit._listeners` picks the
+fast listener of the running backend.
 """
 
 from __future__ import annotations
@@ -58,9 +57,10 @@ import anyio.abc
 from anyio.abc import SocketAttribute
 
 from ._busy_poll import BusyPoller
-from ._socket import InlineStream, convert_address, socket_attributes
+from ._socket import convert_address, listener_attributes, socket_attributes
+from ._transport import ReceiveInterrupted, Transport
 
-__all__ = ["STREAK", "AsyncioSocketListener", "AsyncioSocketStream", "fast_listener"]
+__all__ = ["STREAK", "AsyncioSocketListener", "AsyncioSocketStream"]
 
 _ACCEPT_BATCH = 16
 """Connections accepted at once where making a transport waits a loop turn (uvloop)."""
@@ -94,7 +94,7 @@ class _StreamProtocol(asyncio.Protocol):
         "buffered",
         "eof",
         "exception",
-        "kicked",
+        "interrupted",
         "lost",
         "lost_waiter",
         "on_data",
@@ -120,7 +120,7 @@ class _StreamProtocol(asyncio.Protocol):
         self.write_waiters: list[asyncio.Future[None]] = []
         self.lost_waiter: asyncio.Future[None] | None = None
         self.on_data: Callable[[bytes], bool] | None = None
-        self.kicked = False
+        self.interrupted = False
 
     # asyncio.Protocol --------------------------------------------------------
 
@@ -150,7 +150,7 @@ class _StreamProtocol(asyncio.Protocol):
 
     def eof_received(self) -> bool:
         self.eof = True
-        self._wake_reader()
+        self.wake_reader()
         return True  # stay open: we may still write (half-close)
 
     def pause_writing(self) -> None:
@@ -158,30 +158,30 @@ class _StreamProtocol(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self.write_paused = False
-        self._wake_writers()
+        self.wake_writers()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True
         if exc is not None:
             self.exception = exc
         self.write_paused = False
-        self._wake_reader()
-        self._wake_writers()
+        self.wake_reader()
+        self.wake_writers()
         waiter, self.lost_waiter = self.lost_waiter, None
         _wake(waiter)
 
     # helpers -------------------------------------------------------------------
 
-    def kick(self) -> None:
-        """Make a waiting ``receive`` return ``b""`` (see ``set_data_callback``)."""
-        self.kicked = True
-        self._wake_reader()
+    def interrupt(self) -> None:
+        """Make the waiting (or next) ``receive`` raise ``ReceiveInterrupted``."""
+        self.interrupted = True
+        self.wake_reader()
 
-    def _wake_reader(self) -> None:
+    def wake_reader(self) -> None:
         waiter, self.read_waiter = self.read_waiter, None
         _wake(waiter)
 
-    def _wake_writers(self) -> None:
+    def wake_writers(self) -> None:
         waiters = self.write_waiters
         if waiters:
             self.write_waiters = []
@@ -229,7 +229,7 @@ class _BufferedStreamProtocol(_StreamProtocol, asyncio.BufferedProtocol):
         self.data_received(bytes(self.read_buffer[:nbytes]))
 
 
-class AsyncioSocketStream(anyio.abc.SocketStream, InlineStream):
+class AsyncioSocketStream(anyio.abc.SocketStream, Transport):
     """An :class:`anyio.abc.SocketStream` on an asyncio transport (see the module doc)."""
 
     def __init__(
@@ -270,9 +270,9 @@ class AsyncioSocketStream(anyio.abc.SocketStream, InlineStream):
             return protocol.take(max_bytes)
         self._streak = 0
         while not protocol.buffer:
-            if protocol.kicked:
-                protocol.kicked = False
-                return b""
+            if protocol.interrupted:
+                protocol.interrupted = False
+                raise ReceiveInterrupted
             if self._closed:
                 raise anyio.ClosedResourceError
             if protocol.lost:
@@ -293,29 +293,23 @@ class AsyncioSocketStream(anyio.abc.SocketStream, InlineStream):
 
     # handling input in the protocol callback ------------------------------------
 
-    def set_data_callback(self, callback: Callable[[bytes], bool] | None) -> None:
-        """Offer arriving bytes to ``callback`` first, synchronously (tcpkit's fast path).
+    def set_data_callback(self, callback: Callable[[bytes], bool] | None) -> bool:
+        """Offer arriving bytes to ``callback`` first, in the protocol's ``data_received``.
 
-        When bytes arrive while none are buffered, ``callback(data)`` runs in
-        the protocol's ``data_received``; if it returns ``True`` it has
-        consumed them and no task is woken. It returns ``False`` (consuming
-        nothing) whenever the bytes must go to ``receive`` as usual. A
-        callback that needs its task (an error to report, output to wait for)
-        calls :meth:`kick`: the waiting (or next) ``receive`` returns ``b""``,
-        which is never data (the end of the stream still raises
-        ``EndOfStream``).
+        See :meth:`tcpkit._transport.Transport.set_data_callback`; always taken here.
         """
         self._protocol.on_data = callback
+        return True
 
-    def kick(self) -> None:
-        """Wake the task waiting in ``receive`` with ``b""`` (see :meth:`set_data_callback`)."""
-        self._protocol.kick()
+    def interrupt_receive(self) -> None:
+        """Make the waiting (or next) ``receive`` raise ``ReceiveInterrupted``."""
+        self._protocol.interrupt()
 
-    def write_nowait(self, data: bytes) -> bool:
+    def write(self, data: bytes) -> bool:
         """Hand ``data`` to the transport without waiting.
 
         Returns ``True`` if every byte went to the OS, ``False`` if some are
-        still in the transport's buffer (``await send(b"")`` waits for them).
+        still in the transport's buffer (:meth:`drain` waits for them).
 
         Raises:
             BrokenResourceError: the connection is closed or failed.
@@ -331,6 +325,34 @@ class AsyncioSocketStream(anyio.abc.SocketStream, InlineStream):
             raise anyio.BrokenResourceError from self._protocol.exception
         return not self._protocol.write_paused
 
+    @property
+    def buffered(self) -> int:
+        """Bytes in the transport's buffer, not yet handed to the OS."""
+        return self._transport.get_write_buffer_size()
+
+    async def drain(self) -> None:
+        """Wait until the transport's buffer is empty.
+
+        Raises:
+            ClosedResourceError: this stream was closed.
+            BrokenResourceError: the connection failed (the rest is lost).
+        """
+        protocol = self._protocol
+        while protocol.write_paused:
+            waiter = self._loop.create_future()
+            protocol.write_waiters.append(waiter)
+            await waiter
+        if self._closed:
+            raise anyio.ClosedResourceError
+        if protocol.lost or self._transport.is_closing():
+            # The write failed (asyncio closes the transport and reports it through
+            # connection_lost) or the connection died while bytes were queued.
+            raise anyio.BrokenResourceError from protocol.exception
+
+    @property
+    def stream(self) -> anyio.abc.ByteStream:
+        return self
+
     # sending -------------------------------------------------------------------
 
     async def send(self, item: bytes) -> None:
@@ -343,7 +365,6 @@ class AsyncioSocketStream(anyio.abc.SocketStream, InlineStream):
             ClosedResourceError: this stream was closed.
             BrokenResourceError: the connection failed (the data may be lost).
         """
-        transport = self._transport
         protocol = self._protocol
         self._streak += 1
         if self._streak > STREAK:
@@ -351,24 +372,10 @@ class AsyncioSocketStream(anyio.abc.SocketStream, InlineStream):
             await asyncio.sleep(0)  # fairness; nothing is written yet, so safe to cancel
         if self._closed:
             raise anyio.ClosedResourceError
-        if protocol.lost or transport.is_closing():
-            raise anyio.BrokenResourceError from protocol.exception
-        try:
-            transport.write(item)
-        except RuntimeError as exc:  # uvloop: the transport is closed
-            raise anyio.BrokenResourceError from exc
+        self.write(item)
         if protocol.write_paused:
             self._streak = 0
-        while protocol.write_paused:
-            waiter = self._loop.create_future()
-            protocol.write_waiters.append(waiter)
-            await waiter
-        if self._closed:
-            raise anyio.ClosedResourceError
-        if protocol.lost or transport.is_closing():
-            # The write failed (asyncio closes the transport and reports it through
-            # connection_lost) or the connection died while bytes were queued.
-            raise anyio.BrokenResourceError from protocol.exception
+            await self.drain()
 
     async def send_eof(self) -> None:
         """Half-close: the peer reads EOF once the bytes already sent have gone out.
@@ -399,8 +406,8 @@ class AsyncioSocketStream(anyio.abc.SocketStream, InlineStream):
                 transport.abort()  # only the rest of an unfinished send is left
             else:
                 transport.close()
-            protocol._wake_reader()  # pyright: ignore[reportPrivateUsage]
-            protocol._wake_writers()  # pyright: ignore[reportPrivateUsage]
+            protocol.wake_reader()
+            protocol.wake_writers()
         if not protocol.lost:
             # The transport closes the socket on the next loop turn: wait for it,
             # so that a closed stream holds no file descriptor.
@@ -440,9 +447,7 @@ class AsyncioSocketListener(anyio.abc.SocketListener):
     like); a closed listener raises ``ClosedResourceError``.
     """
 
-    def __init__(
-        self, listener: anyio.abc.SocketListener, poller: BusyPoller | None = None
-    ) -> None:
+    def __init__(self, listener: anyio.abc.Listener[Any], poller: BusyPoller | None = None) -> None:
         self._listener = listener
         self._sock: socket.socket = listener.extra(SocketAttribute.raw_socket)
         self._poll = poller.kick if poller is not None else None  # for every protocol
@@ -468,7 +473,7 @@ class AsyncioSocketListener(anyio.abc.SocketListener):
 
     @property
     def extra_attributes(self) -> Mapping[Any, Callable[[], Any]]:
-        return self._listener.extra_attributes
+        return listener_attributes(self._sock)
 
     def _readable(self) -> None:
         waiter = self._waiter
@@ -624,33 +629,3 @@ def _finish(coro: Coroutine[Any, Any, Any], waiting_for: Any) -> Generator[Any, 
             waiting_for = coro.send(sent) if error is None else coro.throw(error)
         except StopIteration as done:
             return done.value
-
-
-def fast_listener(
-    listener: anyio.abc.SocketListener, poller: BusyPoller | None = None
-) -> anyio.abc.SocketListener:
-    """``listener`` wrapped in the fast listener of the running backend.
-
-    :class:`AsyncioSocketListener` on asyncio (and uvloop),
-    :class:`tcpkit._trio_stream.TrioSocketListener` on trio. Returns
-    ``listener`` itself when it is not a plain socket listener (no raw socket)
-    or on any other event loop. Its streams tell ``poller`` about every read
-    that brings bytes (:meth:`tcpkit._busy_poll.BusyPoller.kick`).
-    """
-    if listener.extra(SocketAttribute.raw_socket, None) is None:
-        return listener
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        pass
-    else:
-        return AsyncioSocketListener(listener, poller)
-    try:
-        import trio
-
-        trio.lowlevel.current_task()
-    except (ImportError, RuntimeError):
-        return listener
-    from ._trio_stream import TrioSocketListener
-
-    return TrioSocketListener(listener, poller)

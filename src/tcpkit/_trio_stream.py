@@ -14,7 +14,7 @@ one checkpoint is taken (before any byte moves, so it is safe to cancel).
 close code relies on it. :class:`TrioSocketListener` accepts from the
 listening socket the same way and returns :class:`TrioSocketStream` objects.
 
-The inline mode (:class:`tcpkit._socket.InlineStream`, as on asyncio): with
+The inline mode (``Transport.set_data_callback``, as on asyncio): with
 a data callback set, a stream whose task waits in ``receive`` is watched by
 the listener's :class:`Reactor` instead of by trio. The reactor is one task
 with an epoll instance of its own (in trio's, as one file descriptor): per
@@ -36,7 +36,8 @@ import trio
 from anyio.abc import SocketAttribute
 
 from ._busy_poll import BusyPoller
-from ._socket import InlineStream, convert_address, socket_attributes
+from ._socket import convert_address, listener_attributes, socket_attributes
+from ._transport import ReceiveInterrupted, Transport
 
 __all__ = ["STREAK", "Reactor", "TrioSocketListener", "TrioSocketStream"]
 
@@ -91,7 +92,7 @@ class Reactor:
                 for fd, _ in epoll.poll(0, _MAX_EVENTS):
                     stream = streams.get(fd)
                     if stream is not None:
-                        stream._on_readable()  # pyright: ignore[reportPrivateUsage]
+                        stream.on_readable()
                 if polling is not None and polling():
                     await trio.lowlevel.checkpoint()  # other tasks run; then poll again
                 else:
@@ -100,7 +101,7 @@ class Reactor:
             self._running = False
             for fd, stream in list(streams.items()):
                 self.unwatch(fd)
-                stream._reactor_gone()  # pyright: ignore[reportPrivateUsage]
+                stream.reactor_gone()
             self._epoll = None
             epoll.close()
 
@@ -113,7 +114,7 @@ def _socket_attributes(sock: socket.socket) -> dict[Any, Callable[[], Any]]:
     return socket_attributes(sock, sock.family, convert_address(sock.getsockname()), peer)
 
 
-class TrioSocketStream(anyio.abc.SocketStream, InlineStream):
+class TrioSocketStream(anyio.abc.SocketStream, Transport):
     """An :class:`anyio.abc.SocketStream` on a connected non-blocking socket, for trio."""
 
     def __init__(
@@ -136,10 +137,11 @@ class TrioSocketStream(anyio.abc.SocketStream, InlineStream):
         self._watched = -1  # the file descriptor the reactor watches, or -1
         self._waiter: trio.lowlevel.Task | None = None  # a task waiting in receive
         self._buffer = b""  # read by the reactor, for receive
-        self._kicked = False
+        self._interrupted = False  # interrupt_receive() was called
+        self._wait_scope: trio.CancelScope | None = None  # a receive waiting in trio's wait
         self._eof = False
         self._error: BaseException | None = None  # a failed read in the reactor
-        self._unsent: memoryview | None = None  # what write_nowait could not send
+        self._unsent: memoryview | None = None  # what write() could not send
 
     async def receive(self, max_bytes: int = 65536) -> bytes:
         """Return the bytes the kernel has; wait (a cancellation point) only if it has none.
@@ -200,10 +202,21 @@ class TrioSocketStream(anyio.abc.SocketStream, InlineStream):
             self._receiving = False
 
     async def _wait_readable(self) -> None:
-        try:
-            await trio.lowlevel.wait_readable(self._sock)
-        except trio.ClosedResourceError:
-            raise anyio.ClosedResourceError from None
+        """Wait until the socket is readable, or until :meth:`interrupt_receive`."""
+        if self._interrupted:
+            self._interrupted = False
+            raise ReceiveInterrupted
+        with trio.CancelScope() as scope:
+            self._wait_scope = scope
+            try:
+                await trio.lowlevel.wait_readable(self._sock)
+            except trio.ClosedResourceError:
+                raise anyio.ClosedResourceError from None
+            finally:
+                self._wait_scope = None
+        if scope.cancelled_caught:
+            self._interrupted = False
+            raise ReceiveInterrupted
 
     def _take(self, max_bytes: int) -> bytes:
         data = self._buffer
@@ -215,25 +228,28 @@ class TrioSocketStream(anyio.abc.SocketStream, InlineStream):
 
     # the inline mode -----------------------------------------------------------
 
-    def set_data_callback(self, callback: Callable[[bytes], bool] | None) -> None:
-        """Offer arriving bytes to ``callback`` first, in the reactor (see ``InlineStream``).
+    def set_data_callback(self, callback: Callable[[bytes], bool] | None) -> bool:
+        """Offer arriving bytes to ``callback`` first, in the reactor (see ``Transport``).
 
         Without a running reactor (a stream not from a serving listener) this
-        does nothing: bytes reach ``receive`` as usual.
+        does nothing and returns ``False``: bytes reach ``receive`` as usual.
         """
         if callback is not None and (self._reactor is None or not self._reactor.running):
-            return
+            return False
         self._on_data = callback
         if callback is None:
             self._unwatch()
+        return True
 
-    def kick(self) -> None:
-        """Make the waiting (or next) ``receive`` return ``b""``."""
-        self._kicked = True
+    def interrupt_receive(self) -> None:
+        """Make the waiting (or next) ``receive`` raise ``ReceiveInterrupted``."""
+        self._interrupted = True
         self._wake()
+        if self._wait_scope is not None:
+            self._wait_scope.cancel()
 
-    def write_nowait(self, data: bytes) -> bool:
-        """Send what the kernel takes now; ``False`` if the rest waits for ``send(b"")``.
+    def write(self, data: bytes) -> bool:
+        """Send what the kernel takes now; ``False`` if the rest waits for :meth:`drain`.
 
         Raises:
             BrokenResourceError: the connection is closed or failed.
@@ -254,14 +270,43 @@ class TrioSocketStream(anyio.abc.SocketStream, InlineStream):
             return False
         return True
 
+    @property
+    def buffered(self) -> int:
+        """Bytes :meth:`write` could not send yet."""
+        return 0 if self._unsent is None else len(self._unsent)
+
+    async def drain(self) -> None:
+        """Send what :meth:`write` left, waiting while the kernel's buffer is full.
+
+        Raises:
+            ClosedResourceError: this stream was closed.
+            BrokenResourceError: the connection failed.
+            BusyResourceError: another task is sending.
+        """
+        if self._sending:
+            raise anyio.BusyResourceError("writing to")
+        self._sending = True
+        try:
+            if self._closed:
+                raise anyio.ClosedResourceError
+            unsent, self._unsent = self._unsent, None
+            if unsent is not None:
+                await self._send_rest(unsent, 0)
+        finally:
+            self._sending = False
+
+    @property
+    def stream(self) -> anyio.abc.ByteStream:
+        return self
+
     async def _receive_inline(self) -> bytes | None:
         """Wait for the reactor; ``None``: the inline mode ended, wait as usual instead."""
         while True:
             if self._closed:
                 raise anyio.ClosedResourceError
-            if self._kicked:
-                self._kicked = False
-                return b""
+            if self._interrupted:
+                self._interrupted = False
+                raise ReceiveInterrupted
             if self._buffer or self._error is not None or self._eof:
                 return None  # receive hands them out
             reactor = self._reactor
@@ -290,12 +335,12 @@ class TrioSocketStream(anyio.abc.SocketStream, InlineStream):
             self._reactor.unwatch(self._watched)
         self._watched = -1
 
-    def _reactor_gone(self) -> None:
+    def reactor_gone(self) -> None:
         self._watched = -1
         self._on_data = None
         self._wake()
 
-    def _on_readable(self) -> None:
+    def on_readable(self) -> None:
         """The reactor saw the socket readable: read it, for the callback or the waiting task."""
         if self._waiter is None:  # nobody waits: stop watching until a receive does
             self._unwatch()
@@ -346,7 +391,7 @@ class TrioSocketStream(anyio.abc.SocketStream, InlineStream):
                 await trio.lowlevel.checkpoint()
             if self._closed:
                 raise anyio.ClosedResourceError
-            if self._unsent is not None:  # left by write_nowait: first
+            if self._unsent is not None:  # left by write(): first
                 item = bytes(self._unsent) + item
                 self._unsent = None
             if not item:
@@ -361,29 +406,6 @@ class TrioSocketStream(anyio.abc.SocketStream, InlineStream):
                 await self._send_rest(memoryview(item), sent)
         finally:
             self._sending = False
-
-    def send_nowait(self, item: bytes) -> int:
-        """Write what the kernel takes now, without waiting; return how many bytes that was.
-
-        The caller sends the rest with :meth:`send`.
-
-        Raises:
-            ClosedResourceError: this stream was closed.
-            BrokenResourceError: the connection failed.
-            BusyResourceError: another task is sending.
-        """
-        if self._sending:
-            raise anyio.BusyResourceError("writing to")
-        if self._closed:
-            raise anyio.ClosedResourceError
-        if self._unsent is not None:  # it goes first: send() sends both
-            return 0
-        try:
-            return self._sock.send(item)
-        except BlockingIOError:
-            return 0
-        except OSError as exc:
-            raise anyio.BrokenResourceError from exc
 
     async def _send_rest(self, view: memoryview, sent: int) -> None:
         sock = self._sock
@@ -448,9 +470,7 @@ class TrioSocketListener(anyio.abc.SocketListener):
     like); a closed listener raises ``ClosedResourceError``.
     """
 
-    def __init__(
-        self, listener: anyio.abc.SocketListener, poller: BusyPoller | None = None
-    ) -> None:
+    def __init__(self, listener: anyio.abc.Listener[Any], poller: BusyPoller | None = None) -> None:
         self._listener = listener
         self._sock: socket.socket = listener.extra(SocketAttribute.raw_socket)
         self._poll = poller.kick if poller is not None else None  # handed to every stream
@@ -471,7 +491,7 @@ class TrioSocketListener(anyio.abc.SocketListener):
 
     @property
     def extra_attributes(self) -> Mapping[Any, Callable[[], Any]]:
-        return self._listener.extra_attributes
+        return listener_attributes(self._sock)
 
     async def accept(self) -> anyio.abc.SocketStream:
         """Accept one connection; waits (a cancellation point) only when none is pending.

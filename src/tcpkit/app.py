@@ -19,13 +19,15 @@ from typing_extensions import TypedDict, Unpack
 
 from .codecs.base import Codec, CodecSpec, resolve_codec
 from .codecs.lines import Lines
-from .connection import Connection, ConnectionConfig, WriteBuffer
+from .connection import Connection
 from .exceptions import RegistrationError
 from .handlers import Handler, handler
+from .settings import Handlers, Settings, WriteBuffer
 
 if TYPE_CHECKING:
     import socket
 
+    from .observer import Observer
     from .server import ListenConfig, Server
 
 __all__ = ["App", "AppOptions"]
@@ -63,8 +65,6 @@ _DEFAULT_HOST: str = _Default("127.0.0.1")
 _DEFAULT_PORT: int = _DefaultPort(12345)
 _DEFAULT_START_PORT: int = _DefaultPort(0)
 
-_DEFAULT_WRITE_BUFFER = (1024 * 1024, 256 * 1024, 64 * 1024 * 1024)
-_DEFAULT_BUSY_POLL = 100e-6
 
 # The handlers of a default connection: a custom acceptor leaves them uncalled.
 _CONNECTION_HANDLERS = (
@@ -194,43 +194,55 @@ class App(Generic[In, Out]):
         connection_class: type[Connection[Any, Any]] = Connection,
         shutdown_on_error: bool = True,
         idle_timeout: float | None = None,
-        write_buffer: tuple[int, int, int] = _DEFAULT_WRITE_BUFFER,
+        write_buffer: tuple[int, int, int] = (1048576, 262144, 67108864),
         setup_timeout: float | None = 10.0,
         proxy_protocol: bool = False,
-        busy_poll: float | None = _DEFAULT_BUSY_POLL,
+        busy_poll: float | None = 0.0001,
     ) -> None:
         base: Codec[Any, Any] = resolve_codec(codec) if codec is not None else Lines()
-        self.input_codec: Codec[Any, Any] = (
-            resolve_codec(input_codec) if input_codec is not None else base
+        self._settings = Settings(
+            input_codec=resolve_codec(input_codec) if input_codec is not None else base,
+            output_codec=resolve_codec(output_codec) if output_codec is not None else base,
+            name=name,
+            max_connections=max_connections,
+            state=state,
+            client_args=tuple(client_args),
+            listener_args=tuple(listener_args),
+            connection_class=connection_class,
+            shutdown_on_error=shutdown_on_error,
+            idle_timeout=idle_timeout,
+            write_buffer=WriteBuffer(*write_buffer),
+            setup_timeout=setup_timeout,
+            proxy_protocol=proxy_protocol,
+            busy_poll=busy_poll,
         )
-        self.output_codec: Codec[Any, Any] = (
-            resolve_codec(output_codec) if output_codec is not None else base
-        )
-        if max_connections is not None and max_connections < 0:
-            raise ValueError("max_connections must be None or >= 0")
-        if idle_timeout is not None and idle_timeout <= 0:
-            raise ValueError("idle_timeout must be None or > 0")
-        if not issubclass(connection_class, Connection):  # pyright: ignore[reportUnnecessaryIsInstance]
-            raise TypeError("connection_class must be a subclass of tcpkit.Connection")
-        if busy_poll is not None and not 0 <= busy_poll <= 1:
-            raise ValueError("busy_poll must be None or between 0 and 1 (seconds)")
-        if state is not None and not callable(state):
-            raise TypeError("state must be a zero-argument factory (a class or a function)")
-        self.name = name
-        self.max_connections = max_connections
-        self.state = state
-        self.client_args = tuple(client_args)
-        self.listener_args = tuple(listener_args)
-        self.connection_class = connection_class
-        self.shutdown_on_error = shutdown_on_error
-        self.idle_timeout = idle_timeout
-        self.write_buffer = WriteBuffer(*write_buffer)
-        self.setup_timeout = setup_timeout
-        self.proxy_protocol = proxy_protocol
-        self.busy_poll = busy_poll
         self._handlers: dict[str, Handler] = {}
         self._events: dict[str, Handler] = {}
-        self._frozen = False
+        self._frozen: Handlers | None = None
+
+    @property
+    def settings(self) -> Settings:
+        """Every option of this app, validated and frozen (see :class:`~tcpkit.Settings`).
+
+        Run with other options by passing ``settings=app.settings.replace(...)``
+        to :meth:`start`, :meth:`serve` or :meth:`run`; the app itself never changes.
+        """
+        return self._settings
+
+    @property
+    def name(self) -> str:
+        """The server's name in logs (POE Alias)."""
+        return self._settings.name
+
+    @property
+    def input_codec(self) -> Codec[In, Any]:
+        """The codec of input (what ``on_input`` receives)."""
+        return self._settings.input_codec
+
+    @property
+    def output_codec(self) -> Codec[Any, Out]:
+        """The codec of output (what ``send``/``put`` take)."""
+        return self._settings.output_codec
 
     def __repr__(self) -> str:
         return (
@@ -240,7 +252,7 @@ class App(Generic[In, Out]):
     # -- registration --------------------------------------------------------
 
     def _add(self, kind: str, func: Callable[..., Any]) -> None:
-        if self._frozen:
+        if self._frozen is not None:
             raise RegistrationError(
                 f"cannot register {kind}: the app is already serving "
                 "(register every handler before starting it)"
@@ -317,7 +329,7 @@ class App(Generic[In, Out]):
         Raises:
             RegistrationError: the app is serving, or ``name`` already has a handler.
         """
-        if self._frozen:
+        if self._frozen is not None:
             raise RegistrationError(f"cannot register event {name!r}: the app is already serving")
         if not isinstance(name, str) or not name:  # pyright: ignore[reportUnnecessaryIsInstance]
             raise TypeError("an event name must be a non-empty string")
@@ -427,53 +439,42 @@ class App(Generic[In, Out]):
 
     # -- freezing and running ----------------------------------------------------
 
-    def _freeze(self) -> None:
-        self._frozen = True
-
     @property
     def frozen(self) -> bool:
         """True once the app has started serving (registration is closed)."""
+        return self._frozen is not None
+
+    @property
+    def handlers(self) -> Handlers:
+        """The registered handlers; reading this closes registration (as serving does)."""
+        if self._frozen is None:
+            h = self._handlers
+            self._frozen = Handlers(
+                pre_connect=h.get("pre_connect"),
+                on_connect=h.get("on_connect"),
+                on_input=h.get("on_input"),
+                on_disconnect=h.get("on_disconnect"),
+                on_error=h.get("on_error"),
+                on_flushed=h.get("on_flushed"),
+                events=dict(self._events),
+                acceptor=h.get("acceptor"),
+                on_started=h.get("on_started"),
+                on_stopped=h.get("on_stopped"),
+                on_listen_error=h.get("on_listen_error"),
+            )
         return self._frozen
 
-    def _connection_config(self) -> ConnectionConfig:
-        h = self._handlers
-        return ConnectionConfig(
-            name=self.name,
-            input_codec=self.input_codec,
-            output_codec=self.output_codec,
-            on_connect=h.get("on_connect"),
-            on_input=h.get("on_input"),
-            on_disconnect=h.get("on_disconnect"),
-            on_error=h.get("on_error"),
-            on_flushed=h.get("on_flushed"),
-            events=dict(self._events),
-            client_args=self.client_args,
-            shutdown_on_error=self.shutdown_on_error,
-            idle_timeout=self.idle_timeout,
-            write_buffer=self.write_buffer,
-            state=self.state,
-        )
+    def make_server(
+        self, settings: Settings | None = None, observers: Sequence[Observer] = ()
+    ) -> Server[In, Out]:
+        """A :class:`~tcpkit.Server` for this app, not running yet (closes registration).
 
-    def _make_server(self) -> Server[In, Out]:
-        from .server import Server, ServerHandlers
+        ``await server.running(...)`` runs it; :meth:`start`, :meth:`serve`
+        and :meth:`run` do all of that for you.
+        """
+        from .server import Server
 
-        self._freeze()
-        h = self._handlers
-        handlers = ServerHandlers(
-            connection=self._connection_config(),
-            connection_class=self.connection_class,
-            pre_connect=h.get("pre_connect"),
-            acceptor=h.get("acceptor"),
-            on_started=h.get("on_started"),
-            on_stopped=h.get("on_stopped"),
-            on_listen_error=h.get("on_listen_error"),
-            listener_args=self.listener_args,
-            max_connections=self.max_connections,
-            setup_timeout=self.setup_timeout,
-            proxy_protocol=self.proxy_protocol,
-            busy_poll=self.busy_poll,
-        )
-        return Server(self.name, handlers)
+        return Server(settings or self._settings, self.handlers, observers)
 
     @asynccontextmanager
     async def start(
@@ -487,6 +488,9 @@ class App(Generic[In, Out]):
         backlog: int = 1024,
         uds_mode: int | None = None,
         sockets: Sequence[socket.socket] = (),
+        listeners: Sequence[anyio.abc.Listener[anyio.abc.ByteStream]] = (),
+        settings: Settings | None = None,
+        observers: Sequence[Observer] = (),
     ) -> AsyncGenerator[Server[In, Out], None]:
         """Bind, start serving, and yield the running :class:`~tcpkit.Server`.
 
@@ -496,15 +500,19 @@ class App(Generic[In, Out]):
         from ``server.port``). With ``uds`` alone, only the Unix socket listens;
         ``uds_mode`` (e.g. ``0o660``) sets its permissions. ``sockets`` are
         already bound, listening sockets to serve as well (the server takes
-        ownership); given alone, only they are served.
+        ownership), and ``listeners`` any anyio listeners of byte streams (an
+        in-memory one in tests); given alone, only they are served.
+        ``settings`` replaces :attr:`settings` for this run; ``observers`` see
+        it from outside (see :mod:`tcpkit.observer`).
 
         Raises:
             ServerError: an address could not be bound.
         """
-        server = self._make_server()
-        async with server._running(  # pyright: ignore[reportPrivateUsage]
-            _listen_config(host, port, uds, ssl, reuse_port, backlog, uds_mode, sockets)
-        ):
+        server = self.make_server(settings, observers)
+        listen = _listen_config(
+            host, port, uds, ssl, reuse_port, backlog, uds_mode, sockets, listeners
+        )
+        async with server.running(listen):
             yield server
 
     async def serve(
@@ -518,22 +526,28 @@ class App(Generic[In, Out]):
         backlog: int = 1024,
         uds_mode: int | None = None,
         sockets: Sequence[socket.socket] = (),
+        listeners: Sequence[anyio.abc.Listener[anyio.abc.ByteStream]] = (),
+        settings: Settings | None = None,
+        observers: Sequence[Observer] = (),
         handle_signals: bool = False,
         drain_timeout: float = 30.0,
         task_status: anyio.abc.TaskStatus[Server[In, Out]] = anyio.TASK_STATUS_IGNORED,
     ) -> None:
         """Serve until the server is shut down, inside an existing anyio program.
 
-        With ``handle_signals=True`` (what :meth:`run` and the CLI use),
-        SIGINT/SIGTERM start a graceful shutdown bounded by ``drain_timeout``;
-        a second signal aborts at once. ``task_status.started(server)`` is
-        reported once every listener is bound.
+        The arguments are :meth:`start`'s, and: with ``handle_signals=True``
+        (what :meth:`run` and the CLI use), SIGINT/SIGTERM start a graceful
+        shutdown bounded by ``drain_timeout``; a second signal aborts at once.
+        ``task_status.started(server)`` is reported once every listener is bound.
+
+        Raises:
+            ServerError: an address could not be bound.
         """
         from .runner import serve_until_stopped
 
         await serve_until_stopped(
-            self._make_server(),
-            _listen_config(host, port, uds, ssl, reuse_port, backlog, uds_mode, sockets),
+            self.make_server(settings, observers),
+            _listen_config(host, port, uds, ssl, reuse_port, backlog, uds_mode, sockets, listeners),
             handle_signals=handle_signals,
             drain_timeout=drain_timeout,
             task_status=task_status,
@@ -544,22 +558,18 @@ class App(Generic[In, Out]):
         host: str | Sequence[str] | None = _DEFAULT_HOST,
         port: int | None = _DEFAULT_PORT,
         *,
-        uds: str | None = None,
         backend: str = "asyncio",
         backend_options: dict[str, Any] | None = None,
-        ssl: _ssl.SSLContext | None = None,
-        reuse_port: bool = False,
-        backlog: int = 1024,
-        uds_mode: int | None = None,
-        sockets: Sequence[socket.socket] = (),
         drain_timeout: float = 30.0,
+        **options: Any,
     ) -> None:
         """Serve until SIGINT/SIGTERM; blocks. The same defaults as the CLI.
 
         ``backend`` is ``"asyncio"`` or ``"trio"``;
         ``backend_options={"use_uvloop": True}`` selects uvloop. The first
         signal starts a graceful shutdown (``grace=0``, flushing bounded by
-        ``drain_timeout``); a second one aborts.
+        ``drain_timeout``); a second one aborts. The other keyword arguments
+        are :meth:`serve`'s (``uds``, ``ssl``, ``settings``...).
 
         Raises:
             ServerError: an address could not be bound.
@@ -572,13 +582,8 @@ class App(Generic[In, Out]):
             backend_options=backend_options,
             host=host,
             port=port,
-            uds=uds,
-            ssl=ssl,
-            reuse_port=reuse_port,
-            backlog=backlog,
-            uds_mode=uds_mode,
-            sockets=sockets,
             drain_timeout=drain_timeout,
+            **options,
         )
 
 
@@ -589,14 +594,15 @@ def _listen_config(
     ssl: _ssl.SSLContext | None,
     reuse_port: bool,
     backlog: int,
-    uds_mode: int | None = None,
-    sockets: Sequence[socket.socket] = (),
+    uds_mode: int | None,
+    sockets: Sequence[socket.socket],
+    listeners: Sequence[anyio.abc.Listener[anyio.abc.ByteStream]],
 ) -> ListenConfig:
     from .server import ListenConfig
 
     defaults = host is _DEFAULT_HOST and (port is _DEFAULT_PORT or port is _DEFAULT_START_PORT)
-    if (uds is not None or sockets) and defaults:
-        port = None  # a Unix socket or given sockets alone, unless a TCP address was asked for
+    if (uds is not None or sockets or listeners) and defaults:
+        port = None  # only those, unless a TCP address was asked for
     return ListenConfig(
         host=host,
         port=port,
@@ -606,6 +612,7 @@ def _listen_config(
         backlog=backlog,
         uds_mode=uds_mode,
         sockets=tuple(sockets),
+        listeners=tuple(listeners),
     )
 
 

@@ -174,16 +174,17 @@ def _run(args: argparse.Namespace) -> int:
         return _fail(f"{exc}: {type(cause).__name__}: {cause}")
     except AppImportError as exc:
         return _fail(str(exc))
+    changes: dict[str, Any] = {}
     if args.max_connections is not None:
-        if args.max_connections < 0:
-            return _fail("--max-connections must be >= 0")
-        app.max_connections = args.max_connections
+        changes["max_connections"] = args.max_connections
     if args.proxy_protocol:
-        app.proxy_protocol = True
+        changes["proxy_protocol"] = True
     if args.busy_poll is not None:
-        if not 0 <= args.busy_poll <= 1:
-            return _fail("--busy-poll must be between 0 and 1 (seconds)")
-        app.busy_poll = args.busy_poll
+        changes["busy_poll"] = args.busy_poll
+    try:
+        settings = app.settings.replace(**changes)
+    except (ValueError, TypeError) as exc:
+        return _fail(f"--{str(exc).replace('_', '-')}")  # names the flag
     hosts: list[str] | None = args.host
     host: str | list[str] = "127.0.0.1" if not hosts else hosts[0] if len(hosts) == 1 else hosts
     port: int | None = args.port
@@ -199,7 +200,7 @@ def _run(args: argparse.Namespace) -> int:
 
         def started(self, value: Server[Any, Any] | None = None) -> None:
             assert value is not None
-            where = ", ".join(value._describe_addresses())  # pyright: ignore[reportPrivateUsage]
+            where = ", ".join(value.describe_addresses())
             if value.port is not None:  # "tcp 127.0.0.1:12345"; a Unix socket alone is "unix:..."
                 where = f"{'tls' if context is not None else 'tcp'} {where}"
             print(
@@ -214,6 +215,7 @@ def _run(args: argparse.Namespace) -> int:
             port,
             uds=args.uds,
             ssl=context,
+            settings=settings,
             handle_signals=True,
             drain_timeout=args.drain_timeout,
             task_status=_Started(),

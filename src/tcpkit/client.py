@@ -101,15 +101,24 @@ class Channel(anyio.abc.ObjectReceiveStream[In], anyio.abc.ObjectSendStream[Out]
     Args:
         stream: the byte stream to frame.
         codec: its framing: a codec, a codec class, or ``(class, kwargs)``.
+        opener: how :meth:`reconnect` opens a new stream (:func:`connect` sets it).
+        reconnect: the back-off :meth:`reconnect` retries with.
 
     Raises:
         TypeError: ``codec`` is not a codec.
     """
 
-    def __init__(self, stream: anyio.abc.ByteStream, codec: CodecSpec[In, Out]) -> None:
+    def __init__(
+        self,
+        stream: anyio.abc.ByteStream,
+        codec: CodecSpec[In, Out],
+        *,
+        opener: Callable[[], Awaitable[anyio.abc.ByteStream]] | None = None,
+        reconnect: Reconnect | None = None,
+    ) -> None:
         self._codec: Codec[In, Out] = resolve_codec(codec)
-        self._opener: Callable[[], Awaitable[anyio.abc.ByteStream]] | None = None
-        self._reconnect: Reconnect | None = None
+        self._opener = opener
+        self._reconnect = reconnect
         self._use(stream)
 
     def _use(self, stream: anyio.abc.ByteStream) -> None:
@@ -324,9 +333,8 @@ async def _connected(
     codec: Codec[In, Out],
     reconnect: Reconnect | None,
 ) -> AsyncGenerator[Channel[In, Out], None]:
-    channel = Channel(await _open_with_retry(opener, reconnect), codec)
-    channel._opener = opener  # pyright: ignore[reportPrivateUsage]
-    channel._reconnect = reconnect  # pyright: ignore[reportPrivateUsage]
+    stream = await _open_with_retry(opener, reconnect)
+    channel = Channel(stream, codec, opener=opener, reconnect=reconnect)
     try:
         yield channel
     finally:

@@ -62,7 +62,7 @@ async def serve_until_stopped(
     task_status: anyio.abc.TaskStatus[Server[In, Out]] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve until ``server.shutdown()`` completes (or a signal stops it)."""
-    async with server._running(listen):  # pyright: ignore[reportPrivateUsage]
+    async with server.running(listen):
         task_status.started(server)
         async with anyio.create_task_group() as tg:
             if handle_signals and threading.current_thread() is threading.main_thread():

@@ -1,11 +1,16 @@
 """The master listening session: listeners, accept loops, connection bookkeeping.
 
-One task group per server holds one accept loop per listening socket, and a
-task pool inside it (see ``_tasks``: native tasks, cheaper to start) one task
-per connection. An accept loop waits for a free slot *before* calling
-``accept`` (so with ``max_connections`` reached, waiting clients stay in the
-kernel backlog), backs off on resource exhaustion (EMFILE and friends, logged
-once per burst), and ignores per-connection accept failures.
+One task group per server holds one accept loop per listener, and a task
+pool inside it (see ``_tasks``: native tasks, cheaper to start) one task per
+connection. The server serves any anyio ``Listener`` of byte streams: the
+sockets it binds (through the backend's fast listener, see ``_listeners``),
+sockets it is given, and listeners it is given (``tcpkit.testing``'s
+in-memory one, or a user's).
+
+An accept loop waits for a free slot *before* calling ``accept`` (so with
+``max_connections`` reached, waiting clients stay in the kernel backlog),
+backs off on resource exhaustion (EMFILE and friends, logged once per
+burst), and ignores per-connection accept failures.
 """
 
 from __future__ import annotations
@@ -13,12 +18,11 @@ from __future__ import annotations
 import errno
 import functools
 import logging
-import math
 import os
 import socket
 import ssl as _ssl
 import sys
-from collections.abc import AsyncGenerator, Generator, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Generator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
@@ -27,64 +31,32 @@ import anyio
 import anyio.abc
 from anyio.abc import SocketAttribute
 
-from ._asyncio_stream import fast_listener
+from . import _setup
 from ._busy_poll import busy_poller
-from ._tasks import TaskPool, open_task_pool
-from .connection import Connection, ConnectionConfig, current_connection
-from .exceptions import (
-    ConnectionClosed,
-    ProxyProtocolError,
-    RegistrationError,
-    ServerError,
-    SetupTimeout,
-)
-from .handlers import Handler, call
+from ._listeners import AcceptingListener, accepts, serve_listener
+from ._tasks import open_task_pool
+from .connection import Connection, ServerContext, current_connection
+from .exceptions import ConnectionClosed, RegistrationError, ServerError
+from .handlers import call
+from .observer import Observer, Observers
+from .settings import Handlers, Settings
 from .stats import ServerStats
 
 if sys.version_info < (3, 11):  # pragma: no cover
     from exceptiongroup import BaseExceptionGroup
 
-__all__ = ["ListenConfig", "Server", "ServerHandlers"]
+__all__ = ["ListenConfig", "Server"]
 
 In = TypeVar("In")
 Out = TypeVar("Out")
 
 logger = logging.getLogger("tcpkit.server")
 
-_RESOURCE_ERRNOS = frozenset(
-    {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
-)  # back off and retry
 _PER_CONNECTION_ERRNOS = frozenset(
     {errno.ECONNABORTED, errno.ECONNRESET, errno.EPROTO, errno.EPERM, errno.ETIMEDOUT}
 )  # the client went away before accept returned: ignore quietly
-_PEER_SETUP_ERRORS = (
-    OSError,
-    anyio.BrokenResourceError,
-    anyio.EndOfStream,
-    _ssl.SSLError,
-    ProxyProtocolError,
-)  # a failed setup caused by the client: logged at INFO without a traceback
 _BACKOFF_START = 0.1
 _BACKOFF_MAX = 1.0
-
-
-@dataclass(frozen=True)
-class ServerHandlers:
-    """The server-level handlers and settings, frozen when serving starts."""
-
-    connection: ConnectionConfig
-    connection_class: type[Connection[Any, Any]] = Connection
-    pre_connect: Handler | None = None
-    acceptor: Handler | None = None
-    on_started: Handler | None = None
-    on_stopped: Handler | None = None
-    on_listen_error: Handler | None = None
-    listener_args: tuple[Any, ...] = ()
-    max_connections: int | None = None
-    setup_timeout: float | None = 10.0
-    proxy_protocol: bool = False
-    busy_poll: float | None = None
-    """Seconds the loop may keep polling after a read (see tcpkit._busy_poll); None: off."""
 
 
 @dataclass(frozen=True)
@@ -100,6 +72,8 @@ class ListenConfig:
     uds_mode: int | None = None
     sockets: Sequence[socket.socket] = ()
     """Already bound and listening sockets to serve too (the ``--workers`` supervisor's)."""
+    listeners: Sequence[anyio.abc.Listener[anyio.abc.ByteStream]] = ()
+    """anyio listeners to serve too (e.g. ``tcpkit.testing``'s in-memory one)."""
 
 
 @contextmanager
@@ -129,6 +103,15 @@ def _find_errno(exc: BaseException) -> int | None:
     return None
 
 
+def describe_address(address: tuple[str, int] | str) -> str:
+    """``127.0.0.1:80``, ``[::1]:80`` or ``unix:/path``."""
+    if isinstance(address, str):
+        return f"unix:{address}"
+    if ":" in address[0]:
+        return f"[{address[0]}]:{address[1]}"
+    return f"{address[0]}:{address[1]}"
+
+
 class Server(Generic[In, Out]):
     """A running server (POE's master listening session and its HEAP).
 
@@ -137,17 +120,20 @@ class Server(Generic[In, Out]):
     connection as ``conn.server``.
     """
 
-    def __init__(self, name: str, handlers: ServerHandlers) -> None:
-        self.name = name
+    def __init__(
+        self, settings: Settings, handlers: Handlers, observers: Sequence[Observer] = ()
+    ) -> None:
+        self.name = settings.name
         self.stats = ServerStats()
         self.addresses: list[tuple[str, int] | str] = []
+        self._settings = settings
         self._handlers = handlers
-        self._config = handlers.connection
-        self._max_connections = handlers.max_connections
+        self._observer = Observers(observers)
+        self._max_connections = settings.max_connections
         self._connections: dict[int, Connection[In, Out]] = {}
         self._next_id = 1
-        self._slots: int = 0  # sockets accepted or about to be (gates accept)
-        self._listeners: list[anyio.abc.SocketListener] = []
+        self._slots: int = 0  # connections accepted or about to be (gates accept)
+        self._listeners: list[anyio.abc.Listener[anyio.abc.ByteStream]] = []  # bound or given
         self._accept_scopes: set[anyio.CancelScope] = set()  # scopes of waiting accept loops
         self._slot_event = anyio.Event()
         self._all_done = anyio.Event()
@@ -156,11 +142,21 @@ class Server(Generic[In, Out]):
         self._stopped_event = anyio.Event()
         self._grace_expired = False
         self._tg: anyio.abc.TaskGroup | None = None
-        self._pool: TaskPool | None = None  # connection tasks (see _tasks)
+        self._context: ServerContext | None = None  # while serving
         self._ssl: _ssl.SSLContext | None = None
         self._owned_paths: list[str] = []  # Unix socket files to remove at the end
 
     # -- POE HEAP / public state --------------------------------------------
+
+    @property
+    def settings(self) -> Settings:
+        """The settings this server runs with."""
+        return self._settings
+
+    @property
+    def handlers(self) -> Handlers:
+        """The handlers this server runs."""
+        return self._handlers
 
     @property
     def port(self) -> int | None:
@@ -172,7 +168,7 @@ class Server(Generic[In, Out]):
 
     @property
     def connection_count(self) -> int:
-        """Open sockets, from accept to close (setup included)."""
+        """Open connections, from accept to close (setup included)."""
         return self.stats.current
 
     @property
@@ -189,6 +185,10 @@ class Server(Generic[In, Out]):
     def closing(self) -> bool:
         """True once :meth:`shutdown` has begun."""
         return self._closing
+
+    def describe_addresses(self) -> list[str]:
+        """The bound addresses as text: ``127.0.0.1:80``, ``[::1]:80``, ``unix:/path``."""
+        return [describe_address(address) for address in self.addresses]
 
     def set_max_connections(self, n: int | None) -> None:
         """Change the concurrency limit at run time (POE ``set_concurrency``).
@@ -225,7 +225,7 @@ class Server(Generic[In, Out]):
                 or not the connection exists (a mistake in the program, not a
                 race).
         """
-        if event not in self._config.events:
+        if event not in self._handlers.events:
             raise RegistrationError(f"no handler registered for event {event!r}")
         conn = self._connections.get(conn_id)
         if conn is None:
@@ -265,8 +265,8 @@ class Server(Generic[In, Out]):
         Awaited from a handler of one of this server's connections (a "quit"
         command in ``on_input``, POE's shutdown from ``on_disconnect``), it
         returns once every *other* connection has ended: the calling
-        connection ends after its handler returns (it is shut down like the
-        others), then ``on_stopped`` runs, and ``serve()`` or the
+        connection is shut down like the others and ends after its handler
+        returns, then ``on_stopped`` runs, and ``serve()`` or the
         ``app.start()`` block can finish.
         """
         me = current_connection()
@@ -378,24 +378,25 @@ class Server(Generic[In, Out]):
         given = list(listen.sockets)
         socks: list[socket.socket] = []
         try:
-            socks = await anyio.to_thread.run_sync(
-                functools.partial(
-                    _binding.open_sockets,
-                    listen.host,
-                    listen.port,
-                    listen.uds,
-                    uds_mode=listen.uds_mode,
-                    reuse_port=listen.reuse_port,
-                    backlog=listen.backlog,
+            if listen.port is not None or listen.uds is not None:
+                socks = await anyio.to_thread.run_sync(
+                    functools.partial(
+                        _binding.open_sockets,
+                        listen.host,
+                        listen.port,
+                        listen.uds,
+                        uds_mode=listen.uds_mode,
+                        reuse_port=listen.reuse_port,
+                        backlog=listen.backlog,
+                    )
                 )
-            )
             socks += given
             given = []
             while socks:
-                listener = await anyio.abc.SocketListener.from_socket(socks[0])  # owns it now
+                bound = await anyio.abc.SocketListener.from_socket(socks[0])  # owns it now
                 socks.pop(0)
-                self._listeners.append(listener)
-                local = listener.extra(SocketAttribute.local_address)
+                self._listeners.append(bound)
+                local = bound.extra(SocketAttribute.local_address)
                 if isinstance(local, tuple):
                     self.addresses.append((str(local[0]), int(local[1])))
                 else:
@@ -415,6 +416,7 @@ class Server(Generic[In, Out]):
             if self._handlers.on_listen_error is not None:  # else the caller reports it
                 await self._listen_error(error)
             raise error from exc
+        self._listeners.extend(listen.listeners)
 
     async def _listen_error(self, exc: BaseException) -> None:
         h = self._handlers.on_listen_error
@@ -429,37 +431,27 @@ class Server(Generic[In, Out]):
     # -- running -----------------------------------------------------------
 
     @asynccontextmanager
-    async def _running(
-        self, listen: ListenConfig | None, drain_timeout: float | None = 10.0
+    async def running(
+        self, listen: ListenConfig, drain_timeout: float | None = 10.0
     ) -> AsyncGenerator[Server[In, Out], None]:
         """Bind, start accepting, yield; on exit shut down (grace 0) and stop.
 
-        On exit, connections still flushing after ``drain_timeout`` seconds
-        (clients that stopped reading) are closed at once.
+        What ``app.start()`` and ``app.serve()`` use. On exit, connections
+        still flushing after ``drain_timeout`` seconds (clients that stopped
+        reading) are closed at once.
+
+        Raises:
+            ServerError: an address could not be bound.
         """
-        if listen is not None:
-            await self._bind(listen)  # before the task group: a ServerError stays plain
+        await self._bind(listen)  # before the task group: a ServerError stays plain
         try:
             with _unwrap_single():
                 async with anyio.create_task_group() as tg, open_task_pool(tg) as pool:
                     self._tg = tg
-                    self._pool = pool
-                    poller = busy_poller(self._handlers.busy_poll, self.stats)
-                    if poller is not None:
-                        tg.start_soon(poller.run)
-                    # The backend's fast path (see _asyncio_stream): same API, fewer checkpoints.
-                    self._listeners = [fast_listener(lsn, poller) for lsn in self._listeners]
-                    for listener in self._listeners:
-                        tg.start_soon(self._accept_loop, listener)
-                        reactor = getattr(listener, "run_reactor", None)  # trio's (_trio_stream)
-                        if reactor is not None:
-                            tg.start_soon(reactor)
-                    if self._handlers.on_started is not None:
-                        await call(self._handlers.on_started, self, *self._handlers.listener_args)
-                    if listen is not None:
-                        logger.info(
-                            "%s: listening on %s", self.name, ", ".join(self._describe_addresses())
-                        )
+                    self._context = ServerContext(
+                        self, self._settings, self._handlers, self.stats, self._observer, pool
+                    )
+                    await self._start_accepting(tg)
                     try:
                         yield self
                     finally:
@@ -468,9 +460,24 @@ class Server(Generic[In, Out]):
                         tg.cancel_scope.cancel()
         finally:
             self._tg = None
-            self._pool = None
+            self._context = None
             with anyio.CancelScope(shield=True):
                 await self._run_stopped()
+
+    async def _start_accepting(self, tg: anyio.abc.TaskGroup) -> None:
+        poller = busy_poller(self._settings.busy_poll, self.stats)
+        if poller is not None:
+            tg.start_soon(poller.run)
+        served = [serve_listener(listener, poller) for listener in self._listeners]
+        self._listeners = [s.listener for s in served]
+        for s in served:
+            tg.start_soon(self._serve_listener, s.listener)
+            if s.background is not None:
+                tg.start_soon(s.background)
+        if self._handlers.on_started is not None:
+            await call(self._handlers.on_started, self, *self._settings.listener_args)
+        if self.addresses:
+            logger.info("%s: listening on %s", self.name, ", ".join(self.describe_addresses()))
 
     async def _run_stopped(self) -> None:
         """Run on_stopped once; every caller returns after it has run."""
@@ -485,19 +492,11 @@ class Server(Generic[In, Out]):
                         await call(self._handlers.on_stopped, self)
                     except Exception as exc:
                         logger.exception("%s: on_stopped raised", self.name, exc_info=exc)
+                        self._observer.unhandled_error(exc, "on_stopped", None)
         finally:
             self._stopped_event.set()
 
-    def _describe_addresses(self) -> list[str]:
-        out: list[str] = []
-        for address in self.addresses:
-            if isinstance(address, str):
-                out.append(f"unix:{address}")
-            elif ":" in address[0]:
-                out.append(f"[{address[0]}]:{address[1]}")
-            else:
-                out.append(f"{address[0]}:{address[1]}")
-        return out
+    # -- accepting -----------------------------------------------------------------
 
     def _has_slot(self) -> bool:
         limit = self._max_connections
@@ -508,17 +507,35 @@ class Server(Generic[In, Out]):
             self._slot_event.set()
             self._slot_event = anyio.Event()
 
-    async def _accept_loop(self, listener: anyio.abc.SocketListener) -> None:
+    async def _serve_listener(self, listener: anyio.abc.Listener[anyio.abc.ByteStream]) -> None:
+        accepting = accepts(listener)
+        if accepting is not None:
+            await self._accept_loop(accepting)
+        else:  # a listener that only serves: connections wait for a slot once accepted
+            await listener.serve(self._admit)
+
+    async def _admit(self, stream: anyio.abc.ByteStream) -> None:
+        """Serve ``stream`` (from a serving listener) once a slot is free; close it on shutdown."""
+        while not self._closing and not self._has_slot():
+            await self._slot_event.wait()
+        if self._closing:
+            with anyio.CancelScope(shield=True):
+                await stream.aclose()
+            return
+        self._slots += 1
+        self.stats.current += 1
+        self.stats.total += 1
+        await self._handle(stream, self._new_id())
+
+    async def _accept_loop(
+        self, listener: anyio.abc.SocketListener | AcceptingListener[anyio.abc.ByteStream]
+    ) -> None:
         """Accept while there are free slots: one cancel scope per stretch, not per accept.
 
         ``set_max_connections`` and ``shutdown`` cancel the scope to stop an
-        accept that is waiting. A slot is reserved before each ``accept`` (so
-        several listeners cannot overshoot the limit) and given back if no
-        connection came of it.
+        accept that is waiting.
         """
-        backoff = _BACKOFF_START
-        in_burst = False
-        stats = self.stats
+        backoff = _Backoff(self.name, self._accept_failed)
         while not self._closing:
             if not self._has_slot():
                 await self._slot_event.wait()
@@ -528,40 +545,39 @@ class Server(Generic[In, Out]):
             try:
                 with scope:
                     while not self._closing and self._has_slot():
-                        self._slots += 1
-                        stream: anyio.abc.SocketStream | None = None
-                        error: BaseException | None = None
-                        try:
-                            stream = await listener.accept()
-                        except (anyio.ClosedResourceError, anyio.BrokenResourceError, OSError) as e:
-                            error = e
-                        finally:
-                            if stream is None:
-                                self._slots -= 1
-                        if stream is not None:
-                            if in_burst:
-                                logger.info("%s: accepting again", self.name)
-                                in_burst = False
-                                backoff = _BACKOFF_START
-                            stats.current += 1
-                            stats.total += 1
-                            assert self._pool is not None
-                            self._pool.start_soon(self._handle, stream, self._new_id())
-                            continue
-                        if self._closing or isinstance(error, anyio.ClosedResourceError):
+                        if not await self._accept_one(listener, backoff):
                             return
-                        assert error is not None
-                        code = _find_errno(error)
-                        if code in _PER_CONNECTION_ERRNOS:
-                            logger.debug("%s: accept failed for one client: %s", self.name, error)
-                            continue
-                        if not in_burst:  # report once per burst, not once per attempt
-                            in_burst = True
-                            await self._accept_failed(error, code)
-                        await anyio.sleep(backoff)
-                        backoff = min(backoff * 2, _BACKOFF_MAX)
             finally:
                 self._accept_scopes.discard(scope)
+
+    async def _accept_one(
+        self,
+        listener: anyio.abc.SocketListener | AcceptingListener[anyio.abc.ByteStream],
+        backoff: _Backoff,
+    ) -> bool:
+        """Accept one connection and start it; ``False`` once the listener is closed.
+
+        A slot is reserved before ``accept`` (so several listeners cannot
+        overshoot the limit) and given back if no connection came of it.
+        """
+        self._slots += 1
+        try:
+            stream = await listener.accept()
+        except (anyio.ClosedResourceError, anyio.BrokenResourceError, OSError) as error:
+            self._slots -= 1
+            if self._closing or isinstance(error, anyio.ClosedResourceError):
+                return False
+            await backoff.failed(error)
+            return True
+        except BaseException:
+            self._slots -= 1
+            raise
+        backoff.succeeded()
+        self.stats.current += 1
+        self.stats.total += 1
+        assert self._context is not None
+        self._context.pool.start_soon(self._handle, stream, self._new_id())
+        return True
 
     async def _accept_failed(self, error: BaseException, code: int | None) -> None:
         if self._handlers.on_listen_error is not None:
@@ -573,37 +589,6 @@ class Server(Generic[In, Out]):
                 self.name,
                 os.strerror(code) if code else error,
             )
-
-    def _serve_stream(self, stream: anyio.abc.ByteStream) -> None:
-        """Serve a stream that came from no listener (``tcpkit.testing``'s in-memory clients).
-
-        The stream is treated like a connection in the kernel backlog: it waits
-        for a free slot (``max_connections``), is then counted in ``stats`` like
-        an accepted socket, and is run to its end by :meth:`_handle` in the
-        server's task group. If the server starts closing before a slot frees
-        up, the stream is closed unserved (as the kernel resets the backlog of
-        a closed listener). Never blocks.
-
-        Raises:
-            ServerError: the server is not running.
-        """
-        tg = self._tg
-        if tg is None:
-            raise ServerError(f"{self.name}: the server is not running")
-
-        async def admit() -> None:
-            while not self._closing and not self._has_slot():
-                await self._slot_event.wait()
-            if self._closing:
-                with anyio.CancelScope(shield=True):
-                    await stream.aclose()
-                return
-            self._slots += 1
-            self.stats.current += 1
-            self.stats.total += 1
-            await self._handle(stream, self._new_id())
-
-        tg.start_soon(admit)
 
     def _release_slot(self) -> None:
         self._slots -= 1
@@ -617,6 +602,8 @@ class Server(Generic[In, Out]):
         self._next_id += 1
         return conn_id
 
+    # -- connections ----------------------------------------------------------------
+
     async def _handle(self, stream: anyio.abc.ByteStream, conn_id: int) -> None:
         """Run one accepted stream to its end. The slot is held until then."""
         try:
@@ -629,23 +616,28 @@ class Server(Generic[In, Out]):
         finally:
             self._release_slot()
 
+    async def _set_up(
+        self, stream: anyio.abc.ByteStream
+    ) -> tuple[anyio.abc.ByteStream, tuple[str, int] | None]:
+        """PROXY header and TLS (``setup_timeout`` is the caller's)."""
+        return await _setup.set_up_stream(stream, self._settings, self._ssl)
+
     async def _run_acceptor(self, stream: anyio.abc.ByteStream) -> None:
         """A custom acceptor gets the stream after the same setup (PROXY header, TLS)."""
         assert self._handlers.acceptor is not None
         remote = stream.extra(SocketAttribute.remote_address, None)
         try:
             try:
-                with self._setup_deadline():
-                    used, source = await self._setup_stream(stream)
+                with _setup.setup_deadline(self._settings.setup_timeout):
+                    used, source = await self._set_up(stream)
             except Exception as exc:
-                await self._reject(stream, self._setup_error(exc), repr(remote))
+                await self._reject(stream, exc, repr(remote))
                 return
-            if source is not None:
-                remote = source
             try:
-                await call(self._handlers.acceptor, used, remote)
+                await call(self._handlers.acceptor, used, source or remote)
             except Exception as exc:
                 logger.exception("%s: acceptor raised", self.name, exc_info=exc)
+                self._observer.unhandled_error(exc, "acceptor", None)
             finally:
                 with anyio.CancelScope(shield=True):
                     await used.aclose()
@@ -653,85 +645,33 @@ class Server(Generic[In, Out]):
             with anyio.CancelScope(shield=True):
                 await stream.aclose()
 
-    @property
-    def _needs_setup(self) -> bool:
-        """Whether connections have setup steps (PROXY header, TLS, pre_connect)."""
-        h = self._handlers
-        return h.proxy_protocol or self._ssl is not None or h.pre_connect is not None
-
-    @contextmanager
-    def _setup_deadline(self) -> Generator[None, None, None]:
-        """``setup_timeout`` over the setup steps (a ``TimeoutError`` past it)."""
-        if not self._needs_setup:  # no cancel scope and timer per connection
-            yield
-            return
-        timeout = self._handlers.setup_timeout
-        with anyio.fail_after(timeout if timeout is not None else math.inf):
-            yield
-
-    def _setup_error(self, exc: Exception) -> Exception:
-        if isinstance(exc, TimeoutError):
-            return SetupTimeout(f"setup took over {self._handlers.setup_timeout} s")
-        return exc
-
-    async def _setup_stream(
-        self, stream: anyio.abc.ByteStream
-    ) -> tuple[anyio.abc.ByteStream, tuple[str, int] | None]:
-        """PROXY header, then TLS: the stream to use and the real client (from PROXY), if any."""
-        source: tuple[str, int] | None = None
-        if self._handlers.proxy_protocol:
-            from .proxy import read_proxy_header
-
-            stream, source = await read_proxy_header(stream)
-        if self._ssl is not None:
-            from anyio.streams.tls import TLSStream
-
-            stream = await TLSStream.wrap(
-                stream, server_side=True, ssl_context=self._ssl, standard_compatible=False
-            )
-        return stream, source
-
-    async def _setup(
-        self, conn: Connection[In, Out], stream: anyio.abc.ByteStream
-    ) -> anyio.abc.ByteStream | None:
-        """PROXY header, TLS, pre_connect. Returns the stream to use, or None to reject."""
-        stream, source = await self._setup_stream(stream)
-        if source is not None:
-            conn._set_remote(*source)  # pyright: ignore[reportPrivateUsage]
-        h = self._handlers.pre_connect
-        if h is not None:
-            result = await call(h, conn, stream)
-            if result is None or result is False:
-                return None
-            if result is not True:
-                if not isinstance(result, anyio.abc.ByteStream):
-                    raise TypeError(
-                        "pre_connect must return None/False, True or an anyio ByteStream, "
-                        f"got {result!r}"
-                    )
-                stream = result
-        return stream
-
     async def _run_connection(self, stream: anyio.abc.ByteStream, conn_id: int) -> None:
-        conn = self._handlers.connection_class(self, self._config, stream, conn_id, self.stats)
+        context = self._context
+        assert context is not None
+        pre = self._handlers.pre_connect
         used: anyio.abc.ByteStream | None = stream
+        source: tuple[str, int] | None = None
+        conn: Connection[In, Out] | None = None
         try:
-            with self._setup_deadline():
-                used = await self._setup(conn, stream) if self._needs_setup else stream
+            if _setup.needs_setup(self._settings, self._ssl, pre):  # else no timer per connection
+                with _setup.setup_deadline(self._settings.setup_timeout):
+                    used, source = await self._set_up(stream)
+                    conn = self._settings.connection_class(context, conn_id, used, source)
+                    if pre is not None:
+                        used = await _setup.pre_connect(pre, conn, used)
         except Exception as exc:
-            await self._reject(stream, self._setup_error(exc), repr(conn))
+            await self._reject(stream, exc, repr(conn) if conn is not None else f"#{conn_id}")
             return
         if used is None:
-            logger.debug("%s: %r rejected by pre_connect", self.name, conn)
             await self._reject(stream, None, repr(conn))
             return
-        conn._stream = used  # pyright: ignore[reportPrivateUsage]
+        if conn is None:
+            conn = self._settings.connection_class(context, conn_id, used)
         if self._grace_expired:
             conn.shutdown()
         self._connections[conn_id] = conn
-        assert self._pool is not None
         try:
-            await conn._serve(self._pool)  # pyright: ignore[reportPrivateUsage]
+            await conn.serve(used)
         finally:
             del self._connections[conn_id]
 
@@ -739,18 +679,45 @@ class Server(Generic[In, Out]):
         self, stream: anyio.abc.ByteStream, exc: BaseException | None, who: str
     ) -> None:
         self.stats.rejected += 1
-        if exc is None:
-            pass
-        elif isinstance(exc, SetupTimeout):
-            logger.info("%s: %s %s", self.name, who, exc)
-        elif isinstance(exc, _PEER_SETUP_ERRORS):  # the peer's fault: one quiet line
-            cause = exc.__cause__ or exc.__context__
-            detail = str(exc) or (f"{type(cause).__name__}: {cause}" if cause else "")
-            logger.info("%s: %s setup failed: %s %s", self.name, who, type(exc).__name__, detail)
-        else:  # a bug in pre_connect or in our own code: show it
-            logger.error("%s: %s setup failed", self.name, who, exc_info=exc)
+        remote = stream.extra(SocketAttribute.remote_address, None)  # the peer that connected
+        if _setup.log_rejection(self.name, who, exc) and exc is not None:
+            self._observer.unhandled_error(exc, "pre_connect", None)
+        self._observer.connection_rejected(remote, exc)
         with anyio.CancelScope(shield=True):
             try:
                 await stream.aclose()
             except (OSError, anyio.BrokenResourceError):
                 pass
+
+
+class _Backoff:
+    """Accept errors: a per-connection one is ignored; any other backs off (EMFILE...).
+
+    Resource exhaustion is reported once per burst (not per attempt), and the
+    loop sleeps from 0.1 s, doubling up to 1 s, until an accept succeeds.
+    """
+
+    def __init__(
+        self, name: str, report: Callable[[BaseException, int | None], Awaitable[None]]
+    ) -> None:
+        self._name = name
+        self._report = report
+        self._delay = _BACKOFF_START
+        self._in_burst = False
+
+    def succeeded(self) -> None:
+        if self._in_burst:
+            logger.info("%s: accepting again", self._name)
+            self._in_burst = False
+            self._delay = _BACKOFF_START
+
+    async def failed(self, error: BaseException) -> None:
+        code = _find_errno(error)
+        if code in _PER_CONNECTION_ERRNOS:
+            logger.debug("%s: accept failed for one client: %s", self._name, error)
+            return
+        if not self._in_burst:  # report once per burst, not once per attempt
+            self._in_burst = True
+            await self._report(error, code)
+        await anyio.sleep(self._delay)
+        self._delay = min(self._delay * 2, _BACKOFF_MAX)

@@ -51,6 +51,7 @@ from .app import App
 from .exceptions import ServerError
 from .importer import import_from_string
 from .server import Server
+from .settings import Settings
 
 __all__ = ["EXIT_BOOT_FAILED", "WORKER_COMMAND", "WorkerSettings", "supervise", "worker_main"]
 
@@ -316,13 +317,19 @@ def _load_app(settings: WorkerSettings) -> App[Any, Any]:
     if not isinstance(obj, App):
         raise TypeError(f"{settings.app!r} is not a tcpkit App but {type(obj).__name__}")
     app: App[Any, Any] = obj  # pyright: ignore[reportUnknownVariableType]
-    if settings.max_connections is not None:
-        app.max_connections = settings.max_connections
-    if settings.proxy_protocol:
-        app.proxy_protocol = True
-    if settings.busy_poll is not None:
-        app.busy_poll = settings.busy_poll
     return app
+
+
+def _app_settings(app: App[Any, Any], settings: WorkerSettings) -> Settings:
+    """The app's settings with the command line's overrides."""
+    changes: dict[str, Any] = {}
+    if settings.max_connections is not None:
+        changes["max_connections"] = settings.max_connections
+    if settings.proxy_protocol:
+        changes["proxy_protocol"] = True
+    if settings.busy_poll is not None:
+        changes["busy_poll"] = settings.busy_poll
+    return app.settings.replace(**changes)
 
 
 def _ssl_context(settings: WorkerSettings) -> ssl.SSLContext | None:
@@ -335,6 +342,7 @@ def _ssl_context(settings: WorkerSettings) -> ssl.SSLContext | None:
 
 async def _serve_worker(
     app: App[Any, Any],
+    app_settings: Settings,
     socks: list[socket.socket],
     context: ssl.SSLContext | None,
     drain_timeout: float,
@@ -344,7 +352,9 @@ async def _serve_worker(
         async with anyio.create_task_group() as tg:
 
             async def serve(*, task_status: anyio.abc.TaskStatus[Server[Any, Any]]) -> None:
-                await app.serve(sockets=socks, ssl=context, task_status=task_status)
+                await app.serve(
+                    sockets=socks, ssl=context, settings=app_settings, task_status=task_status
+                )
                 tg.cancel_scope.cancel()  # the server has stopped: stop watching
 
             server: Server[Any, Any] = await tg.start(serve)
@@ -396,7 +406,14 @@ def worker_main(argv: Sequence[str]) -> int:
     options = {"use_uvloop": True} if settings.use_uvloop else {}
     try:
         anyio.run(
-            functools.partial(_serve_worker, app, socks, context, settings.drain_timeout),
+            functools.partial(
+                _serve_worker,
+                app,
+                _app_settings(app, settings),
+                socks,
+                context,
+                settings.drain_timeout,
+            ),
             backend=settings.backend,
             backend_options=options,
         )

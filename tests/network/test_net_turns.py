@@ -19,6 +19,7 @@ import anyio.abc
 import pytest
 
 from tcpkit import App, Connection, FrameError, Lines, Raw
+from tcpkit._transport import Transport
 
 pytestmark = pytest.mark.anyio
 
@@ -265,23 +266,15 @@ async def test_an_async_handler_that_does_not_wait_still_gets_one_write_per_read
 
     @app.on_connect
     def spy(conn: Connection[str, str]) -> None:
-        stream = conn._stream  # pyright: ignore[reportPrivateUsage]
-        real_send, real_write = stream.send, getattr(stream, "write_nowait", None)
+        stream = conn.stream
+        assert isinstance(stream, Transport)  # tcpkit's own socket streams are transports
+        real_write = stream.write
 
-        async def send(data: bytes) -> None:
+        def write(data: bytes) -> bool:
             sends.append(data)
-            await real_send(data)
+            return real_write(data)
 
-        stream.send = send  # type: ignore[method-assign]
-        if real_write is not None:
-
-            def write_nowait(data: bytes) -> bool:
-                sends.append(data)
-                return bool(real_write(data))
-
-            stream.write_nowait = write_nowait  # type: ignore[attr-defined]
-        if hasattr(stream, "send_nowait"):
-            stream.send_nowait = lambda data: 0  # type: ignore[attr-defined]  # -> send()
+        stream.write = write  # type: ignore[method-assign]
 
     @app.on_input
     async def echo(conn: Connection[str, str], line: str) -> None:

@@ -3,6 +3,8 @@
 :class:`TestClient` (and :class:`TestServer` for several clients) drives an
 app through its real pipeline over in-memory streams, on asyncio or trio;
 :func:`live_server` serves it on loopback for tests that need a real socket.
+:class:`MemoryListener` is the in-memory listener under them, for tests that
+want to serve an app to in-memory streams of their own.
 
 :func:`check_codec` needs hypothesis (``pip install hypothesis``). It is
 imported on first use, so ``import tcpkit.testing`` works without it.
@@ -12,15 +14,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ._client import (
-    LiveServer,
-    MemoryByteStream,
-    TestClient,
-    TestServer,
-    client_codec,
-    live_server,
-    memory_stream_pair,
-)
+from ._client import LiveServer, TestClient, TestServer, client_codec, live_server
+from ._memory import MemoryByteStream, MemoryListener, memory_stream_pair
 
 if TYPE_CHECKING:
     from ._codecs import check_codec
@@ -28,6 +23,7 @@ if TYPE_CHECKING:
 __all__ = [
     "LiveServer",
     "MemoryByteStream",
+    "MemoryListener",
     "TestClient",
     "TestServer",
     "check_codec",

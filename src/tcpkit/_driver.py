@@ -1,0 +1,449 @@
+"""The one driver: runs a connection's :class:`~tcpkit._session.Session` over its transport.
+
+Every connection, on every backend and stream, is driven by this code:
+
+* The connection's task loops on the session's turn function: a turn
+  handles everything buffered (handlers run), its output leaves in **one
+  write**, then the task reads again. What the turn asks for next is done
+  here: await an ``async def`` handler's coroutine, wait for a resume, close.
+* Where the transport can (tcpkit's own socket streams), a turn runs right in
+  its data callback while the task waits in ``receive``: no task switch per
+  read. The callback runs only what needs no ``await``; anything else (a
+  coroutine to await, output the kernel could not take yet, an event) wakes
+  the task with ``interrupt_receive``.
+* An ``async def`` handler that waits (a lock, a timer, a database) first
+  lets what it queued so far go out, in a helper task, as does output queued
+  from outside the connection's turns (``broadcast``, ``post``...).
+* The end: flush, then linger (half-close and drop input until the client's
+  end of stream, so the kernel sends a FIN and not a reset that could
+  destroy the last bytes), report a socket error, close, ``on_disconnect``.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+import types
+from collections.abc import Awaitable, Callable, Coroutine, Generator
+from contextvars import ContextVar
+from typing import TYPE_CHECKING, Any
+
+import anyio
+
+from ._session import Next, Session, State
+from ._transport import ReceiveInterrupted, StreamTransport, Transport, socket_error
+from .exceptions import ConnectionClosed
+from .handlers import call
+
+if TYPE_CHECKING:
+    from ._tasks import TaskPool
+    from .connection import Connection
+    from .observer import Observer
+    from .settings import Settings
+    from .stats import ServerStats
+
+__all__ = ["Driver", "current_connection"]
+
+logger = logging.getLogger("tcpkit.connection")
+
+_SOCKET_ERRORS = (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError)
+_current: ContextVar[Connection[Any, Any] | None] = ContextVar("tcpkit_connection", default=None)
+
+
+def current_connection() -> Connection[Any, Any] | None:
+    """The connection whose handler is running now, or ``None`` outside handlers."""
+    return _current.get()
+
+
+class Driver:
+    """Runs one connection (see the module doc). Its task calls :meth:`run`."""
+
+    def __init__(
+        self,
+        conn: Connection[Any, Any],
+        session: Session,
+        transport: Transport,
+        settings: Settings,
+        stats: ServerStats,
+        pool: TaskPool,
+        observer: Observer,
+    ) -> None:
+        self._conn = conn
+        self._session = session
+        self._transport = transport
+        self._settings = settings
+        self._stats = stats
+        self._pool = pool
+        self._observer = observer
+        self._reading = False  # the task waits in receive: a data callback may run a turn
+        self._writing = False  # a write (and its drain) is under way
+        self._flush_scheduled = False
+        self._change: anyio.Event | None = None
+        self._helpers: set[anyio.CancelScope] = set()  # one per running helper task
+        self._scope = anyio.CancelScope()  # the current phase's; close() cancels it
+
+    @property
+    def transport(self) -> Transport:
+        return self._transport
+
+    # -- the connection's task ------------------------------------------------------
+
+    async def run(self) -> None:
+        """Run the connection to its end: on_connect, turns, the graceful close, on_disconnect."""
+        _current.set(self._conn)  # for this task (a task has a context of its own)
+        try:
+            with self._scope:
+                await self._turns()
+        finally:
+            await self._finish()
+
+    async def _turns(self) -> None:
+        session = self._session
+        h = session.handlers.on_input
+        inline = (h is None or not h.is_async) and self._settings.idle_timeout is None
+        transport = self._transport
+        inline = inline and transport.set_data_callback(self._on_data)
+        try:
+            nxt = session.start()
+            while True:
+                if nxt is Next.CALL:
+                    await self._run_call()
+                else:
+                    await self._write_out()
+                    if nxt is Next.CLOSE:
+                        return
+                    if nxt is Next.READ:
+                        await self._read()
+                    elif session.paused and not session.has_work:
+                        await self._wait_change()
+                nxt = session.advance()
+        finally:
+            if inline:
+                transport.set_data_callback(None)
+
+    async def _read(self) -> None:
+        session = self._session
+        if not session.idle or session.paused:  # work came in meanwhile: no wait
+            return
+        self._reading = True
+        try:
+            data = await self._receive()
+        except ReceiveInterrupted:
+            return
+        except anyio.EndOfStream:
+            session.feed_eof()
+            return
+        except _SOCKET_ERRORS as exc:
+            if session.state is State.OPEN:
+                session.fail(exc)
+            return
+        finally:
+            self._reading = False
+        if data is None:  # no input for idle_timeout seconds
+            logger.info("%s: idle timeout, shutting down", session.log_prefix)
+            session.shutdown()
+            return
+        self._stats.bytes_in += len(data)
+        session.feed(data)
+
+    async def _receive(self) -> bytes | None:
+        """The next input, or ``None`` after ``idle_timeout`` seconds without any."""
+        idle = self._settings.idle_timeout
+        if idle is None:
+            return await self._transport.receive(self._settings.read_size)
+        with anyio.move_on_after(idle):
+            return await self._transport.receive(self._settings.read_size)
+        return None
+
+    # -- the inline fast path ---------------------------------------------------------
+
+    def _on_data(self, data: bytes) -> bool:
+        """A turn run in the transport's data callback (see the module doc)."""
+        session = self._session
+        transport = self._transport
+        if not self._reading or self._writing or not session.idle or transport.buffered:
+            return False  # the task takes it
+        self._stats.bytes_in += len(data)
+        token = _current.set(self._conn)
+        try:
+            session.feed(data)
+            nxt = session.advance()
+        finally:
+            _current.reset(token)
+        wake = nxt is not Next.READ  # the task does what needs an await
+        out = session.take_output() if not wake else b""
+        if out:
+            try:
+                done = transport.write(out)
+            except _SOCKET_ERRORS as exc:
+                session.fail(exc)
+                done = False
+            else:
+                self._stats.bytes_out += len(out)
+                if done:
+                    session.flushed()
+            wake = not done  # the task drains it (or closes)
+        if wake or not session.idle:
+            transport.interrupt_receive()
+        return True
+
+    # -- handler coroutines -------------------------------------------------------------
+
+    async def _run_call(self) -> None:
+        session = self._session
+        coro = session.call
+        assert coro is not None
+        try:
+            await self._drive(coro)
+        except Exception as exc:
+            session.call_done(exc)
+        except BaseException:
+            session.call_done()
+            raise
+        else:
+            session.call_done()
+
+    @types.coroutine
+    def _drive(self, coro: Coroutine[Any, Any, Any]) -> Generator[Any, Any, None]:
+        """Run ``coro`` as ``await coro`` would, letting output go out whenever it waits.
+
+        While it runs without waiting, its output joins the turn's one write.
+        """
+        session = self._session
+        step: Callable[[Any], Any] = coro.send
+        sent: Any = None
+        while True:
+            session.turning = True
+            try:
+                yielded = step(sent)
+            except StopIteration:
+                return
+            finally:
+                session.turning = False
+            self.flush_soon()  # a client never waits for a reply that is written already
+            try:
+                sent = yield yielded
+            except GeneratorExit:
+                coro.close()
+                raise
+            except BaseException as exc:  # cancellation and the like, thrown in: pass it on
+                step, sent = coro.throw, exc
+            else:
+                step = coro.send
+
+    # -- output -----------------------------------------------------------------------------
+
+    async def _write_out(self) -> None:
+        """Send what the session queued (and what the transport holds), in one write."""
+        while self._writing:
+            await self._wait_change()
+        session = self._session
+        transport = self._transport
+        data = session.take_output()
+        if not data and not transport.buffered:
+            return
+        self._writing = True
+        session.in_flight = len(data) + transport.buffered
+        try:
+            done = False
+            if data:
+                done = transport.write(data)
+                self._stats.bytes_out += len(data)
+            if not done:
+                await transport.drain()
+        except _SOCKET_ERRORS as exc:
+            session.fail(exc)
+            return
+        finally:
+            self._writing = False
+            session.in_flight = 0
+            self._changed()
+        if session.flushed():
+            self.wake()
+
+    def flush_soon(self) -> None:
+        """Send what is queued from a helper task, unless a write is under way or scheduled."""
+        if self._session.out and not self._writing and not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._start_helper(self._flush)
+
+    async def _flush(self) -> None:
+        self._flush_scheduled = False
+        await self._write_out()
+
+    async def wait_low(self) -> None:
+        """Wait until the pending output is at or below the low mark (``send``'s backpressure).
+
+        Raises:
+            ConnectionClosed: the connection closed meanwhile.
+        """
+        session = self._session
+        while session.out_size + session.in_flight > session.low:
+            if session.state is State.CLOSED:
+                raise ConnectionClosed(f"connection #{self._conn.id} closed while sending")
+            await self._write_out()
+
+    # -- waking and helpers --------------------------------------------------------------------
+
+    def wake(self) -> None:
+        """Something for the task to do (an event, a resume, a shutdown): wake it if it waits."""
+        if self._reading:
+            self._transport.interrupt_receive()
+        self._changed()
+
+    def abort(self) -> None:
+        """``close()``: cancel the current phase and every helper (output is discarded)."""
+        self._scope.cancel()
+        for scope in self._helpers:
+            scope.cancel()
+        self._changed()
+
+    def _changed(self) -> None:
+        ev = self._change
+        if ev is not None:
+            self._change = None
+            ev.set()
+
+    async def _wait_change(self) -> None:
+        ev = self._change
+        if ev is None:
+            ev = self._change = anyio.Event()
+        await ev.wait()
+
+    def _start_helper(self, func: Callable[[], Awaitable[None]]) -> None:
+        """Run ``func()`` in a task of its own in the server's pool, which ``close()`` cancels."""
+        scope = anyio.CancelScope()
+        self._helpers.add(scope)
+        self._pool.start_soon(self._run_helper, scope, func)
+
+    async def _run_helper(
+        self, scope: anyio.CancelScope, func: Callable[[], Awaitable[None]]
+    ) -> None:
+        _current.set(self._conn)
+        try:
+            if self._session.state is State.CLOSED:
+                scope.cancel()
+            with scope:
+                await func()
+        finally:
+            self._helpers.discard(scope)
+            self._changed()
+
+    # -- STARTTLS ------------------------------------------------------------------------------
+
+    async def start_tls(self, ssl_context: ssl.SSLContext, handshake_timeout: float) -> None:
+        """Flush, then upgrade the transport to TLS in place (see ``Connection.start_tls``)."""
+        from anyio.streams.tls import TLSStream
+
+        from .streams import ReplayStream
+
+        await self._write_out()
+        while self._writing:
+            await self._wait_change()
+        pending = self._session.decoder.take_pending()
+        old = self._transport
+        old.set_data_callback(None)
+        stream = ReplayStream(old.stream, pending) if pending else old.stream
+        self._writing = True  # no output on the plain stream during the handshake
+        try:
+            with anyio.fail_after(handshake_timeout):
+                tls = await TLSStream.wrap(
+                    stream, server_side=True, ssl_context=ssl_context, standard_compatible=False
+                )
+        finally:
+            self._writing = False
+            self._changed()
+        self._transport = StreamTransport(tls)
+
+    # -- the end ---------------------------------------------------------------------------------
+
+    async def _finish(self) -> None:
+        session = self._session
+        try:
+            if session.state is not State.CLOSED:
+                session.shutdown()
+                scope = self._scope = anyio.CancelScope()
+                with scope:
+                    await self._settle()
+                    await self._linger()
+        finally:
+            session.close()
+            if self._helpers:  # still running (cancelled, or started during the linger)
+                with anyio.CancelScope(shield=True):
+                    await self._stop_helpers()
+            await self._end()
+
+    async def _settle(self) -> None:
+        """Run what is left (error reports), send the rest of the output."""
+        while self._session.advance() is Next.CALL:
+            await self._run_call()
+        await self._write_out()
+
+    async def _linger(self) -> None:
+        """Half-close, then drop client input until EOF or a quiet spell (bounded).
+
+        Closing a socket that still has unread input makes the kernel send a
+        reset, which can destroy our last bytes before the client reads them.
+        """
+        settings = self._settings
+        session = self._session
+        if session.state is State.CLOSED or session.eof or not settings.linger:
+            return
+        transport = self._transport
+        try:
+            await transport.send_eof()
+        except Exception:  # best effort: TLS streams cannot half-close
+            return
+        deadline = anyio.current_time() + settings.linger
+        while True:
+            quiet = min(settings.linger_quiet, deadline - anyio.current_time())
+            if quiet <= 0:
+                return
+            with anyio.move_on_after(quiet):
+                try:
+                    await transport.receive(settings.read_size)
+                except ReceiveInterrupted:
+                    pass
+                except (anyio.EndOfStream, *_SOCKET_ERRORS):
+                    return
+                continue
+            return  # nothing arrived for a while: the client is not sending
+
+    async def _stop_helpers(self) -> None:
+        for scope in self._helpers:
+            scope.cancel()
+        while self._helpers:
+            await self._wait_change()
+
+    async def _end(self) -> None:
+        """Report a socket error, close the transport, call on_disconnect.
+
+        Shielded from cancellation when there is a handler to run (a server
+        that is being cancelled still calls them, for at most 5 s each).
+        """
+        session = self._session
+        h = session.handlers.on_disconnect
+        fatal = session.fatal
+        if h is None and fatal is None:  # the common case: no shield scope to pay for
+            await self._close_transport()
+            return
+        with anyio.CancelScope(shield=True):
+            if fatal is not None:
+                session.fatal = None
+                session.report_fatal(socket_error(fatal))
+                with anyio.move_on_after(5):
+                    await self._settle()
+            await self._close_transport()
+            if h is not None:
+                with anyio.move_on_after(5):
+                    try:
+                        await call(h, self._conn)
+                    except Exception as exc:
+                        logger.exception("%s: on_disconnect raised", session.log_prefix)
+                        self._observer.unhandled_error(exc, "on_disconnect", self._conn)
+
+    async def _close_transport(self) -> None:
+        try:
+            await self._transport.aclose()
+        except _SOCKET_ERRORS:
+            pass

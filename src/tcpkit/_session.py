@@ -1,0 +1,395 @@
+"""The turn engine of one connection: bytes in, handlers run, bytes out. No I/O.
+
+A :class:`Session` holds a connection's decoder, encoder, pending output and
+its :class:`State`, and runs its handlers. Its one turn function,
+:meth:`Session.advance`, handles everything that can be handled without
+waiting (buffered messages, one at a time and in order; errors to report;
+queued events) and returns what it needs next (:class:`Next`): more input, an
+``await`` of an ``async def`` handler's coroutine, a resume, or the end.
+The driver (:mod:`tcpkit._driver`) does the waiting and the I/O, on every
+path: in a transport's data callback when nothing needs waiting, in the
+connection's task otherwise. So there is one decode-dispatch-error loop.
+
+The rules it keeps:
+
+* every message one read delivered is handled before more is read, one at a
+  time, so a codec switch applies to the very next message;
+* an error is reported (``on_error``, or logged) before the next message;
+  with ``shutdown_on_error`` the connection then closes gracefully;
+* custom events (``emit``/``post``) and ``on_flushed`` run after the input
+  at hand, never at the same time as another handler of the connection;
+* at the client's end of stream the decoder's rest is handled (a partial
+  frame is an error), then the connection closes gracefully.
+"""
+
+from __future__ import annotations
+
+import enum
+import inspect
+import logging
+from collections import deque
+from collections.abc import Awaitable, Coroutine
+from typing import TYPE_CHECKING, Any
+
+from .codecs.base import NEED_DATA, NeedData
+from .exceptions import ConnectionClosed, FrameError, WriteBufferFull
+
+if TYPE_CHECKING:
+    from .codecs.base import Decoder, Encoder
+    from .connection import Connection
+    from .handlers import Handler
+    from .observer import Observer
+    from .settings import Handlers, Settings
+    from .stats import ServerStats
+
+__all__ = ["Next", "Session", "State"]
+
+logger = logging.getLogger("tcpkit.connection")
+
+_MAX_FRAME_ERRORS_PER_READ = 64  # a decoder that keeps failing cannot hold a turn forever
+_PEER_ERRORS = (FrameError, WriteBufferFull, OSError)
+"""Errors the peer causes: logged as one line, never with a traceback."""
+
+
+class State(enum.Enum):
+    """Where a connection is in its life (transitions only go down this list)."""
+
+    SETUP = "setup"
+    """Accepted, being set up (PROXY header, TLS, ``pre_connect``): nothing may be sent."""
+    OPEN = "open"
+    """From ``on_connect`` on: input is delivered, output accepted."""
+    CLOSING = "closing"
+    """``shutdown()``: no more input is delivered; queued output still goes out."""
+    CLOSED = "closed"
+    """``close()`` or the end: nothing more goes out."""
+
+
+class Next(enum.Enum):
+    """What a turn needs from the driver before the session can go on."""
+
+    READ = "read"
+    """Everything buffered was handled: send the output, then read more."""
+    CALL = "call"
+    """An ``async def`` handler returned a coroutine: await :attr:`Session.call`,
+    then report how it ended with :meth:`Session.call_done`."""
+    PAUSED = "paused"
+    """Input is paused: wait for ``resume_input()``."""
+    CLOSE = "close"
+    """The connection is closing: send the output, then close."""
+
+
+class _Kind(enum.Enum):
+    """Which handler a call is, for what its failure means."""
+
+    CONNECT = "on_connect"
+    INPUT = "on_input"
+    EVENT = "event"
+    ERROR = "on_error"
+
+
+class Session:
+    """One connection's codecs, pending output, state and handler turns (see the module doc)."""
+
+    def __init__(
+        self,
+        conn: Connection[Any, Any],
+        settings: Settings,
+        handlers: Handlers,
+        stats: ServerStats,
+        observer: Observer,
+        log_prefix: str,
+    ) -> None:
+        self.conn = conn
+        self.log_prefix = log_prefix  # "<server name> #<id> <peer>", for log lines
+        self.handlers = handlers
+        self.stats = stats
+        self.decoder: Decoder[Any] = settings.input_codec.decoder()
+        self.encoder: Encoder[Any] = settings.output_codec.encoder()
+        self.state = State.SETUP
+        wb = settings.write_buffer
+        self.high, self.low, self.limit = wb.high, wb.low, wb.limit
+        self.out: list[bytes] = []
+        self.out_size = 0
+        self.in_flight = 0  # handed to the transport, not yet to the OS
+        self.turning = False  # handlers are running: their output joins the turn's write
+        self.paused = False
+        self.eof = False  # the client half-closed: after the buffered input, the end
+        self._input_ended = False  # ... and the decoder gave back what it held
+        self.call: Coroutine[Any, Any, Any] | None = None  # see Next.CALL
+        self.fatal: BaseException | None = None  # a socket error, reported once closed
+        self._call_kind = _Kind.INPUT
+        self._errors: deque[tuple[BaseException, str]] = deque()  # to report, in order
+        self._events: deque[tuple[Handler, tuple[Any, ...]]] = deque()
+        self._tail: deque[Any] = deque()  # messages the decoder gave back at the end of stream
+        self._flushed_queued = False
+        self._frame_errors = 0
+        self._observer = observer
+
+    # -- input -------------------------------------------------------------------
+
+    def feed(self, data: bytes) -> None:
+        """Bytes from the client (call :meth:`advance` next).
+
+        Raises nothing: a decoder that fails is reported by the next turn.
+        """
+        self._frame_errors = 0
+        try:
+            self.decoder.push(data)
+        except Exception as exc:
+            self._codec_failed(exc)
+
+    def feed_eof(self) -> None:
+        """The client half-closed: the next turns handle what is left, then close."""
+        self.eof = True
+
+    @property
+    def has_work(self) -> bool:
+        """A turn has something to do besides input: a call, an error, an event."""
+        return self.call is not None or bool(self._errors) or bool(self._events)
+
+    @property
+    def idle(self) -> bool:
+        """Open, not paused, nothing to do but read: a turn may run in a data callback."""
+        return self.state is State.OPEN and not self.paused and not self.has_work
+
+    # -- turns --------------------------------------------------------------------
+
+    def start(self) -> Next:
+        """Open the connection, call ``on_connect``, then go on as :meth:`advance`.
+
+        (A connection shut down during its setup still gets ``on_connect``,
+        with sending refused, and then ``on_disconnect``.)
+        """
+        if self.state is State.SETUP:
+            self.state = State.OPEN
+        h = self.handlers.on_connect
+        if h is not None:
+            self.turning = True
+            try:
+                self._invoke(h, self.conn.args, _Kind.CONNECT)
+            finally:
+                self.turning = False
+        return self.advance()
+
+    def advance(self) -> Next:
+        """Run every handler that can run without waiting; return what is needed next."""
+        self.turning = True
+        try:
+            return self._advance()
+        finally:
+            self.turning = False
+
+    def _advance(self) -> Next:
+        while True:
+            if self.call is not None:
+                return Next.CALL
+            if self._errors:
+                self._report(*self._errors.popleft())
+                continue
+            if self.state is not State.OPEN:
+                return Next.CLOSE
+            if not self.paused:
+                try:
+                    message = self._next_message()
+                except FrameError as exc:
+                    self._frame_error(exc)
+                    continue
+                except Exception as exc:
+                    self._codec_failed(exc)
+                    continue
+                if message is not NEED_DATA:
+                    self.stats.messages_in += 1
+                    h = self.handlers.on_input
+                    if h is not None:
+                        self._invoke(h, (message,), _Kind.INPUT)
+                    continue
+            if self._events:  # after the input at hand (events run while paused too)
+                self._run_event()
+            elif self.paused:
+                return Next.PAUSED
+            elif self.eof:
+                self._end_of_input()
+            else:
+                return Next.READ
+
+    def _next_message(self) -> Any | NeedData:
+        if self._tail:
+            return self._tail.popleft()
+        return self.decoder.next_message()
+
+    def _end_of_input(self) -> None:
+        """The client's end of stream, with nothing left buffered.
+
+        The first time, the decoder hands back what it still holds (a partial
+        frame is an error); those messages are handled like any other. The
+        second time (they are done), the connection closes gracefully.
+        """
+        if self._input_ended:
+            self.shutdown()
+            return
+        self._input_ended = True
+        try:
+            self._tail.extend(self.decoder.eof())
+        except FrameError as exc:
+            self._errors.append((exc, "frame"))
+        except Exception as exc:
+            self._codec_failed(exc)
+
+    def _invoke(self, h: Handler, args: tuple[Any, ...], kind: _Kind) -> None:
+        """Call ``h(conn, *args)``; an ``async def``'s coroutine becomes :attr:`call`."""
+        try:
+            result = h.func(self.conn, *args)
+        except Exception as exc:
+            self._failed(exc, kind)
+            return
+        if h.is_async or (result is not None and inspect.isawaitable(result)):
+            self.call = result if inspect.iscoroutine(result) else _awaited(result)
+            self._call_kind = kind
+        elif kind is _Kind.ERROR:
+            self._after_report()
+
+    def call_done(self, exc: BaseException | None = None) -> None:
+        """The coroutine in :attr:`call` returned (``exc is None``) or raised ``exc``."""
+        kind = self._call_kind
+        self.call = None
+        if exc is not None:
+            self._failed(exc, kind)
+        elif kind is _Kind.ERROR:
+            self._after_report()
+
+    def _run_event(self) -> None:
+        h, args = self._events.popleft()
+        if h is self.handlers.on_flushed:
+            self._flushed_queued = False
+        self._invoke(h, args, _Kind.EVENT)
+
+    # -- events --------------------------------------------------------------------
+
+    def emit(self, h: Handler, args: tuple[Any, ...]) -> None:
+        """Queue the event handler ``h`` (run after the input at hand)."""
+        self._events.append((h, args))
+
+    def flushed(self) -> bool:
+        """Everything queued went to the OS: queue ``on_flushed`` (once until it runs).
+
+        Returns whether it was queued.
+        """
+        h = self.handlers.on_flushed
+        if h is None or self._flushed_queued or self.state is not State.OPEN:
+            return False
+        self._flushed_queued = True
+        self._events.append((h, ()))
+        return True
+
+    # -- output -------------------------------------------------------------------
+
+    def take_output(self) -> bytes:
+        """Remove and return everything queued, joined (``b""`` if nothing is)."""
+        out = self.out
+        if not out:
+            return b""
+        data = out[0] if len(out) == 1 else b"".join(out)
+        self.out = []
+        self.out_size = 0
+        return data
+
+    def over_limit(self, size: int) -> ConnectionClosed:
+        """Queueing ``size`` bytes more passed the hard limit: fail, and say why to the caller."""
+        exc = WriteBufferFull(self.out_size + self.in_flight + size, self.limit)
+        self.fail(exc)
+        closed = ConnectionClosed(str(exc))
+        closed.__cause__ = exc
+        return closed
+
+    # -- control ------------------------------------------------------------------
+
+    def shutdown(self) -> None:
+        """No more input; queued output still goes out (never blocks)."""
+        if self.state is State.OPEN or self.state is State.SETUP:
+            self.state = State.CLOSING
+
+    def close(self) -> None:
+        """Close at once: queued output is discarded."""
+        self.state = State.CLOSED
+        self.out = []
+        self.out_size = 0
+        self._tail.clear()
+
+    def fail(self, exc: BaseException) -> None:
+        """A fatal socket-level problem: close, and report ``exc`` to ``on_error`` at the end."""
+        if self.fatal is None and self.state is not State.CLOSED:
+            self.fatal = exc
+        self.close()
+
+    def report_fatal(self, exc: BaseException) -> None:
+        """Queue the fatal error for the final turn (it runs even once closed)."""
+        self._errors.append((exc, "socket"))
+
+    def not_writable(self) -> ConnectionClosed:
+        """The error ``put``/``send`` raise when the connection takes no output."""
+        if self.state is State.SETUP:
+            return ConnectionClosed(
+                f"connection #{self.conn.id} is not set up yet (no sending before on_connect)"
+            )
+        return ConnectionClosed(f"connection #{self.conn.id} is shutting down or closed")
+
+    # -- errors -------------------------------------------------------------------
+
+    def _frame_error(self, exc: FrameError) -> None:
+        """The decoder consumed a bad frame: report it, then go on (unless it keeps failing)."""
+        self._errors.append((exc, "frame"))
+        self._frame_errors += 1
+        if self._frame_errors >= _MAX_FRAME_ERRORS_PER_READ:
+            self.shutdown()
+
+    def _codec_failed(self, exc: Exception) -> None:
+        """The decoder raised something other than a ``FrameError``: a bug in the codec.
+
+        Its state is unknown, so nothing more is decoded: ``exc`` is reported,
+        then the connection shuts down; output already queued still goes out.
+        """
+        self._errors.append((exc, "codec"))
+        self.shutdown()
+
+    def _failed(self, exc: BaseException, kind: _Kind) -> None:
+        if isinstance(exc, ConnectionClosed) and self.state is not State.OPEN:
+            logger.debug("%s: %s", self.log_prefix, exc)  # sent on its own closing connection
+            if kind is _Kind.ERROR:
+                self._after_report()
+        elif kind is _Kind.ERROR:
+            logger.exception("%s: on_error handler raised", self.log_prefix, exc_info=exc)
+            self._observer.unhandled_error(exc, "on_error", self.conn)
+            self._after_report()
+        else:
+            self._errors.append((exc, "handler"))
+
+    def _report(self, exc: BaseException, source: str) -> None:
+        """Give ``exc`` to ``on_error`` (default: log it), then shut down if configured."""
+        self.conn.got_an_error = True
+        self.stats.errors += 1
+        h = self.handlers.on_error
+        if h is not None:
+            self._invoke(h, (exc,), _Kind.ERROR)
+            return
+        self._log_error(exc, source)
+        if source in ("handler", "codec") and not isinstance(exc, _PEER_ERRORS):
+            self._observer.unhandled_error(exc, source, self.conn)
+        self._after_report()
+
+    def _after_report(self) -> None:
+        if self.conn.shutdown_on_error:
+            self.shutdown()
+
+    def _log_error(self, exc: BaseException, source: str) -> None:
+        prefix = self.log_prefix
+        if source == "socket":
+            logger.info("%s: connection lost (%s: %s)", prefix, type(exc).__name__, exc)
+        elif isinstance(exc, (FrameError, WriteBufferFull)):
+            logger.warning("%s: %s: %s", prefix, type(exc).__name__, exc)
+        else:
+            logger.error("%s: %s raised", prefix, source, exc_info=exc)
+
+
+async def _awaited(awaitable: Awaitable[Any]) -> Any:
+    """A coroutine for an awaitable that is not one (a plain ``def`` returning a future)."""
+    return await awaitable

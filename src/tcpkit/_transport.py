@@ -1,0 +1,214 @@
+"""The seam between a connection's driver and the bytes: :class:`Transport`.
+
+A transport is a connected byte stream with the few extra capabilities the
+driver (:mod:`tcpkit._driver`) needs, each a typed method:
+
+* ``receive``: wait for input (anyio's ``ByteStream.receive``); a waiting
+  receive can be woken with :meth:`~Transport.interrupt_receive`, which makes
+  it raise :class:`ReceiveInterrupted` (nothing is lost);
+* ``set_data_callback``: where the transport can, hand arriving bytes to a
+  callback while a task waits in ``receive`` (a turn then costs no task
+  switch); it says whether it will;
+* ``write``: take bytes without waiting, and tell whether they are all in the
+  OS now; if not, :meth:`~Transport.drain` must be awaited (it pushes the
+  rest out where the transport needs that, and waits until it is gone);
+* ``send_eof`` (half-close), ``aclose``, and the stream's attributes.
+
+tcpkit's own socket streams implement it directly (``tcpkit._asyncio_stream``
+for asyncio and uvloop, ``tcpkit._trio_stream`` for trio);
+:class:`StreamTransport` adapts any other ``anyio.abc.ByteStream`` (TLS, the
+in-memory streams of ``tcpkit.testing``, a stream ``pre_connect`` wrapped).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from typing import TypeAlias
+
+import anyio
+import anyio.abc
+
+__all__ = [
+    "DataCallback",
+    "ReceiveInterrupted",
+    "StreamTransport",
+    "Transport",
+    "as_transport",
+    "socket_error",
+]
+
+DataCallback: TypeAlias = Callable[[bytes], bool]
+"""Called with arriving bytes; returns ``True`` if it consumed them (see ``set_data_callback``)."""
+
+
+class ReceiveInterrupted(Exception):
+    """A waiting ``receive`` was woken by :meth:`Transport.interrupt_receive`; no byte was lost."""
+
+
+class Transport(ABC):
+    """A connected byte stream as a connection's driver uses it (see the module doc)."""
+
+    __slots__ = ()
+
+    @abstractmethod
+    async def receive(self, max_bytes: int = 65536) -> bytes:
+        """Wait for input and return it.
+
+        Raises:
+            ReceiveInterrupted: :meth:`interrupt_receive` was called.
+            anyio.EndOfStream: the peer half-closed.
+            anyio.BrokenResourceError: the connection failed (the OS error is the cause).
+            anyio.ClosedResourceError: this transport was closed.
+        """
+
+    @abstractmethod
+    def interrupt_receive(self) -> None:
+        """Make the waiting (or the next) ``receive`` raise :class:`ReceiveInterrupted`."""
+
+    def set_data_callback(self, callback: DataCallback | None) -> bool:
+        """Offer arriving bytes to ``callback`` while a task waits in ``receive``.
+
+        ``callback(data)`` runs synchronously when bytes arrive while none are
+        buffered; it returns ``True`` if it consumed them (else they go to
+        ``receive`` as usual). ``None`` stops it. Returns whether the
+        transport will call it at all (this default: never).
+        """
+        return False
+
+    @abstractmethod
+    def write(self, data: bytes) -> bool:
+        """Take all of ``data`` without waiting.
+
+        Returns ``True`` if it (and everything written before) is in the OS
+        now; ``False`` if some of it waits in the transport: :meth:`drain`
+        must then be awaited for it to go out.
+
+        Raises:
+            anyio.BrokenResourceError: the connection failed or is closed.
+        """
+
+    @property
+    @abstractmethod
+    def buffered(self) -> int:
+        """Bytes taken by :meth:`write` and not yet handed to the OS."""
+
+    @abstractmethod
+    async def drain(self) -> None:
+        """Send what :meth:`write` left, and wait until it is all in the OS.
+
+        Raises:
+            anyio.BrokenResourceError: the connection failed (the rest is lost).
+            anyio.ClosedResourceError: this transport was closed.
+        """
+
+    @abstractmethod
+    async def send_eof(self) -> None:
+        """Half-close, after what was written (call :meth:`drain` first)."""
+
+    @abstractmethod
+    async def aclose(self) -> None:
+        """Close; bytes already in the OS still go out, what is buffered here is dropped."""
+
+    @property
+    @abstractmethod
+    def stream(self) -> anyio.abc.ByteStream:
+        """The anyio byte stream this transport carries (addresses, ``start_tls``)."""
+
+
+class StreamTransport(Transport):
+    """A :class:`Transport` over any ``anyio.abc.ByteStream``.
+
+    ``write`` only queues (an anyio stream cannot send without waiting), and
+    ``drain`` sends the queue in one ``send``. A waiting ``receive`` is
+    interrupted by cancelling it, which anyio's streams survive without
+    losing bytes.
+    """
+
+    __slots__ = ("_interrupted", "_pending", "_pending_size", "_receiving", "_stream")
+
+    def __init__(self, stream: anyio.abc.ByteStream) -> None:
+        self._stream = stream
+        self._pending: list[bytes] = []
+        self._pending_size = 0
+        self._receiving: anyio.CancelScope | None = None
+        self._interrupted = False
+
+    @property
+    def stream(self) -> anyio.abc.ByteStream:
+        return self._stream
+
+    async def receive(self, max_bytes: int = 65536) -> bytes:
+        if self._interrupted:
+            self._interrupted = False
+            raise ReceiveInterrupted
+        with anyio.CancelScope() as scope:
+            self._receiving = scope
+            try:
+                return await self._stream.receive(max_bytes)
+            finally:
+                self._receiving = None
+        self._interrupted = False
+        raise ReceiveInterrupted
+
+    def interrupt_receive(self) -> None:
+        self._interrupted = True
+        if self._receiving is not None:
+            self._receiving.cancel()
+
+    def write(self, data: bytes) -> bool:
+        if data:
+            self._pending.append(data)
+            self._pending_size += len(data)
+        return not self._pending_size
+
+    @property
+    def buffered(self) -> int:
+        return self._pending_size
+
+    async def drain(self) -> None:
+        while self._pending:
+            pending = self._pending
+            data = pending[0] if len(pending) == 1 else b"".join(pending)
+            self._pending = []
+            try:
+                await self._stream.send(data)
+            finally:
+                self._pending_size -= len(data)
+
+    async def send_eof(self) -> None:
+        await self._stream.send_eof()
+
+    async def aclose(self) -> None:
+        self._pending = []
+        self._pending_size = 0
+        await self._stream.aclose()
+
+
+def as_transport(stream: anyio.abc.ByteStream) -> Transport:
+    """``stream`` itself if it is a :class:`Transport`, else a :class:`StreamTransport` over it."""
+    if isinstance(stream, Transport):
+        return stream
+    return StreamTransport(stream)
+
+
+def socket_error(exc: BaseException) -> BaseException:
+    """What a failed transport operation means, as ``on_error`` reports it.
+
+    Transports raise anyio's ``BrokenResourceError`` with the operating
+    system's error as its cause; that error says what happened:
+    ``ConnectionResetError`` (the peer reset the connection),
+    ``BrokenPipeError`` (it closed before our write), ``ssl.SSLError`` (TLS
+    failed mid-stream)... A broken stream with no such cause (an in-memory
+    peer that closed) is reported as a reset. Anything else is itself.
+    """
+    if not isinstance(exc, anyio.BrokenResourceError):
+        return exc
+    cause = exc.__cause__ or exc.__context__
+    if isinstance(cause, OSError):  # ssl.SSLError included
+        return cause
+    reset = ConnectionResetError(errno.ECONNRESET, str(exc) or os.strerror(errno.ECONNRESET))
+    reset.__cause__ = exc
+    return reset

@@ -44,7 +44,6 @@ fast listener of the running backend.
 from __future__ import annotations
 
 import asyncio
-import asyncio.selector_events
 import contextlib
 import socket
 import types
@@ -56,6 +55,7 @@ import anyio
 import anyio.abc
 from anyio.abc import SocketAttribute
 
+from ._asyncio_private import socket_transport_maker
 from ._busy_poll import BusyPoller
 from ._socket import convert_address, listener_attributes, socket_attributes
 from ._transport import ReceiveInterrupted, Transport
@@ -459,9 +459,7 @@ class AsyncioSocketListener(anyio.abc.SocketListener):
         self._streak = 0  # accepts in a row that did not wait
         # asyncio's own selector loop can build a transport synchronously (no
         # await, no extra loop turn); uvloop only through connect_accepted_socket.
-        self._make_transport: Callable[..., Any] | None = None
-        if isinstance(self._loop, asyncio.selector_events.BaseSelectorEventLoop):
-            self._make_transport = getattr(self._loop, "_make_socket_transport", None)
+        self._make_transport = socket_transport_maker(self._loop)
         # Shared by its connections' protocols (selector loop only; uvloop reads into its own).
         self._read_buffer = memoryview(bytearray(_READ_SIZE if self._make_transport else 0))
         # Elsewhere: connect_accepted_socket calls started, each waiting for connection_made.

@@ -188,21 +188,8 @@ class Session:
                 continue
             if self.state is not State.OPEN:
                 return Next.CLOSE
-            if not self.paused:
-                try:
-                    message = self._next_message()
-                except FrameError as exc:
-                    self._frame_error(exc)
-                    continue
-                except Exception as exc:
-                    self._codec_failed(exc)
-                    continue
-                if message is not NEED_DATA:
-                    self.stats.messages_in += 1
-                    h = self.handlers.on_input
-                    if h is not None:
-                        self._invoke(h, (message,), _Kind.INPUT)
-                    continue
+            if not self.paused and self._deliver_next():
+                continue
             if self._events:  # after the input at hand (events run while paused too)
                 self._run_event()
             elif self.paused:
@@ -211,6 +198,24 @@ class Session:
                 self._end_of_input()
             else:
                 return Next.READ
+
+    def _deliver_next(self) -> bool:
+        """Decode one message and hand it to ``on_input``; ``False`` if none is complete."""
+        try:
+            message = self._next_message()
+        except FrameError as exc:
+            self._frame_error(exc)
+            return True
+        except Exception as exc:
+            self._codec_failed(exc)
+            return True
+        if message is NEED_DATA:
+            return False
+        self.stats.messages_in += 1
+        h = self.handlers.on_input
+        if h is not None:
+            self._invoke(h, (message,), _Kind.INPUT)
+        return True
 
     def _next_message(self) -> Any | NeedData:
         if self._tail:

@@ -84,23 +84,8 @@ class Settings:
     """Lingering stops earlier once the client has sent nothing for this long."""
 
     def __post_init__(self) -> None:
-        from .connection import Connection
-
-        if self.max_connections is not None and self.max_connections < 0:
-            raise ValueError("max_connections must be None or >= 0")
-        for name in ("idle_timeout", "setup_timeout"):
-            value = getattr(self, name)
-            if value is not None and value <= 0:
-                raise ValueError(f"{name} must be None or > 0")
-        cls: Any = self.connection_class  # (checked at run time: callers may not be typed)
-        if not (isinstance(cls, type) and issubclass(cls, Connection)):
-            raise TypeError("connection_class must be a subclass of tcpkit.Connection")
-        if self.busy_poll is not None and not 0 <= self.busy_poll <= 1:
-            raise ValueError("busy_poll must be between 0 and 1 (seconds), or None")
-        if self.state is not None and not callable(self.state):
-            raise TypeError("state must be a zero-argument factory (a class or a function)")
-        if self.read_size < 1 or self.linger < 0 or self.linger_quiet < 0:
-            raise ValueError("read_size must be >= 1, linger and linger_quiet >= 0")
+        _check_ranges(self)
+        _check_kinds(self)
 
     def replace(self, **changes: Any) -> Settings:
         """A copy with ``changes`` applied (validated like the original).
@@ -110,6 +95,29 @@ class Settings:
             TypeError: an unknown option, or a value of the wrong kind.
         """
         return dataclasses.replace(self, **changes)
+
+
+def _check_ranges(settings: Settings) -> None:
+    if settings.max_connections is not None and settings.max_connections < 0:
+        raise ValueError("max_connections must be None or >= 0")
+    for name in ("idle_timeout", "setup_timeout"):
+        value = getattr(settings, name)
+        if value is not None and value <= 0:
+            raise ValueError(f"{name} must be None or > 0")
+    if settings.busy_poll is not None and not 0 <= settings.busy_poll <= 1:
+        raise ValueError("busy_poll must be between 0 and 1 (seconds), or None")
+    if settings.read_size < 1 or settings.linger < 0 or settings.linger_quiet < 0:
+        raise ValueError("read_size must be >= 1, linger and linger_quiet >= 0")
+
+
+def _check_kinds(settings: Settings) -> None:
+    from .connection import Connection
+
+    cls: Any = settings.connection_class  # (checked at run time: callers may not be typed)
+    if not (isinstance(cls, type) and issubclass(cls, Connection)):
+        raise TypeError("connection_class must be a subclass of tcpkit.Connection")
+    if settings.state is not None and not callable(settings.state):
+        raise TypeError("state must be a zero-argument factory (a class or a function)")
 
 
 @dataclass(frozen=True)

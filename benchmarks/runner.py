@@ -637,7 +637,7 @@ def plot(results: Results, path: Path) -> bool:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        print("matplotlib is not installed (pip install tcpkit[bench]); no plot", file=sys.stderr)
+        print("matplotlib is not installed (pip install --group bench); no plot", file=sys.stderr)
         return False
     sc = [SCENARIOS[k] for k in results.scenarios]
     n = len(sc) + 1

@@ -717,7 +717,7 @@ def plot(results: Results, directory: Path) -> dict[str, Path]:
         ax.bar_label(bars, labels=[_label(s, v) for v in values], padding=3, fontsize=9)
         ax.set_xlim(0, max(values) * 1.14)
         if s.key != "idle":
-            ax.xaxis.set_major_formatter(lambda x, _pos: _fmt_rate(x) if x else "0")
+            ax.xaxis.set_major_formatter(lambda x, _pos: f"{x / 1000:g}k" if x else "0")
         for tick in ax.get_yticklabels():
             if tick.get_text().startswith(("tcpkit", "base:")):
                 tick.set_fontweight("bold")

@@ -22,7 +22,8 @@ What a block says, and how the runner reads it:
   runner types the line that :data:`PROBES` gives for the server, waits for
   the answer, then presses Ctrl-C.
 - ``python -m pip install ...`` runs only where the runner owns the
-  environment (a fresh venv), never in the development venv.
+  environment (a fresh venv), never in the development venv; ``make ...``
+  (the developer set-up: ``make test`` is this test suite) is never run.
 - Ports: the port a server command names (``--port N``; ``tcpkit run``
   without one listens on 12345, the default; ``app.run(port=N)`` in the file
   a ``python FILE.py`` runs) is moved to a free port, in every command of the
@@ -90,6 +91,7 @@ SNIPPET = re.compile(r"^--8<--\s*\n(?P<path>[^\n]+)\n--8<--\s*$", re.M)
 TERMINAL_CLIENT = re.compile(r"^(nc\s|socat\s+-\s|openssl\s+s_client\s)")
 SERVER = re.compile(r"^(tcpkit\s+run\s|python\s+-m\s+tcpkit\s+run\s|python3?\s+[\w./-]+\.py\b)")
 PIP_INSTALL = re.compile(r"^python3?\s+-m\s+pip\s+install\s")
+MAKE = re.compile(r"^make(\s|$)")
 STEP_TIMEOUT = 60.0
 
 
@@ -106,6 +108,8 @@ class Command:
             return "server"
         if PIP_INSTALL.match(self.text):
             return "install"
+        if MAKE.match(self.text):
+            return "make"
         if TERMINAL_CLIENT.match(self.text) and not _redirected(self.text):
             return "terminal"
         return "client"
@@ -384,6 +388,8 @@ class Runner:
                 servers.append(step)
             elif step.kind == "install" and not self.may_install:
                 self.not_run.append(f"{step.text}    (changes the development venv)")
+            elif step.kind == "make":
+                self.not_run.append(f"{step.text}    (developer set-up: make test is this suite)")
             else:
                 clients.append(step)
         self._flush(servers, clients)

@@ -23,6 +23,7 @@ SCRIPTS = [docstring_script(p) for p in example_paths()] + [page_script(p) for p
 @pytest.mark.parametrize("script", [s for s in SCRIPTS if s.commands], ids=lambda s: s.name)
 def test_commands_work_as_written(script: Script, tmp_path: Path) -> None:
     runner = run_script(script, tmp_path, Path(sys.executable).parent, may_install=False)
+    print("ran:", *runner.ran, "not run:", *runner.not_run, sep="\n  ")  # pytest -rP shows it
     assert runner.ran, f"{script.name}: no command ran"
 
 

@@ -4,13 +4,38 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 PORT   ?= 12345
 
-.PHONY: run test lint typecheck pytest docs bench clean
+# The full suite runs on $(PYTHON); a quick part of it on each other Python the
+# package supports (pyproject's classifiers), each in its own .venv-3.X/.
+OTHER_PYTHONS ?= 3.10 3.12 3.13
+QUICK_TESTS   ?= tests/codecs --ignore=tests/codecs/test_codec_linearity.py \
+	tests/test_app.py tests/test_public_api.py tests/test_package.py::test_plugin_imports_no_tcpkit_module \
+	tests/network/test_net_turns.py tests/reliability/test_graceful_shutdown.py \
+	tests/testing/test_testing_client.py
+
+# mkdocs-material prints an end-of-life banner on every build unless this is set (its own
+# switch, read in material/templates/__init__.py); warnings still fail `mkdocs build --strict`.
+export NO_MKDOCS_2_WARNING := 1
+
+# The interpreter for version $$v: python$$v on PATH, else pyenv's; empty if none runs.
+FIND_PYTHON = for c in python$$v $$(ls -d $(HOME)/.pyenv/versions/$$v.*/bin/python 2>/dev/null); do \
+	  if [ "$$($$c -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null)" = "$$v" ]; then \
+	    echo $$c; break; fi; done
+
+.PHONY: run test lint typecheck pytest pythons docs bench clean
 
 $(BIN)/.installed: pyproject.toml
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) on PATH (or make PYTHON=python3)"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev,docs,bench]'
+	$(BIN)/python -m pip install --quiet --upgrade 'pip>=25.1'
+	$(BIN)/python -m pip install --quiet -e '.[trio,uvloop]' --group dev --group docs --group bench
+	touch $@
+
+# Made by `make pythons`, which finds the interpreter (FOUND_PYTHON).
+.venv-%/bin/.installed: pyproject.toml
+	@test -n "$(FOUND_PYTHON)" || { echo "make pythons creates $@"; exit 1; }
+	$(FOUND_PYTHON) -m venv .venv-$*
+	.venv-$*/bin/python -m pip install --quiet --upgrade 'pip>=25.1'
+	.venv-$*/bin/python -m pip install --quiet -e '.[trio,uvloop]' --group test
 	touch $@
 
 run: $(BIN)/.installed
@@ -29,13 +54,25 @@ typecheck: $(BIN)/.installed
 pytest: $(BIN)/.installed
 	$(BIN)/pytest
 
+pythons:
+	@for v in $(OTHER_PYTHONS); do \
+	  py=$$($(FIND_PYTHON)); \
+	  if [ -z "$$py" ]; then \
+	    echo "*** Python $$v is not installed (no python$$v on PATH, none in ~/.pyenv/versions): skipping its tests"; \
+	    continue; \
+	  fi; \
+	  echo "*** Python $$v ($$py): quick tests"; \
+	  $(MAKE) --no-print-directory .venv-$$v/bin/.installed FOUND_PYTHON=$$py || exit 1; \
+	  HYPOTHESIS_PROFILE=dev .venv-$$v/bin/pytest -q -p no:cacheprovider $(QUICK_TESTS) || exit 1; \
+	done
+
 docs: $(BIN)/.installed
 	$(BIN)/mkdocs build --strict --site-dir site
 
 bench: $(BIN)/.installed
 	$(BIN)/python -m benchmarks --quick
 
-test: lint typecheck pytest docs
+test: lint typecheck pytest pythons docs
 
 clean:
-	rm -rf $(VENV) site .mypy_cache .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(addprefix .venv-,$(OTHER_PYTHONS)) site .mypy_cache .pytest_cache .ruff_cache

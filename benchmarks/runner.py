@@ -7,8 +7,9 @@ the load generator to another. Runs are interleaved (run 1 of every server,
 then run 2...), so a burst of load from elsewhere on the machine hits every
 server alike; ratios are taken within one run, then their median reported.
 
-Results go to ``benchmarks/RESULTS.md`` (tables) and ``benchmarks/plot.png``;
-``--docs`` also refreshes ``docs/performance.md`` and ``docs/img/performance.png``.
+Results go to ``benchmarks/RESULTS.md`` (a table per scenario) and
+``benchmarks/plots/`` (a figure per scenario); ``--docs`` also refreshes
+``docs/performance.md`` and its figures in ``docs/img/performance/``.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ class Scenario:
     key: str
     title: str
     args: tuple[str, ...]
+    load: str  # in words; {idle_conns} is filled in
     unit: str = "msg/s"
     latency: bool = False
 
@@ -54,13 +56,40 @@ class Scenario:
 SCENARIOS: dict[str, Scenario] = {
     s.key: s
     for s in [
-        Scenario("pp1", "1 conn ping-pong", ("pingpong", "--conns", "1"), latency=True),
         Scenario(
-            "pipe", "50 conns x 16 in flight", ("pipelined", "--conns", "50", "--depth", "16")
+            "pp1",
+            "1 conn ping-pong",
+            ("pingpong", "--conns", "1"),
+            "One connection, one line in flight",
+            latency=True,
         ),
-        Scenario("pp100", "100 conns ping-pong", ("pingpong", "--conns", "100"), latency=True),
-        Scenario("conn", "connects/s", ("connects", "--conns", "8"), unit="conn/s"),
-        Scenario("idle", "idle RSS", ("idle",), unit="KiB/conn"),
+        Scenario(
+            "pipe",
+            "50 conns x 16 in flight",
+            ("pipelined", "--conns", "50", "--depth", "16"),
+            "50 connections, each keeping 16 lines in flight",
+        ),
+        Scenario(
+            "pp100",
+            "100 conns ping-pong",
+            ("pingpong", "--conns", "100"),
+            "100 connections, one line in flight each",
+            latency=True,
+        ),
+        Scenario(
+            "conn",
+            "connects/s",
+            ("connects", "--conns", "8"),
+            "8 clients in parallel: connect, send a line, read the reply, close",
+            unit="conn/s",
+        ),
+        Scenario(
+            "idle",
+            "idle RSS",
+            ("idle",),
+            "{idle_conns} connections that each exchanged one line, then stay idle",
+            unit="KiB/conn",
+        ),
     ]
 }
 QUICK_SCENARIOS = ("pp1", "pipe", "conn", "idle")
@@ -347,6 +376,7 @@ class Results:
     started: str
     finished: str = ""
     note: str = ""
+    machine: list[str] = field(default_factory=list[str])  # where it was measured
 
     def cell(self, server: str, scenario: str) -> Cell | None:
         return self.cells.get((server, scenario))
@@ -423,6 +453,7 @@ def run_all(
         warmup=warmup,
         idle_conns=idle_conns,
         command=command,
+        machine=machine_info(),
         pinned=(
             f"server on CPU {server_cpu}, load generator on CPU {client_cpu} (taskset)"
             if server_cpu is not None
@@ -525,55 +556,58 @@ def machine_info() -> list[str]:
     ]
 
 
-def render_tables(results: Results) -> str:
-    sc = [SCENARIOS[k] for k in results.scenarios]
-    out: list[str] = []
-    head = ["server", "backend"]
-    for s in sc:
-        if s.key == "idle":
-            head.append(f"idle RSS (KiB/conn, {results.idle_conns} conns)")
-            continue
-        head.append(f"{s.title} ({s.unit})")
-        if s.latency:
-            head += ["p50 µs", "p99 µs"]
-    out.append("| " + " | ".join(head) + " |")
-    out.append("|" + "|".join(["---"] * 2 + ["---:"] * (len(head) - 2)) + "|")
+def _what(s: Scenario) -> str:
+    """What a scenario's figure and table report, in words."""
+    if s.key == "idle":
+        return "server memory per idle connection (KiB; lower is better)"
+    if s.unit == "conn/s":
+        return "connections per second (higher is better)"
+    return "messages per second (higher is better)"
+
+
+def scenario_table(results: Results, s: Scenario) -> list[str]:
+    """One scenario's table: a row per server that ran it."""
+    per = "conn" if s.unit == "conn/s" else "msg"
+    if s.key == "idle":
+        head = ["server", "backend", f"KiB per connection ({results.idle_conns} conns)"]
+    else:
+        head = ["server", "backend", s.unit]
+        head += ["p50 µs", "p99 µs"] if s.latency else []
+        head.append(f"server CPU µs/{per}")
+    out = ["| " + " | ".join(head) + " |", "|---|---|" + "|".join(["---:"] * (len(head) - 2)) + "|"]
     for name in results.servers:
-        spec = SERVERS[name]
-        row = [f"`{name}`", spec.backend]
-        for s in sc:
-            cell = results.cell(name, s.key)
-            if cell is None:
-                row += ["—"] * (3 if s.latency else 1)
-                continue
-            if cell.errors() and not cell.ok_runs():
-                row.append("error")
-                row += ["—", "—"] if s.latency else []
-                continue
-            if s.key == "idle":
-                row.append(_fmt(cell.median("kib_per_conn"), ".1f"))
-                continue
+        cell = results.cell(name, s.key)
+        if cell is None:
+            continue
+        row = [f"`{name}`", SERVERS[name].backend]
+        if cell.errors() and not cell.ok_runs():
+            row += ["error"] + ["—"] * (len(head) - 3)
+        elif s.key == "idle":
+            row.append(_fmt(cell.median("kib_per_conn"), ".1f"))
+        else:
             row.append(_fmt_rate(cell.median()))
             if s.latency:
                 row += [_fmt(cell.median("p50_us")), _fmt(cell.median("p99_us"))]
+            row.append(_fmt(cell.median("cpu_us"), ".1f"))
         out.append("| " + " | ".join(row) + " |")
+    return out
 
+
+def render_tables(results: Results, images: dict[str, str] | None = None) -> str:
+    """A section per scenario (its figure, if any, and its table), then the ratios.
+
+    Narrow tables, so that each fits a page: what used to be one wide table is
+    one table per scenario, with the server CPU time per message as a column.
+    """
+    sc = [SCENARIOS[k] for k in results.scenarios]
+    out: list[str] = []
+    for s in sc:
+        load = s.load.format(idle_conns=f"{results.idle_conns:,}")
+        out += [f"### {s.title}", "", f"{load}; {_what(s)}.", ""]
+        if images and s.key in images:
+            out += [f"![{s.title}: {_what(s)}]({images[s.key]})", ""]
+        out += [*scenario_table(results, s), ""]
     rated = [s for s in sc if s.key != "idle"]
-    if rated:
-        out += [
-            "",
-            "Server CPU time per message (µs; lower is better; less sensitive to load):",
-            "",
-        ]
-        out.append("| server | " + " | ".join(s.title for s in rated) + " |")
-        out.append("|---|" + "|".join(["---:"] * len(rated)) + "|")
-        for name in results.servers:
-            row = [f"`{name}`"]
-            for s in rated:
-                cell = results.cell(name, s.key)
-                row.append(_fmt(cell.median("cpu_us") if cell else None, ".1f"))
-            out.append("| " + " | ".join(row) + " |")
-
     tcpkit = [n for n in results.servers if SERVERS[n].anyio_ref]
     ratio_rows: list[str] = []
     for name in tcpkit if rated else []:
@@ -586,18 +620,20 @@ def render_tables(results: Results) -> str:
             ratio_rows.append("| " + " | ".join(row) + " |")
     if ratio_rows:
         out += [
+            "### Ratios: tcpkit ÷ references",
             "",
-            "Ratios (tcpkit msgs/s ÷ reference msgs/s, median of per-run ratios; "
-            "≥ 1.00x: tcpkit is faster):",
+            "tcpkit's rate divided by the reference server's, median of the per-run "
+            "ratios; 1.00x or more: tcpkit is faster.",
             "",
             "| tcpkit server | reference | " + " | ".join(s.title for s in rated) + " |",
             "|---|---|" + "|".join(["---:"] * len(rated)) + "|",
             *ratio_rows,
+            "",
         ]
-    return "\n".join(out)
+    return "\n".join(out).rstrip("\n")
 
 
-def render_markdown(results: Results, plot_name: str | None) -> str:
+def render_markdown(results: Results, images: dict[str, str] | None) -> str:
     loads = results.loads
     errors = [
         f"- `{c.server}` {c.scenario}: {e}" for c in results.cells.values() for e in c.errors()
@@ -610,7 +646,7 @@ def render_markdown(results: Results, plot_name: str | None) -> str:
         "",
         f"- Command: {_code(results.command)}",
         f"- Date: {results.started} - {results.finished}",
-        *[f"- Machine: {m}" for m in machine_info()],
+        *[f"- Machine: {m}" for m in results.machine or ["not recorded"]],
         f"- Machine load (1-min load average, sampled before each cell): "
         f"min {min(loads):.2f}, median {statistics.median(loads):.2f}, max {max(loads):.2f}",
         f"- {results.runs} run(s) x {results.duration:g} s per cell "
@@ -620,100 +656,116 @@ def render_markdown(results: Results, plot_name: str | None) -> str:
     if results.note:
         lines += ["", results.note]
     lines += [f"- Skipped `{name}`: {why}" for name, why in results.skipped.items()]
-    lines += ["", render_tables(results), ""]
+    lines += ["", render_tables(results, images), ""]
     if errors:
         lines += ["Errors:", "", *errors, ""]
     lines += ["Servers:", ""]
     lines += [f"- `{n}`: {SERVERS[n].description}" for n in results.servers]
-    if plot_name:
-        lines += ["", f"![tcpkit benchmarks]({plot_name})"]
     return "\n".join(lines) + "\n"
 
 
-def plot(results: Results, path: Path) -> bool:
+# Colours by backend: tcpkit's bars in the full colour, the hand-written
+# servers' in a light tint of it, a --baseline tree's hatched.
+_COLOURS = {"asyncio": "#2f5ea8", "uvloop": "#2a8a4a", "trio": "#c0392b", "perl": "#7d5ba6"}
+
+
+def _tint(colour: str, amount: float = 0.55) -> str:
+    """COLOUR mixed with white (AMOUNT of white)."""
+    rgb = [int(colour[i : i + 2], 16) for i in (1, 3, 5)]
+    return "#" + "".join(f"{round(c + (255 - c) * amount):02x}" for c in rgb)
+
+
+def _label(s: Scenario, value: float) -> str:
+    return f"{value:.1f}" if s.key == "idle" else _fmt_rate(value)
+
+
+def plot(results: Results, directory: Path) -> dict[str, Path]:
+    """One figure per scenario, DIRECTORY/<scenario>.png, sized to be read at page width."""
     try:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        from matplotlib.patches import Patch
     except ImportError:
-        print("matplotlib is not installed (pip install tcpkit[bench]); no plot", file=sys.stderr)
-        return False
-    sc = [SCENARIOS[k] for k in results.scenarios]
-    n = len(sc) + 1
-    cols = 3
-    rows = (n + cols - 1) // cols
-    fig, axes = plt.subplots(
-        rows, cols, figsize=(6 * cols, 0.32 * len(results.servers) * rows + 2 * rows)
-    )
-    flat = list(axes.flat) if hasattr(axes, "flat") else [axes]
-    names = list(reversed(results.servers))
-    colors = {"asyncio": "#4c72b0", "uvloop": "#55a868", "trio": "#c44e52", "perl": "#8172b2"}
-    for ax, s in zip(flat, sc, strict=False):
+        print("matplotlib is not installed (pip install --group bench); no plot", file=sys.stderr)
+        return {}
+    directory.mkdir(parents=True, exist_ok=True)
+    written: dict[str, Path] = {}
+    for s in (SCENARIOS[k] for k in results.scenarios):
         key = "kib_per_conn" if s.key == "idle" else "rate"
-        values = []
-        for name in names:
+        rows: list[tuple[str, float]] = []
+        for name in results.servers:
             cell = results.cell(name, s.key)
-            values.append((cell.median(key) if cell else None) or 0.0)
-        bar_colors = [colors.get(SERVERS[nm].backend, "#999999") for nm in names]
-        bars = ax.barh(names, values, color=bar_colors)
-        for bar, name in zip(bars, names, strict=True):
-            if name.startswith("tcpkit"):
-                bar.set_edgecolor("black")
-                bar.set_linewidth(1.5)
-            elif name.startswith("base:"):
-                bar.set_alpha(0.45)
-                bar.set_hatch("//")
-        ax.set_title(f"{s.title} ({s.unit})" + (" — lower is better" if s.key == "idle" else ""))
-        ax.tick_params(axis="y", labelsize=8)
+            value = cell.median(key) if cell is not None else None
+            if value is not None:
+                rows.append((name, value))
+        if not rows:
+            continue
+        rows.reverse()  # the first server at the top
+        fig, ax = plt.subplots(figsize=(8, 0.3 * len(rows) + 1.8))
+        colours, hatches, used = [], [], set()
+        for name, _ in rows:
+            spec = SERVERS[name]
+            base = _COLOURS.get(spec.backend, "#888888")
+            own = name.startswith(("tcpkit", "base:"))
+            colours.append(base if own else _tint(base))
+            hatches.append("//" if name.startswith("base:") else "")
+            used.add((spec.backend, own, name.startswith("base:")))
+        values = [v for _, v in rows]
+        bars = ax.barh([n for n, _ in rows], values, color=colours, hatch=hatches)
+        ax.bar_label(bars, labels=[_label(s, v) for v in values], padding=3, fontsize=9)
+        ax.set_xlim(0, max(values) * 1.14)
+        if s.key != "idle":
+            ax.xaxis.set_major_formatter(lambda x, _pos: f"{x / 1000:g}k" if x else "0")
+        for tick in ax.get_yticklabels():
+            if tick.get_text().startswith(("tcpkit", "base:")):
+                tick.set_fontweight("bold")
+        ax.tick_params(axis="y", labelsize=9)
         ax.grid(axis="x", alpha=0.3)
-    # The last panel: ratios of tcpkit to the raw anyio server of its backend.
-    ax = flat[len(sc)]
-    rated = [s for s in sc if s.key != "idle"]
-    tcpkit = [nm for nm in results.servers if SERVERS[nm].anyio_ref in results.servers]
-    width = 0.8 / max(1, len(tcpkit))
-    for i, name in enumerate(tcpkit):
-        ratios = [results.ratio(name, SERVERS[name].anyio_ref, s.key) or 0.0 for s in rated]
-        xs = [j + i * width for j in range(len(rated))]
-        ax.bar(
-            xs,
-            ratios,
-            width,
-            label=name,
-            color=colors.get(SERVERS[name].backend, "#999999"),
-            alpha=0.45 if name.startswith("base:") else (0.7 if "send" in name else 1.0),
-            hatch="//" if name.startswith("base:") else None,
+        ax.set_axisbelow(True)
+        ax.spines[["top", "right"]].set_visible(False)
+        runs = f"median of {results.runs} run{'s' if results.runs != 1 else ''}"
+        how = (
+            f"{results.idle_conns:,} connections, {runs}"
+            if s.key == "idle"
+            else f"64-byte lines, {runs} x {results.duration:g} s"
         )
-    ax.axhline(1.0, color="black", linewidth=0.8)
-    ax.set_xticks([j + 0.4 - width / 2 for j in range(len(rated))])
-    ax.set_xticklabels([s.key for s in rated])
-    ax.set_yscale("log")
-    ax.set_title("tcpkit ÷ raw anyio server, same backend (log)")
-    ax.legend(fontsize=7)
-    for extra in flat[len(sc) + 1 :]:
-        extra.axis("off")
-    fig.suptitle(
-        f"Line echo, 64-byte lines, {results.runs}x{results.duration:g} s per cell "
-        "(black edge: tcpkit; hatched: base:, the --baseline tree)"
-    )
-    fig.tight_layout(rect=(0, 0, 1, 0.97))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return True
+        ax.set_title(f"{s.title}: {_what(s)}\nline echo, {how}", loc="left", fontsize=11)
+        legend = []
+        for backend in dict.fromkeys(SERVERS[n].backend for n, _ in reversed(rows)):
+            colour = _COLOURS.get(backend, "#888888")
+            if (backend, True, False) in used:
+                legend.append(Patch(color=colour, label=f"tcpkit, {backend}"))
+            if (backend, True, True) in used:
+                legend.append(Patch(facecolor=colour, hatch="//", label=f"--baseline, {backend}"))
+            if (backend, False, False) in used:
+                legend.append(Patch(color=_tint(colour), label=f"hand-written, {backend}"))
+        fig.legend(handles=legend, fontsize=8, loc="lower center", ncol=4, frameon=False)
+        fig.tight_layout(rect=(0, 0.6 / fig.get_figheight(), 1, 1))
+        path = directory / f"{s.key}.png"
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        written[s.key] = path
+    return written
 
 
 _DOC_START = "<!-- results:start -->"
 _DOC_END = "<!-- results:end -->"
+DOC_IMAGES = ROOT / "docs" / "img" / "performance"
 
 
-def update_docs(results: Results, plot_path: Path | None) -> None:
-    """Refresh the results block of docs/performance.md and docs/img/performance.png."""
+def update_docs(results: Results, figures: dict[str, Path]) -> None:
+    """Refresh the results block of docs/performance.md and its figures (docs/img/performance/)."""
     doc = ROOT / "docs" / "performance.md"
-    if plot_path is not None and plot_path.exists():
-        img = ROOT / "docs" / "img" / "performance.png"
-        img.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(plot_path, img)
+    images: dict[str, str] = {}
+    if figures:
+        DOC_IMAGES.mkdir(parents=True, exist_ok=True)
+        for old in DOC_IMAGES.glob("*.png"):
+            old.unlink()
+        for key, path in figures.items():
+            shutil.copyfile(path, DOC_IMAGES / path.name)
+            images[key] = f"img/performance/{path.name}"
     if not doc.exists():
         return
     text = doc.read_text()
@@ -727,7 +779,7 @@ def update_docs(results: Results, plot_path: Path | None) -> None:
             f"Produced by {_code(results.command)} on {results.started}; machine load "
             f"(1-min average) {min(loads):.2f}-{max(loads):.2f}.",
             "",
-            render_tables(results),
+            render_tables(results, images),
             "",
             _DOC_END,
         ]
@@ -759,13 +811,18 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--idle-conns", type=int, help="idle connections (default 5000; quick 500)")
     parser.add_argument("--output", type=Path, default=HERE / "RESULTS.md")
-    parser.add_argument("--plot", type=Path, default=HERE / "plot.png")
+    parser.add_argument(
+        "--plots",
+        type=Path,
+        default=HERE / "plots",
+        help="directory for the figures, one per scenario (default benchmarks/plots)",
+    )
     parser.add_argument("--no-plot", action="store_true")
     parser.add_argument("--json", type=Path, help="also write the raw results as JSON")
     parser.add_argument(
         "--docs",
         action="store_true",
-        help="refresh docs/performance.md and docs/img/performance.png",
+        help="refresh docs/performance.md and its figures (docs/img/performance/)",
     )
     parser.add_argument("--server-cpu", type=int, default=0)
     parser.add_argument("--client-cpu", type=int, default=1)
@@ -875,21 +932,20 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def report(results: Results, args: argparse.Namespace) -> int:
-    """Write RESULTS.md, the plot, the JSON and (with --docs) the docs page."""
-    plot_path: Path | None = None
-    if not args.no_plot and plot(results, args.plot):
-        plot_path = args.plot
-    plot_name = (
-        os.path.relpath(plot_path, args.output.resolve().parent) if plot_path is not None else None
-    )
-    markdown = render_markdown(results, plot_name)
+    """Write RESULTS.md, the figures, the JSON and (with --docs) the docs page."""
+    figures = {} if args.no_plot else plot(results, args.plots)
+    images = {
+        key: os.path.relpath(path.resolve(), args.output.resolve().parent)
+        for key, path in figures.items()
+    }
+    markdown = render_markdown(results, images)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(markdown)
     if args.json:
         args.json.write_text(json.dumps(results_to_json(results), indent=1))
     if args.docs:
-        update_docs(results, plot_path)
+        update_docs(results, figures)
     print()
     print(render_tables(results))
-    print(f"\nwritten: {args.output}" + (f", {plot_path}" if plot_path else ""))
+    print(f"\nwritten: {args.output}" + (f", {args.plots}/*.png" if figures else ""))
     return 0

@@ -1,4 +1,4 @@
-"""A finger server (RFC 1288) written as a custom acceptor.
+r"""A finger server (RFC 1288) written as a custom acceptor.
 
 ``@app.acceptor`` replaces tcpkit's connection handling: the function gets the
 accepted byte stream and the client's address, and owns the conversation. Here
@@ -13,9 +13,16 @@ person.
 Try it::
 
     tcpkit run examples/acceptor.py:app --port 12345
-    printf '\\r\\n' | nc 127.0.0.1 12345
-    printf 'rocco\\r\\n' | nc 127.0.0.1 12345
-    finger rocco@127.0.0.1    # a finger client only talks to port 79
+    printf '\r\n' | nc 127.0.0.1 12345
+    # ann        Ann Barcomb
+    # jos        Jos Boumans
+    # rocco      Rocco Caputo
+    printf 'rocco\r\n' | nc 127.0.0.1 12345
+    # Login: rocco      Name: Rocco Caputo
+    # Plan: Wrote POE::Component::Server::TCP.
+
+A ``finger`` client asks port 79 only (which needs root to listen on); with
+the server there, ``finger rocco@127.0.0.1`` prints the same answer.
 """
 
 from __future__ import annotations

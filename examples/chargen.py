@@ -1,4 +1,4 @@
-"""The character generator of RFC 864, streamed with ``on_flushed``.
+r"""The character generator of RFC 864, streamed with ``on_flushed``.
 
 On connect, the server sends lines of 72 printable ASCII characters, each line
 starting one character further along the 95-character cycle, until the client
@@ -13,8 +13,11 @@ ClientFlushed pattern).
 Try it::
 
     tcpkit run examples/chargen.py:app --port 12345
-    nc 127.0.0.1 12345 | head -n 5
-    nc 127.0.0.1 12345 | pv > /dev/null    # the throughput, with pv installed
+    nc 127.0.0.1 12345 | head -n 3
+    #  !"#$%&'()*+,-./0123456789:;<=>?@ABCDEFGHIJKLMNOPQRSTUVWXYZ[\]^_`abcdefg
+    # !"#$%&'()*+,-./0123456789:;<=>?@ABCDEFGHIJKLMNOPQRSTUVWXYZ[\]^_`abcdefgh
+    # "#$%&'()*+,-./0123456789:;<=>?@ABCDEFGHIJKLMNOPQRSTUVWXYZ[\]^_`abcdefghi
+    nc 127.0.0.1 12345 | pv -S -s 100M > /dev/null    # the throughput of 100 MB
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""A chat server: every line you type goes to everyone else.
+r"""A chat server: every line you type goes to everyone else.
 
 Each client gets a nickname (``guest1``, ``guest2``...) and these commands:
 

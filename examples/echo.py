@@ -1,4 +1,4 @@
-"""The five-line echo server: every line comes back as it was sent.
+r"""The five-line echo server: every line comes back as it was sent.
 
 Try it::
 

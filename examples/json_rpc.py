@@ -1,4 +1,4 @@
-"""JSON-RPC 2.0 over newline-delimited JSON: ``App(codec=Lines() | Json())``.
+r"""JSON-RPC 2.0 over newline-delimited JSON: ``App(codec=Lines() | Json())``.
 
 Each line is one JSON-RPC request (or a batch: a JSON array of requests);
 each answer is one line. The codec turns lines into JSON values and back, so
@@ -17,9 +17,11 @@ notification and gets no reply.
 Try it::
 
     tcpkit run examples/json_rpc.py:app --port 12345
-    printf '{"jsonrpc":"2.0","id":1,"method":"add","params":[2,3]}\\n' | nc -q 1 127.0.0.1 12345
+    printf '{"jsonrpc":"2.0","id":1,"method":"add","params":[2,3]}\n' | nc -q 1 127.0.0.1 12345
     # {"jsonrpc":"2.0","id":1,"result":5}
-    socat - TCP:127.0.0.1:12345    # then type requests, one per line
+    socat - TCP:127.0.0.1:12345    # then type requests, one per line:
+    # {"jsonrpc":"2.0","id":2,"method":"upper","params":["hi"]}
+    # {"jsonrpc":"2.0","id":2,"result":"HI"}
 """
 
 from __future__ import annotations

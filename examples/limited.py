@@ -1,4 +1,4 @@
-"""A server that serves at most two clients at a time (POE's Concurrency).
+r"""A server that serves at most two clients at a time (POE's Concurrency).
 
 ``App(max_connections=2)``: while two clients are connected, the server stops
 calling ``accept``, so a third client's connection waits in the kernel's

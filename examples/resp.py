@@ -1,4 +1,4 @@
-"""A small Redis-protocol server that real Redis clients talk to.
+r"""A small Redis-protocol server that real Redis clients talk to.
 
 It speaks RESP2, and RESP3 after ``HELLO 3``. It answers PING, ECHO, SET (with
 EX/PX and NX/XX), GET, DEL, EXISTS, INCR/INCRBY/DECR/DECRBY, SELECT (16
@@ -8,19 +8,30 @@ every reply to one read goes out in one write.
 
 The RESP codec is written here as an ordinary tcpkit codec: a sans-IO,
 bounded :class:`tcpkit.codecs.Decoder` that reads both RESP arrays
-(``*1\\r\\n$4\\r\\nPING\\r\\n``, what client libraries send) and inline
-commands (``PING\\r\\n``, what people type into ``nc`` and what
+(``*1\r\n$4\r\nPING\r\n``, what client libraries send) and inline
+commands (``PING\r\n``, what people type into ``nc`` and what
 ``redis-benchmark`` uses for its ``PING_INLINE`` test).
 
 Try it::
 
     tcpkit run examples/resp.py:app --port 6380
     redis-cli -p 6380 PING
+    # PONG
     redis-cli -p 6380 SET greeting hello EX 60
+    # OK
     redis-cli -p 6380 GET greeting
-    redis-benchmark -p 6380 -t ping,set,get -n 100000 -P 16 -q
-    printf 'PING\\r\\nECHO hi\\r\\n' | nc -q 1 127.0.0.1 6380
+    # "hello"
+    redis-benchmark -p 6380 -t ping,set,get -n 20000 -c 20 -P 16 -q
+    printf 'PING\r\nECHO hi\r\n' | nc -q 1 127.0.0.1 6380
+    # +PONG
+    # $2
+    # hi
+
+and from Python, with redis-py::
+
+    python -m pip install redis
     python -c "import redis; r = redis.Redis(port=6380); r.set('n', 1); print(r.incr('n'))"
+    # 2
 
 The keys live in memory for as long as the server runs, shared by all clients.
 """

@@ -1,4 +1,4 @@
-"""The rot13 server of POE::Component::Server::TCP's synopsis.
+r"""The rot13 server of POE::Component::Server::TCP's synopsis.
 
 Greets every client with a banner, then answers each line with its rot13.
 

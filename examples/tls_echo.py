@@ -1,14 +1,14 @@
-"""An echo server over TLS: a greeting naming the TLS version, then every line back.
+r"""An echo server over TLS: a greeting naming the TLS version, then every line back.
 
 Make a self-signed certificate for ``localhost`` (valid for 30 days)::
 
-    openssl req -x509 -newkey rsa:2048 -nodes -days 30 -subj /CN=localhost \\
-        -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" \\
+    openssl req -x509 -newkey rsa:2048 -nodes -days 30 -subj /CN=localhost \
+        -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" \
         -keyout key.pem -out cert.pem
 
 Run it, with the CLI or as a script::
 
-    tcpkit run examples/tls_echo.py:app --port 12345 \\
+    tcpkit run examples/tls_echo.py:app --port 12345 \
         --ssl-certfile cert.pem --ssl-keyfile key.pem
     python examples/tls_echo.py cert.pem key.pem
 

@@ -14,8 +14,7 @@ import socket
 import anyio
 import pytest
 
-from tcpkit import App, Connection
-from tcpkit import _asyncio_private
+from tcpkit import App, Connection, _asyncio_private
 
 pytestmark = pytest.mark.anyio
 

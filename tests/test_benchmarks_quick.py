@@ -23,7 +23,7 @@ pytestmark = pytest.mark.skipif(
 
 def test_quick_benchmark_produces_the_table(tmp_path: Path) -> None:
     output = tmp_path / "RESULTS.md"
-    plot = tmp_path / "plot.png"
+    plots = tmp_path / "plots"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "src")])}
     result = subprocess.run(
         [
@@ -37,8 +37,8 @@ def test_quick_benchmark_produces_the_table(tmp_path: Path) -> None:
             "200",
             "--output",
             str(output),
-            "--plot",
-            str(plot),
+            "--plots",
+            str(plots),
         ],
         cwd=ROOT,
         env=env,
@@ -51,8 +51,9 @@ def test_quick_benchmark_produces_the_table(tmp_path: Path) -> None:
     text = output.read_text()
     assert "python -m benchmarks --quick" in text
     assert "Machine load" in text
-    header = next(line for line in text.splitlines() if line.startswith("| server | backend"))
-    assert "1 conn ping-pong" in header and "idle RSS" in header
+    assert "### 1 conn ping-pong" in text and "### idle RSS" in text
+    headers = [line for line in text.splitlines() if line.startswith("| server | backend")]
+    assert len(headers) == 4, headers  # a table per scenario of --quick
     rows: dict[str, str] = {}
     for line in text.splitlines():
         if line.startswith("| `"):
@@ -62,5 +63,8 @@ def test_quick_benchmark_produces_the_table(tmp_path: Path) -> None:
         assert "error" not in rows[name], text
     assert "Ratios" in text and "`anyio-asyncio`" in text
     assert "Errors:" not in text, text
-    if plot.exists():  # matplotlib is optional (the bench extra)
-        assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    figures = sorted(p.name for p in plots.glob("*.png"))
+    if figures:  # matplotlib is optional (the bench dependency group)
+        assert figures == ["conn.png", "idle.png", "pipe.png", "pp1.png"], figures
+        assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in plots.glob("*.png"))
+        assert "](plots/pp1.png)" in text

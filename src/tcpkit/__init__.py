@@ -14,43 +14,50 @@ uvloop or trio)::
 
     if __name__ == "__main__":
         app.run(port=12345)
+
+The names below load on first use (PEP 562), so that importing a submodule
+such as ``tcpkit.pytest_plugin`` does not import the whole package.
 """
 
-from .app import App
-from .client import Channel, Reconnect, connect
-from .codecs import (
-    Codec,
-    Decoder,
-    Encoder,
-    Filter,
-    FixedBlocks,
-    Json,
-    Layer,
-    LengthPrefixed,
-    Lines,
-    Map,
-    Netstrings,
-    Raw,
-)
-from .connection import Connection
-from .exceptions import (
-    ConnectionClosed,
-    EncodeError,
-    FrameError,
-    FrameTooLarge,
-    IncompleteFrame,
-    MalformedFrame,
-    ProxyProtocolError,
-    RegistrationError,
-    ServerError,
-    SetupTimeout,
-    TcpkitError,
-    WriteBufferFull,
-)
-from .observer import Observer
-from .server import Server
-from .settings import Handlers, Settings, WriteBuffer
-from .stats import ServerStats
+import importlib as _importlib
+import typing as _typing
+
+if _typing.TYPE_CHECKING:
+    from .app import App
+    from .client import Channel, Reconnect, connect
+    from .codecs import (
+        Codec,
+        Decoder,
+        Encoder,
+        Filter,
+        FixedBlocks,
+        Json,
+        Layer,
+        LengthPrefixed,
+        Lines,
+        Map,
+        Netstrings,
+        Raw,
+    )
+    from .connection import Connection
+    from .exceptions import (
+        ConnectionClosed,
+        EncodeError,
+        FrameError,
+        FrameTooLarge,
+        IncompleteFrame,
+        MalformedFrame,
+        ProxyProtocolError,
+        RegistrationError,
+        ServerError,
+        SetupTimeout,
+        TcpkitError,
+        WriteBufferFull,
+    )
+    from .observer import Observer
+    from .server import Server
+    from .settings import Handlers, Settings, WriteBuffer
+    from .stats import ServerStats
 
 __version__ = "0.1.0"
 
@@ -92,3 +99,58 @@ __all__ = [
     "__version__",
     "connect",
 ]
+
+
+# Where each public name lives: imported from there on first access.
+_LAZY = {
+    "App": "app",
+    "Channel": "client",
+    "Codec": "codecs",
+    "Connection": "connection",
+    "ConnectionClosed": "exceptions",
+    "Decoder": "codecs",
+    "EncodeError": "exceptions",
+    "Encoder": "codecs",
+    "Filter": "codecs",
+    "FixedBlocks": "codecs",
+    "FrameError": "exceptions",
+    "FrameTooLarge": "exceptions",
+    "Handlers": "settings",
+    "IncompleteFrame": "exceptions",
+    "Json": "codecs",
+    "Layer": "codecs",
+    "LengthPrefixed": "codecs",
+    "Lines": "codecs",
+    "MalformedFrame": "exceptions",
+    "Map": "codecs",
+    "Netstrings": "codecs",
+    "Observer": "observer",
+    "ProxyProtocolError": "exceptions",
+    "Raw": "codecs",
+    "Reconnect": "client",
+    "RegistrationError": "exceptions",
+    "Server": "server",
+    "ServerError": "exceptions",
+    "ServerStats": "stats",
+    "SetupTimeout": "exceptions",
+    "Settings": "settings",
+    "TcpkitError": "exceptions",
+    "WriteBuffer": "settings",
+    "WriteBufferFull": "exceptions",
+    "connect": "client",
+}
+
+
+if not _typing.TYPE_CHECKING:  # type checkers see the imports above, and no catch-all
+
+    def __getattr__(name: str) -> object:
+        module = _LAZY.get(name)
+        if module is None:
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+        value = getattr(_importlib.import_module(f".{module}", __name__), name)
+        globals()[name] = value  # the next access is a plain module attribute
+        return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

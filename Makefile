@@ -10,7 +10,7 @@ OTHER_PYTHONS ?= 3.10 3.12 3.13
 QUICK_TESTS   ?= tests/codecs --ignore=tests/codecs/test_codec_linearity.py \
 	tests/test_app.py tests/test_public_api.py tests/test_package.py::test_plugin_imports_no_tcpkit_module \
 	tests/network/test_net_turns.py tests/reliability/test_graceful_shutdown.py \
-	tests/testing/test_testing_client.py
+	tests/testing/test_testing_client.py tests/test_asyncio_private.py
 
 # mkdocs-material prints an end-of-life banner on every build unless this is set (its own
 # switch, read in material/templates/__init__.py); warnings still fail `mkdocs build --strict`.

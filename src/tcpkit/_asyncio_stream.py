@@ -53,11 +53,10 @@ from typing import Any, cast
 
 import anyio
 import anyio.abc
-from anyio.abc import SocketAttribute
 
 from ._asyncio_private import socket_transport_maker
 from ._busy_poll import BusyPoller
-from ._socket import convert_address, listener_attributes, socket_attributes
+from ._socket import FastListener, convert_address, socket_attributes
 from ._transport import ReceiveInterrupted, Transport
 
 __all__ = ["STREAK", "AsyncioSocketListener", "AsyncioSocketStream"]
@@ -440,7 +439,7 @@ class AsyncioSocketStream(anyio.abc.SocketStream, Transport):
         )
 
 
-class AsyncioSocketListener(anyio.abc.SocketListener):
+class AsyncioSocketListener(FastListener):
     """Accepts :class:`AsyncioSocketStream` connections from an anyio asyncio listener.
 
     Accept errors are those of ``socket.accept`` (``OSError``: EMFILE and the
@@ -448,15 +447,10 @@ class AsyncioSocketListener(anyio.abc.SocketListener):
     """
 
     def __init__(self, listener: anyio.abc.Listener[Any], poller: BusyPoller | None = None) -> None:
-        self._listener = listener
-        self._sock: socket.socket = listener.extra(SocketAttribute.raw_socket)
-        self._poll = poller.kick if poller is not None else None  # for every protocol
+        super().__init__(listener, poller.kick if poller is not None else None)
         self._loop = asyncio.get_running_loop()
-        self._tcp = self._sock.family in (socket.AF_INET, socket.AF_INET6)
         self._waiter: asyncio.Future[None] | None = None
         self._reading = False  # the listening socket is registered with the loop
-        self._closed = False
-        self._streak = 0  # accepts in a row that did not wait
         # asyncio's own selector loop can build a transport synchronously (no
         # await, no extra loop turn); uvloop only through connect_accepted_socket.
         self._make_transport = socket_transport_maker(self._loop)
@@ -464,14 +458,6 @@ class AsyncioSocketListener(anyio.abc.SocketListener):
         self._read_buffer = memoryview(bytearray(_READ_SIZE if self._make_transport else 0))
         # Elsewhere: connect_accepted_socket calls started, each waiting for connection_made.
         self._attaching: deque[tuple[Coroutine[Any, Any, Any], Any]] = deque()
-
-    @property
-    def _raw_socket(self) -> socket.socket:
-        return self._sock
-
-    @property
-    def extra_attributes(self) -> Mapping[Any, Callable[[], Any]]:
-        return listener_attributes(self._sock)
 
     def _readable(self) -> None:
         waiter = self._waiter
@@ -550,11 +536,6 @@ class AsyncioSocketListener(anyio.abc.SocketListener):
             client.close()
             raise
         return AsyncioSocketStream(transport, protocol, self._loop)
-
-    def _configure(self, client: socket.socket) -> None:
-        client.setblocking(False)
-        if self._tcp:  # (asyncio sets it only for sockets made with proto=IPPROTO_TCP)
-            client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def _start_attach(self, client: socket.socket) -> None:
         """Run ``connect_accepted_socket`` for ``client`` up to its wait for ``connection_made``."""

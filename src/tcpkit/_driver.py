@@ -182,6 +182,8 @@ class Driver:
                 self._stats.bytes_out += len(out)
                 if done:
                     session.flushed()
+                else:
+                    session.in_flight = transport.buffered
             wake = not done  # the task drains it (or closes)
         if wake or not session.idle:
             transport.interrupt_receive()
@@ -432,7 +434,8 @@ class Driver:
                 session.fatal = None
                 session.report_fatal(socket_error(fatal))
                 with anyio.move_on_after(5):
-                    await self._settle()
+                    while session.advance() is Next.CALL:  # on_error (nothing can be sent)
+                        await self._run_call()
             await self._close_transport()
             if h is not None:
                 with anyio.move_on_after(5):

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
+import anyio.abc
 from anyio.abc import SocketAttribute
 
-__all__ = ["convert_address", "listener_attributes", "socket_attributes"]
+__all__ = ["FastListener", "convert_address", "socket_attributes"]
 
 
 def convert_address(address: Any) -> Any:
@@ -39,6 +40,35 @@ def socket_attributes(
     return attributes
 
 
-def listener_attributes(sock: socket.socket) -> dict[Any, Callable[[], Any]]:
-    """The ``extra_attributes`` of a listening socket."""
-    return socket_attributes(sock, sock.family, convert_address(sock.getsockname()), None)
+class FastListener(anyio.abc.SocketListener):
+    """What the fast listeners of both backends share: the socket, its attributes, options.
+
+    Each wraps an anyio listener of one socket (which it closes) and accepts
+    from that socket directly; its streams tell ``poll`` about every read
+    that brings bytes (busy polling).
+    """
+
+    def __init__(
+        self, listener: anyio.abc.Listener[Any], poll: Callable[[], None] | None = None
+    ) -> None:
+        self._listener = listener
+        self._sock: socket.socket = listener.extra(SocketAttribute.raw_socket)
+        self._poll = poll
+        self._tcp = self._sock.family in (socket.AF_INET, socket.AF_INET6)
+        self._closed = False
+        self._streak = 0  # accepts in a row that did not wait
+
+    @property
+    def _raw_socket(self) -> socket.socket:
+        return self._sock
+
+    @property
+    def extra_attributes(self) -> Mapping[Any, Callable[[], Any]]:
+        sock = self._sock
+        return socket_attributes(sock, sock.family, convert_address(sock.getsockname()), None)
+
+    def _configure(self, client: socket.socket) -> None:
+        """An accepted socket: non-blocking, and no Nagle delay on TCP."""
+        client.setblocking(False)
+        if self._tcp:  # (asyncio sets it only for sockets made with proto=IPPROTO_TCP)
+            client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

@@ -25,14 +25,15 @@ from __future__ import annotations
 import errno
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Callable
-from typing import TypeAlias
+from collections.abc import Awaitable, Callable
+from typing import TypeAlias, TypeVar
 
 import anyio
 import anyio.abc
 
 __all__ = [
     "DataCallback",
+    "Interrupter",
     "ReceiveInterrupted",
     "StreamTransport",
     "Transport",
@@ -40,12 +41,53 @@ __all__ = [
     "socket_error",
 ]
 
+T = TypeVar("T")
+
 DataCallback: TypeAlias = Callable[[bytes], bool]
 """Called with arriving bytes; returns ``True`` if it consumed them (see ``set_data_callback``)."""
 
 
 class ReceiveInterrupted(Exception):
     """A waiting ``receive`` was woken by :meth:`Transport.interrupt_receive`; no byte was lost."""
+
+
+class Interrupter:
+    """Makes a transport's waits for input interruptible (``interrupt_receive``).
+
+    ``await interrupter.wait(f)`` awaits ``f()`` in a cancel scope that
+    :meth:`interrupt` cancels, and then raises :class:`ReceiveInterrupted`; an
+    interrupt with nobody waiting makes the next wait raise at once. Waiting
+    for input must be safe to cancel (nothing is consumed before it returns).
+    """
+
+    __slots__ = ("_interrupted", "_scope")
+
+    def __init__(self) -> None:
+        self._interrupted = False
+        self._scope: anyio.CancelScope | None = None
+
+    def interrupt(self) -> None:
+        self._interrupted = True
+        if self._scope is not None:
+            self._scope.cancel()
+
+    def check(self) -> None:
+        """Raise :class:`ReceiveInterrupted` if an interrupt is pending (and clear it)."""
+        if self._interrupted:
+            self._interrupted = False
+            raise ReceiveInterrupted
+
+    async def wait(self, waiting: Callable[[], Awaitable[T]]) -> T:
+        """Await ``waiting()`` unless interrupted (before or during it)."""
+        self.check()
+        with anyio.CancelScope() as scope:
+            self._scope = scope
+            try:
+                return await waiting()
+            finally:
+                self._scope = None
+        self._interrupted = False
+        raise ReceiveInterrupted
 
 
 class Transport(ABC):
@@ -127,36 +169,23 @@ class StreamTransport(Transport):
     losing bytes.
     """
 
-    __slots__ = ("_interrupted", "_pending", "_pending_size", "_receiving", "_stream")
+    __slots__ = ("_interrupter", "_pending", "_pending_size", "_stream")
 
     def __init__(self, stream: anyio.abc.ByteStream) -> None:
         self._stream = stream
         self._pending: list[bytes] = []
         self._pending_size = 0
-        self._receiving: anyio.CancelScope | None = None
-        self._interrupted = False
+        self._interrupter = Interrupter()
 
     @property
     def stream(self) -> anyio.abc.ByteStream:
         return self._stream
 
     async def receive(self, max_bytes: int = 65536) -> bytes:
-        if self._interrupted:
-            self._interrupted = False
-            raise ReceiveInterrupted
-        with anyio.CancelScope() as scope:
-            self._receiving = scope
-            try:
-                return await self._stream.receive(max_bytes)
-            finally:
-                self._receiving = None
-        self._interrupted = False
-        raise ReceiveInterrupted
+        return await self._interrupter.wait(lambda: self._stream.receive(max_bytes))
 
     def interrupt_receive(self) -> None:
-        self._interrupted = True
-        if self._receiving is not None:
-            self._receiving.cancel()
+        self._interrupter.interrupt()
 
     def write(self, data: bytes) -> bool:
         if data:

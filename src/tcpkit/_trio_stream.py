@@ -25,6 +25,7 @@ re-arms a file descriptor at every wait), as a callback server on asyncio.
 
 from __future__ import annotations
 
+import functools
 import select
 import socket
 from collections.abc import Callable, Mapping
@@ -33,11 +34,10 @@ from typing import Any
 import anyio
 import anyio.abc
 import trio
-from anyio.abc import SocketAttribute
 
 from ._busy_poll import BusyPoller
-from ._socket import convert_address, listener_attributes, socket_attributes
-from ._transport import ReceiveInterrupted, Transport
+from ._socket import FastListener, convert_address, socket_attributes
+from ._transport import Interrupter, Transport
 
 __all__ = ["STREAK", "Reactor", "TrioSocketListener", "TrioSocketStream"]
 
@@ -137,8 +137,7 @@ class TrioSocketStream(anyio.abc.SocketStream, Transport):
         self._watched = -1  # the file descriptor the reactor watches, or -1
         self._waiter: trio.lowlevel.Task | None = None  # a task waiting in receive
         self._buffer = b""  # read by the reactor, for receive
-        self._interrupted = False  # interrupt_receive() was called
-        self._wait_scope: trio.CancelScope | None = None  # a receive waiting in trio's wait
+        self._interrupter = Interrupter()  # interrupt_receive()
         self._eof = False
         self._error: BaseException | None = None  # a failed read in the reactor
         self._unsent: memoryview | None = None  # what write() could not send
@@ -203,20 +202,10 @@ class TrioSocketStream(anyio.abc.SocketStream, Transport):
 
     async def _wait_readable(self) -> None:
         """Wait until the socket is readable, or until :meth:`interrupt_receive`."""
-        if self._interrupted:
-            self._interrupted = False
-            raise ReceiveInterrupted
-        with trio.CancelScope() as scope:
-            self._wait_scope = scope
-            try:
-                await trio.lowlevel.wait_readable(self._sock)
-            except trio.ClosedResourceError:
-                raise anyio.ClosedResourceError from None
-            finally:
-                self._wait_scope = None
-        if scope.cancelled_caught:
-            self._interrupted = False
-            raise ReceiveInterrupted
+        try:
+            await self._interrupter.wait(functools.partial(trio.lowlevel.wait_readable, self._sock))
+        except trio.ClosedResourceError:
+            raise anyio.ClosedResourceError from None
 
     def _take(self, max_bytes: int) -> bytes:
         data = self._buffer
@@ -243,10 +232,8 @@ class TrioSocketStream(anyio.abc.SocketStream, Transport):
 
     def interrupt_receive(self) -> None:
         """Make the waiting (or next) ``receive`` raise ``ReceiveInterrupted``."""
-        self._interrupted = True
-        self._wake()
-        if self._wait_scope is not None:
-            self._wait_scope.cancel()
+        self._interrupter.interrupt()  # (wakes a wait in trio's own waits)
+        self._wake()  # a task waiting for the reactor
 
     def write(self, data: bytes) -> bool:
         """Send what the kernel takes now; ``False`` if the rest waits for :meth:`drain`.
@@ -304,9 +291,7 @@ class TrioSocketStream(anyio.abc.SocketStream, Transport):
         while True:
             if self._closed:
                 raise anyio.ClosedResourceError
-            if self._interrupted:
-                self._interrupted = False
-                raise ReceiveInterrupted
+            self._interrupter.check()
             if self._buffer or self._error is not None or self._eof:
                 return None  # receive hands them out
             reactor = self._reactor
@@ -463,7 +448,7 @@ class TrioSocketStream(anyio.abc.SocketStream, Transport):
         return attributes
 
 
-class TrioSocketListener(anyio.abc.SocketListener):
+class TrioSocketListener(FastListener):
     """Accepts :class:`TrioSocketStream` connections from an anyio trio listener.
 
     Accept errors are those of ``socket.accept`` (``OSError``: EMFILE and the
@@ -471,27 +456,14 @@ class TrioSocketListener(anyio.abc.SocketListener):
     """
 
     def __init__(self, listener: anyio.abc.Listener[Any], poller: BusyPoller | None = None) -> None:
-        self._listener = listener
-        self._sock: socket.socket = listener.extra(SocketAttribute.raw_socket)
-        self._poll = poller.kick if poller is not None else None  # handed to every stream
+        super().__init__(listener, poller.kick if poller is not None else None)
         # The inline mode needs epoll (Linux); elsewhere streams use trio's waits only.
         self._reactor = (
             Reactor(poller.polling if poller is not None else None)
             if hasattr(select, "epoll")
             else None
         )
-        self._tcp = self._sock.family in (socket.AF_INET, socket.AF_INET6)
-        self._streak = 0
         self._accepting = False
-        self._closed = False
-
-    @property
-    def _raw_socket(self) -> socket.socket:
-        return self._sock
-
-    @property
-    def extra_attributes(self) -> Mapping[Any, Callable[[], Any]]:
-        return listener_attributes(self._sock)
 
     async def accept(self) -> anyio.abc.SocketStream:
         """Accept one connection; waits (a cancellation point) only when none is pending.
@@ -529,9 +501,7 @@ class TrioSocketListener(anyio.abc.SocketListener):
         finally:
             self._accepting = False
         try:
-            client.setblocking(False)
-            if self._tcp:
-                client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self._configure(client)
         except OSError:
             client.close()
             raise

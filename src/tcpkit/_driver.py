@@ -107,15 +107,15 @@ class Driver:
             nxt = session.start()
             while True:
                 if nxt is Next.CALL:
-                    await self._run_call()
-                else:
-                    await self._write_out()
-                    if nxt is Next.CLOSE:
-                        return
-                    if nxt is Next.READ:
-                        await self._read()
-                    elif session.paused and not session.has_work:
-                        await self._wait_change()
+                    nxt = await self._drive(self._calls())
+                    continue
+                await self._write_out()
+                if nxt is Next.CLOSE:
+                    return
+                if nxt is Next.READ:
+                    await self._read()
+                elif session.paused and not session.has_work:
+                    await self._wait_change()
                 nxt = session.advance()
         finally:
             if inline:
@@ -191,22 +191,31 @@ class Driver:
 
     # -- handler coroutines -------------------------------------------------------------
 
-    async def _run_call(self) -> None:
+    async def _calls(self) -> Next:
+        """Await the session's coroutines (advancing after each) until it needs something else.
+
+        Run by :meth:`_drive` for a whole stretch of them, so an ``async def``
+        handler per message costs one native ``await``.
+        """
         session = self._session
-        coro = session.call
-        assert coro is not None
-        try:
-            await self._drive(coro)
-        except Exception as exc:
-            session.call_done(exc)
-        except BaseException:
-            session.call_done()
-            raise
-        else:
-            session.call_done()
+        while True:
+            coro = session.call
+            assert coro is not None
+            try:
+                await coro
+            except Exception as exc:
+                session.call_done(exc)
+            except BaseException:
+                session.call_done()
+                raise
+            else:
+                session.call_done()
+            nxt = session.advance()
+            if nxt is not Next.CALL:
+                return nxt
 
     @types.coroutine
-    def _drive(self, coro: Coroutine[Any, Any, Any]) -> Generator[Any, Any, None]:
+    def _drive(self, coro: Coroutine[Any, Any, Next]) -> Generator[Any, Any, Next]:
         """Run ``coro`` as ``await coro`` would, letting output go out whenever it waits.
 
         While it runs without waiting, its output joins the turn's one write.
@@ -218,8 +227,9 @@ class Driver:
             session.turning = True
             try:
                 yielded = step(sent)
-            except StopIteration:
-                return
+            except StopIteration as done:
+                result: Next = done.value
+                return result
             finally:
                 session.turning = False
             self.flush_soon()  # a client never waits for a reply that is written already
@@ -377,8 +387,8 @@ class Driver:
 
     async def _settle(self) -> None:
         """Run what is left (error reports), send the rest of the output."""
-        while self._session.advance() is Next.CALL:
-            await self._run_call()
+        if self._session.advance() is Next.CALL:
+            await self._drive(self._calls())
         await self._write_out()
 
     async def _linger(self) -> None:
@@ -434,8 +444,8 @@ class Driver:
                 session.fatal = None
                 session.report_fatal(socket_error(fatal))
                 with anyio.move_on_after(5):
-                    while session.advance() is Next.CALL:  # on_error (nothing can be sent)
-                        await self._run_call()
+                    if session.advance() is Next.CALL:  # on_error (nothing can be sent)
+                        await self._drive(self._calls())
             await self._close_transport()
             if h is not None:
                 with anyio.move_on_after(5):

@@ -31,7 +31,7 @@ from collections import deque
 from collections.abc import Awaitable, Coroutine
 from typing import TYPE_CHECKING, Any
 
-from .codecs.base import NEED_DATA, NeedData
+from .codecs.base import NEED_DATA
 from .exceptions import ConnectionClosed, FrameError, WriteBufferFull
 
 if TYPE_CHECKING:
@@ -76,6 +76,9 @@ class Next(enum.Enum):
     """Input is paused: wait for ``resume_input()``."""
     CLOSE = "close"
     """The connection is closing: send the output, then close."""
+
+
+_OPEN = State.OPEN  # (a module global is quicker to reach than the enum's attribute)
 
 
 class _Kind(enum.Enum):
@@ -124,6 +127,8 @@ class Session:
         self._flushed_queued = False
         self._frame_errors = 0
         self._observer = observer
+        h = handlers.on_input
+        self._on_input = (h.func, h.is_async) if h is not None else (None, False)
 
     # -- input -------------------------------------------------------------------
 
@@ -173,11 +178,12 @@ class Session:
 
     def advance(self) -> Next:
         """Run every handler that can run without waiting; return what is needed next."""
+        turning = self.turning
         self.turning = True
         try:
             return self._advance()
         finally:
-            self.turning = False
+            self.turning = turning
 
     def _advance(self) -> Next:
         while True:
@@ -186,7 +192,7 @@ class Session:
             if self._errors:
                 self._report(*self._errors.popleft())
                 continue
-            if self.state is not State.OPEN:
+            if self.state is not _OPEN:
                 return Next.CLOSE
             if not self.paused and self._deliver_next():
                 continue
@@ -200,27 +206,46 @@ class Session:
                 return Next.READ
 
     def _deliver_next(self) -> bool:
-        """Decode one message and hand it to ``on_input``; ``False`` if none is complete."""
-        try:
-            message = self._next_message()
-        except FrameError as exc:
-            self._frame_error(exc)
-            return True
-        except Exception as exc:
-            self._codec_failed(exc)
-            return True
-        if message is NEED_DATA:
-            return False
-        self.stats.messages_in += 1
-        h = self.handlers.on_input
-        if h is not None:
-            self._invoke(h, (message,), _Kind.INPUT)
-        return True
+        """Hand buffered messages to ``on_input``, one at a time; ``False`` if none was complete.
 
-    def _next_message(self) -> Any | NeedData:
-        if self._tail:
-            return self._tail.popleft()
-        return self.decoder.next_message()
+        The hot loop: it stops at the first message whose handler needs the
+        turn loop (a coroutine to await, an error, a pause, a shutdown) or
+        when no message is complete. The decoder is looked up again after
+        every message: a handler may have switched the codec.
+        """
+        func, is_async = self._on_input
+        conn, stats, tail = self.conn, self.stats, self._tail
+        delivered = False
+        while True:
+            try:
+                message = tail.popleft() if tail else self.decoder.next_message()
+            except FrameError as exc:
+                self._frame_error(exc)
+                return True
+            except Exception as exc:
+                self._codec_failed(exc)
+                return True
+            if message is NEED_DATA:
+                return delivered
+            delivered = True
+            stats.messages_in += 1
+            if func is None:
+                continue
+            try:
+                result = func(conn, message)
+            except Exception as exc:
+                self._failed(exc, _Kind.INPUT)
+                return True
+            if is_async:  # (an async callable's result is a coroutine)
+                self.call = result
+                self._call_kind = _Kind.INPUT
+                return True
+            if result is not None and inspect.isawaitable(result):  # a def returning one
+                self.call = _awaited(result)
+                self._call_kind = _Kind.INPUT
+                return True
+            if self.state is not _OPEN or self.paused or self._errors:
+                return True  # the handler changed what comes next
 
     def _end_of_input(self) -> None:
         """The client's end of stream, with nothing left buffered.

@@ -25,7 +25,6 @@ re-arms a file descriptor at every wait), as a callback server on asyncio.
 
 from __future__ import annotations
 
-import functools
 import select
 import socket
 from collections.abc import Callable, Mapping
@@ -37,7 +36,7 @@ import trio
 
 from ._busy_poll import BusyPoller
 from ._socket import FastListener, convert_address, socket_attributes
-from ._transport import Interrupter, Transport
+from ._transport import ReceiveInterrupted, Transport
 
 __all__ = ["STREAK", "Reactor", "TrioSocketListener", "TrioSocketStream"]
 
@@ -137,7 +136,8 @@ class TrioSocketStream(anyio.abc.SocketStream, Transport):
         self._watched = -1  # the file descriptor the reactor watches, or -1
         self._waiter: trio.lowlevel.Task | None = None  # a task waiting in receive
         self._buffer = b""  # read by the reactor, for receive
-        self._interrupter = Interrupter()  # interrupt_receive()
+        self._interrupted = False  # interrupt_receive() was called
+        self._in_trio_wait = False  # a receive waits in trio's wait_readable
         self._eof = False
         self._error: BaseException | None = None  # a failed read in the reactor
         self._unsent: memoryview | None = None  # what write() could not send
@@ -201,11 +201,27 @@ class TrioSocketStream(anyio.abc.SocketStream, Transport):
             self._receiving = False
 
     async def _wait_readable(self) -> None:
-        """Wait until the socket is readable, or until :meth:`interrupt_receive`."""
+        """Wait until the socket is readable, or until :meth:`interrupt_receive`.
+
+        trio can wake a task blocked in ``wait_readable`` only by cancelling it
+        (a cancel scope per wait costs microseconds, on every read) or with
+        ``notify_closing``, which wakes the socket's waiters with
+        ``ClosedResourceError`` and leaves the socket usable (the next wait
+        registers it again): :meth:`interrupt_receive` uses that.
+        """
+        if self._interrupted:
+            self._interrupted = False
+            raise ReceiveInterrupted
+        self._in_trio_wait = True
         try:
-            await self._interrupter.wait(functools.partial(trio.lowlevel.wait_readable, self._sock))
+            await trio.lowlevel.wait_readable(self._sock)
         except trio.ClosedResourceError:
-            raise anyio.ClosedResourceError from None
+            if self._closed or not self._interrupted:
+                raise anyio.ClosedResourceError from None
+            self._interrupted = False
+            raise ReceiveInterrupted from None
+        finally:
+            self._in_trio_wait = False
 
     def _take(self, max_bytes: int) -> bytes:
         data = self._buffer
@@ -232,8 +248,10 @@ class TrioSocketStream(anyio.abc.SocketStream, Transport):
 
     def interrupt_receive(self) -> None:
         """Make the waiting (or next) ``receive`` raise ``ReceiveInterrupted``."""
-        self._interrupter.interrupt()  # (wakes a wait in trio's own waits)
+        self._interrupted = True
         self._wake()  # a task waiting for the reactor
+        if self._in_trio_wait:  # ... or in trio's own wait (see _wait_readable)
+            trio.lowlevel.notify_closing(self._sock)
 
     def write(self, data: bytes) -> bool:
         """Send what the kernel takes now; ``False`` if the rest waits for :meth:`drain`.
@@ -291,7 +309,9 @@ class TrioSocketStream(anyio.abc.SocketStream, Transport):
         while True:
             if self._closed:
                 raise anyio.ClosedResourceError
-            self._interrupter.check()
+            if self._interrupted:
+                self._interrupted = False
+                raise ReceiveInterrupted
             if self._buffer or self._error is not None or self._eof:
                 return None  # receive hands them out
             reactor = self._reactor
@@ -399,7 +419,9 @@ class TrioSocketStream(anyio.abc.SocketStream, Transport):
             try:
                 await trio.lowlevel.wait_writable(sock)
             except trio.ClosedResourceError:
-                raise anyio.ClosedResourceError from None
+                if self._closed:
+                    raise anyio.ClosedResourceError from None
+                continue  # woken by interrupt_receive's notify_closing: wait again
             if self._closed:
                 raise anyio.ClosedResourceError
             try:

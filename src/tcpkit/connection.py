@@ -42,6 +42,7 @@ __all__ = ["Connection", "ServerContext", "current_connection"]
 In = TypeVar("In")
 Out = TypeVar("Out")
 I2 = TypeVar("I2")
+_OPEN = State.OPEN
 O2 = TypeVar("O2")
 
 
@@ -159,7 +160,7 @@ class Connection(Generic[In, Out]):
         """
         session = self._session
         driver = self._driver
-        if session.state is not State.OPEN or driver is None:
+        if session.state is not _OPEN or driver is None:
             raise session.not_writable()
         data = session.encoder.encode(message)
         session.stats.messages_out += 1

@@ -13,14 +13,12 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .codecs.base import Codec
 from .codecs.lines import Lines
+from .connection import Connection
 from .handlers import Handler
-
-if TYPE_CHECKING:
-    from .connection import Connection
 
 __all__ = ["Handlers", "Settings", "WriteBuffer"]
 
@@ -43,12 +41,6 @@ class WriteBuffer:
             raise ValueError(f"write_buffer must satisfy 0 <= low <= high <= limit, got {self!r}")
 
 
-def _default_connection_class() -> type[Connection[Any, Any]]:
-    from .connection import Connection
-
-    return Connection
-
-
 @dataclass(frozen=True)
 class Settings:
     """Every option of an :class:`~tcpkit.App`, validated once (see ``App`` for each).
@@ -68,7 +60,7 @@ class Settings:
     state: Callable[[], Any] | None = None
     client_args: tuple[Any, ...] = ()
     listener_args: tuple[Any, ...] = ()
-    connection_class: type[Connection[Any, Any]] = field(default_factory=_default_connection_class)
+    connection_class: type[Connection[Any, Any]] = Connection
     shutdown_on_error: bool = True
     idle_timeout: float | None = None
     write_buffer: WriteBuffer = WriteBuffer()
@@ -111,8 +103,6 @@ def _check_ranges(settings: Settings) -> None:
 
 
 def _check_kinds(settings: Settings) -> None:
-    from .connection import Connection
-
     cls: Any = settings.connection_class  # (checked at run time: callers may not be typed)
     if not (isinstance(cls, type) and issubclass(cls, Connection)):
         raise TypeError("connection_class must be a subclass of tcpkit.Connection")

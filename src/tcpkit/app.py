@@ -26,6 +26,7 @@ from .handlers import Handler, handler
 if TYPE_CHECKING:
     import socket
 
+    from .observe import ConnectionObserver
     from .server import ListenConfig, Server
 
 __all__ = ["App", "AppOptions"]
@@ -218,6 +219,8 @@ class App(Generic[In, Out]):
         self.setup_timeout = setup_timeout
         self.proxy_protocol = proxy_protocol
         self.busy_poll = busy_poll
+        self.observer: ConnectionObserver | None = None
+        """Told of every connection's life (set by ``tcpkit run``; see tcpkit.observe)."""
         self._handlers: dict[str, Handler] = {}
         self._events: dict[str, Handler] = {}
         self._frozen = False
@@ -425,6 +428,7 @@ class App(Generic[In, Out]):
             idle_timeout=self.idle_timeout,
             write_buffer=self.write_buffer,
             state=self.state,
+            observer=self.observer,
         )
 
     def _make_server(self) -> Server[In, Out]:

@@ -34,6 +34,7 @@ import inspect
 import logging
 import math
 import ssl
+import time
 import types
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Generator, Mapping
@@ -57,6 +58,7 @@ from .stats import ServerStats
 
 if TYPE_CHECKING:
     from ._tasks import TaskPool
+    from .observe import ClosedConnectionInfo, ConnectionObserver
     from .server import Server
 
 __all__ = ["Connection", "ConnectionConfig", "WriteBuffer"]
@@ -117,6 +119,8 @@ class ConnectionConfig:
     that the client gets our last bytes instead of a reset."""
     linger_quiet: float = 0.1
     """Lingering stops earlier once the client has sent nothing for this long."""
+    observer: ConnectionObserver | None = None
+    """Told when a connection opens, fails, handles a message, closes (see tcpkit.observe)."""
 
 
 class Connection(Generic[In, Out]):
@@ -147,6 +151,14 @@ class Connection(Generic[In, Out]):
         self.shutdown_on_error = config.shutdown_on_error
         self.got_an_error = False
         self._config = config
+        self._observer = observer = config.observer
+        if observer is not None:  # counts of its own too, for the observer (see tcpkit.observe)
+            from .observe import ForwardingStats
+
+            stats = ForwardingStats(stats)
+        self._opened_at = 0.0
+        self._close_reason: str | None = None  # the first reason this connection began ending
+        self._close_error: str | None = None
         self._stats = stats
         self._stream = stream
         assert config.input_codec is not None
@@ -351,6 +363,8 @@ class Connection(Generic[In, Out]):
         """
         if self._shutting_down:
             return
+        if self._close_reason is None:
+            self._close_reason = "server-shutdown" if self.server.closing else "shutdown"
         self._shutting_down = True
         self._writable = False
         if self._interruptible:
@@ -359,6 +373,8 @@ class Connection(Generic[In, Out]):
 
     def close(self) -> None:
         """Close at once: pending output is discarded. Never blocks."""
+        if self._close_reason is None:
+            self._close_reason = "aborted" if self.server.closing else "close"
         self._shutting_down = True
         self._writable = False
         if self._closed:
@@ -375,6 +391,8 @@ class Connection(Generic[In, Out]):
         """A fatal socket-level problem: remember it for ``on_error``, then close."""
         if self._fatal is None and not self._closed:
             self._fatal = exc
+        if self._close_reason is None:
+            self._close_reason, self._close_error = "error", type(exc).__name__
         self.close()
 
     def pause_input(self) -> None:
@@ -595,6 +613,8 @@ class Connection(Generic[In, Out]):
         """Give ``exc`` to ``on_error`` (default: log it), then shut down if configured."""
         self.got_an_error = True
         self._stats.errors += 1
+        if self._observer is not None:
+            self._observer.connection_error(self, exc)
         h = self._config.on_error
         if h is None:
             self._log_error(exc, source)
@@ -604,6 +624,8 @@ class Connection(Generic[In, Out]):
             except Exception as inner:
                 logger.exception("%s: on_error handler raised", self._log_prefix, exc_info=inner)
         if self.shutdown_on_error:
+            if self._close_reason is None:
+                self._close_reason, self._close_error = "error", type(exc).__name__
             self.shutdown()
 
     async def _codec_failed(self, exc: Exception) -> None:
@@ -636,6 +658,9 @@ class Connection(Generic[In, Out]):
         """
         config = self._config
         self._pool = pool
+        if self._observer is not None:
+            self._opened_at = time.monotonic()
+            self._observer.connection_opened(self)
         try:
             scope = self._scope
             with scope:
@@ -656,6 +681,8 @@ class Connection(Generic[In, Out]):
                 await self._read_loop()
             if scope.cancelled_caught and not self._shutting_down:
                 logger.info("%s: idle timeout, shutting down", self._log_prefix)
+                if self._close_reason is None:
+                    self._close_reason = "idle-timeout"
             self._shutting_down = True
             self._writable = False
             if not self._closed and (
@@ -674,6 +701,8 @@ class Connection(Generic[In, Out]):
                 with anyio.CancelScope(shield=True):
                     await self._stop_helpers()
             await self._end()
+            if self._observer is not None:
+                self._observer.connection_closed(self._closed_info())
 
     async def _stop_helpers(self) -> None:
         for scope in self._helpers:
@@ -749,6 +778,26 @@ class Connection(Generic[In, Out]):
                     except Exception as exc:
                         logger.exception("%s: on_disconnect raised", self._log_prefix, exc_info=exc)
 
+    def _closed_info(self) -> ClosedConnectionInfo:
+        """What the observer is told once this connection has ended."""
+        from .observe import ClosedConnectionInfo, peer_of
+
+        stats = self._stats
+        return ClosedConnectionInfo(
+            server=self._config.name,
+            id=self.id,
+            remote_ip=self.remote_ip,
+            remote_port=self.remote_port,
+            peer=peer_of(self.remote_ip, self.remote_port, self.remote_addr),
+            duration=time.monotonic() - self._opened_at,
+            bytes_in=stats.bytes_in,
+            bytes_out=stats.bytes_out,
+            messages_in=stats.messages_in,
+            messages_out=stats.messages_out,
+            reason=self._close_reason or "close",
+            error=self._close_error,
+        )
+
     async def _close_stream(self) -> None:
         try:
             await self._stream.aclose()
@@ -789,6 +838,8 @@ class Connection(Generic[In, Out]):
                     scope.deadline = math.inf
                 if data is None:
                     self._eof_received = True
+                    if self._close_reason is None:
+                        self._close_reason = "eof"
                     await self._turn_eof()
                     return
                 if data:
@@ -851,6 +902,7 @@ class Connection(Generic[In, Out]):
         dec = self._decoder
         h = self._config.on_input
         func = h[0] if h is not None else None
+        timed = self._observer.message_handled if self._observer is not None else None
         try:
             try:
                 dec.push(data)
@@ -871,7 +923,12 @@ class Connection(Generic[In, Out]):
                     count += 1
                     if func is not None:
                         try:
-                            func(self, message)
+                            if timed is None:
+                                func(self, message)
+                            else:
+                                started = time.perf_counter()
+                                func(self, message)
+                                timed(time.perf_counter() - started)
                         except Exception as exc:
                             self._deferred = (exc, "handler")
                             break
@@ -957,6 +1014,7 @@ class Connection(Generic[In, Out]):
                     await self._codec_failed(exc)
             h = self._config.on_input
             func, is_async = h if h is not None else (None, False)
+            timed = self._observer.message_handled if self._observer is not None else None
             while not self._shutting_down and not self._paused:
                 try:
                     message = dec.next_message()
@@ -978,10 +1036,18 @@ class Connection(Generic[In, Out]):
                 if func is None:
                     continue
                 try:
-                    if is_async:
-                        await func(self, message)
+                    if timed is None:
+                        if is_async:
+                            await func(self, message)
+                        else:
+                            func(self, message)
                     else:
-                        func(self, message)
+                        started = time.perf_counter()
+                        if is_async:
+                            await func(self, message)
+                        else:
+                            func(self, message)
+                        timed(time.perf_counter() - started)
                 except Exception as exc:
                     await self._handler_failed(exc)
                 dec = self._decoder  # set_codec may have switched it

@@ -688,6 +688,16 @@ class Server(Generic[In, Out]):
         conn: Connection[In, Out],
     ) -> None:
         self.stats.rejected += 1
+        observer = self._config.observer
+        if observer is not None:
+            reason = (
+                "rejected"
+                if exc is None
+                else "setup-timeout"
+                if isinstance(exc, SetupTimeout)
+                else "setup-failed"
+            )
+            observer.connection_rejected(conn, reason, exc)
         if exc is None or isinstance(exc, SetupTimeout):
             pass
         elif isinstance(exc, _PEER_SETUP_ERRORS):  # the peer's fault: one quiet line

@@ -431,8 +431,8 @@ class Server(Generic[In, Out]):
                             tg.start_soon(reactor)
                     if self._handlers.on_started is not None:
                         await call(self._handlers.on_started, self, *self._handlers.listener_args)
-                    if listen is not None:
-                        logger.info(
+                    if listen is not None:  # INFO is the runner's startup line (run, serve, CLI)
+                        logger.debug(
                             "%s: listening on %s", self.name, ", ".join(self._describe_addresses())
                         )
                     try:

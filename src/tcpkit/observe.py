@@ -257,12 +257,13 @@ class AccessLog:
     ) -> None:
         peer = peer_of(conn.remote_ip, conn.remote_port, conn.remote_addr)
         error = type(exc).__name__ if exc is not None else None
+        shown = reason if error is None or reason == "setup-timeout" else f"{reason}: {error}"
         self.logger.info(
             "%s #%d %s: rejected (%s)",
             conn.server.name,
             conn.id,
             peer,
-            reason if error is None else f"{reason}: {error}",
+            shown,
             extra={
                 "conn_id": conn.id,
                 "peer": peer,

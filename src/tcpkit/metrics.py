@@ -6,8 +6,10 @@ read at scrape time from ``server.stats`` and from the process's
 :class:`~tcpkit.observe.Recorder`; under ``--workers`` the supervisor asks
 every worker (over its internal control socket) and adds the answers up, and
 keeps the last counts of workers that have exited, so counters never go
-back. ``GET /healthz`` answers ``200 ok`` while serving and ``503
-draining`` once a drain or a reload has begun (a readiness probe).
+back. ``GET /healthz`` (also ``/readyz``) answers ``200 ok`` while serving
+and ``503 draining`` once a drain or a reload has begun: a readiness probe.
+``GET /livez`` answers ``200 alive`` as long as the process runs: a
+liveness probe that a drain does not fail.
 
 =====================================================  ==========  ===============
 metric                                                 type        labels
@@ -202,11 +204,14 @@ async def _respond(
             logger.exception("rendering the metrics failed", exc_info=exc)
             return _response(500, "text/plain", b"metrics failed\n", head=head)
         return _response(200, CONTENT_TYPE, body, head=head)
-    if path in ("/healthz", "/health", "/ready"):
+    if path == "/livez":  # the process runs (draining or not): a liveness probe
+        return _response(200, "text/plain", b"alive\n", head=head)
+    if path in ("/healthz", "/readyz"):
         if healthy():
             return _response(200, "text/plain", b"ok\n", head=head)
         return _response(503, "text/plain", b"draining\n", head=head)
-    return _response(404, "text/plain", b"not found: try /metrics or /healthz\n", head=head)
+    text = b"not found: try /metrics, /healthz or /livez\n"
+    return _response(404, "text/plain", text, head=head)
 
 
 _REASONS = {

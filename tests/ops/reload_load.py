@@ -133,7 +133,7 @@ class Load:
                         continue
                     line, _, buffer = buffer.partition(b"\n")
                     version, pid, echoed = line.decode().rstrip("\r").split(" ", 2)
-                    if echoed != rid:
+                    if echoed.split(" ")[0] != rid:  # (an app may add words after the id)
                         seen.errors.append(f"asked {rid}, got {line!r}")
                     with seen.lock:
                         seen.replies[rid] = version

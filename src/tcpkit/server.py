@@ -111,6 +111,14 @@ def _unwrap_single() -> Generator[None, None, None]:
         raise
 
 
+def _prefix(conn: Connection[Any, Any]) -> str:
+    """``NAME #ID PEER``: how every log line about one connection begins."""
+    from .observe import peer_of
+
+    peer = peer_of(conn.remote_ip, conn.remote_port, conn.remote_addr)
+    return f"{conn.server.name} #{conn.id} {peer}"
+
+
 def _find_errno(exc: BaseException) -> int | None:
     """The errno behind ``exc`` (trio wraps accept errors in BrokenResourceError)."""
     seen: BaseException | None = exc
@@ -661,14 +669,14 @@ class Server(Generic[In, Out]):
                 with anyio.fail_after(timeout if timeout is not None else math.inf):
                     used = await self._setup(conn, stream)
         except TimeoutError:
-            logger.info("%s: %r setup timed out", self.name, conn)
+            logger.info("%s: setup timed out", _prefix(conn))
             await self._reject(stream, SetupTimeout(f"setup took over {timeout} s"), conn)
             return
         except Exception as exc:
             await self._reject(stream, exc, conn)
             return
         if used is None:
-            logger.debug("%s: %r rejected by pre_connect", self.name, conn)
+            logger.debug("%s: rejected by pre_connect", _prefix(conn))
             await self._reject(stream, None, conn)
             return
         conn._stream = used  # pyright: ignore[reportPrivateUsage]
@@ -703,9 +711,9 @@ class Server(Generic[In, Out]):
         elif isinstance(exc, _PEER_SETUP_ERRORS):  # the peer's fault: one quiet line
             cause = exc.__cause__ or exc.__context__
             detail = str(exc) or (f"{type(cause).__name__}: {cause}" if cause else "")
-            logger.info("%s: %r setup failed: %s %s", self.name, conn, type(exc).__name__, detail)
+            logger.info("%s: setup failed: %s %s", _prefix(conn), type(exc).__name__, detail)
         else:  # a bug in pre_connect or in our own code: show it
-            logger.error("%s: %r setup failed", self.name, conn, exc_info=exc)
+            logger.error("%s: setup failed", _prefix(conn), exc_info=exc)
         with anyio.CancelScope(shield=True):
             try:
                 await stream.aclose()

@@ -150,10 +150,6 @@ class Notifier:
         usec = int(_monotonic() * 1e6)
         self.notify("RELOADING=1", f"MONOTONIC_USEC={usec}", f"STATUS={status}")
 
-    def status(self, status: str) -> None:
-        """``STATUS=...`` alone."""
-        self.notify(f"STATUS={status}")
-
     async def watchdog(self) -> None:
         """Send ``WATCHDOG=1`` every ``watchdog_interval`` seconds, forever (if it is set)."""
         interval = self.watchdog_interval

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import socket
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -170,8 +169,3 @@ def request_sync(path: str, line: str, timeout: float = 10.0) -> dict[str, Any]:
     if not isinstance(reply, dict):
         raise ValueError(f"{path}: the reply is not a JSON object")
     return reply  # pyright: ignore[reportUnknownVariableType]
-
-
-def owner_only(path: str) -> bool:
-    """True if the socket file at ``path`` is accessible to its owner only."""
-    return os.stat(path).st_mode & 0o077 == 0

@@ -21,7 +21,7 @@ import json
 import math
 import os
 import ssl
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -691,8 +691,3 @@ def server_ssl_context(config: RunConfig) -> ssl.SSLContext | None:
         "required": ssl.CERT_REQUIRED,
     }[config.ssl_cert_reqs]
     return context
-
-
-def describe_env(names: Sequence[str]) -> str:
-    """``TCPKIT_A, TCPKIT_B``: for messages."""
-    return ", ".join(ENV_PREFIX + name.upper() for name in names)

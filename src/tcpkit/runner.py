@@ -171,8 +171,6 @@ class Stopper:
         server: Server[Any, Any],
         drain_timeout: float,
         tg: anyio.abc.TaskGroup,
-        *,
-        on_drain: Callable[[str], None] | None = None,
     ) -> None:
         self.server = server
         self.drain_timeout = drain_timeout
@@ -180,7 +178,6 @@ class Stopper:
         """True once a drain was cut short by a second signal (the CLI then exits 1)."""
         self.draining = False
         self._tg = tg
-        self._on_drain = on_drain
         self._started = 0.0
 
     async def watch_signals(
@@ -223,8 +220,6 @@ class Stopper:
             )
         else:
             logger.info("%s: %s, %s: no connection to wait for%s", server.name, why, verb, hint)
-        if self._on_drain is not None:
-            self._on_drain(why)
         server.start_shutdown(grace=0, drain_timeout=self.drain_timeout)
         self._started = anyio.current_time()
         self._tg.start_soon(self._progress)

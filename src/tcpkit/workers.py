@@ -259,6 +259,8 @@ class Supervisor:
                     logger.info("%d worker(s) serving", self.workers)
                     self.notifier.ready(f"{self.workers} worker(s) serving")
                     tg.start_soon(self.notifier.watchdog)
+                    if self.config.reload:
+                        tg.start_soon(self._watch_code)
                 await self._idle.wait()
                 tg.cancel_scope.cancel()
         finally:
@@ -495,6 +497,18 @@ class Supervisor:
             self._reloading = False
             if not self._stopping:
                 self.notifier.ready(f"{self.workers} worker(s) serving")
+
+    async def _watch_code(self) -> None:
+        from .reload import watch_for_changes, watched_directories
+
+        directories = watched_directories(self.config.app, self.config.reload_dir)
+        logger.info("--reload: watching %s for changes to .py files", ", ".join(directories))
+
+        async def changed(paths: list[str]) -> None:
+            shown = ", ".join(paths[:3]) + (" ..." if len(paths) > 3 else "")
+            self.request_reload(f"{shown} changed")
+
+        await watch_for_changes(directories, changed)
 
     # -- control and metrics ----------------------------------------------------------
 

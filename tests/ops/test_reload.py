@@ -205,6 +205,24 @@ def test_dev_reload_on_a_file_change(tmp_path: Path) -> None:
     assert code == 0, err
 
 
+def test_dev_reload_under_workers(tmp_path: Path) -> None:
+    pytest.importorskip("watchfiles")
+    app, log = tmp_path / "reloadable.py", tmp_path / "handled.log"
+    write_app(app, "v1", log)
+    server = CliServer(["run", f"{app}:app", "--port", "0", "--workers", "2", "--reload"])
+    port = server.wait_started()
+    server.wait_for("--reload: watching")
+    with Load(port, threads=2) as load:
+        load.wait_for("v1", 10)
+        write_app(app, "v2", log)
+        server.wait_for("reload done")
+        load.wait_for("v2", 10)
+    assert load.seen.refused == 0 and load.lost(log) == set()
+    code, _, err = server.stop(signal.SIGTERM)
+    assert code == 0, err
+    assert "reloadable.py changed: restarting 2 worker(s) one at a time" in err
+
+
 def teardown_module() -> None:
     if FIGURES:
         print("\nreload figures:\n" + "\n".join(FIGURES))

@@ -153,10 +153,14 @@ class ServingProcess:
         """
         async with anyio.create_task_group() as tg:
             self._tg = tg
+            serving = anyio.Event()
+            # Signals are ours before the first connection is accepted; one that
+            # comes while the server starts is acted on once it serves.
+            await tg.start(self._watch_signals, serving)
             async with self.app.start(sockets=self.sockets.app, ssl=self.context) as server:
                 self._server = server
                 self._stopper = Stopper(server, self.config.drain_timeout, tg)
-                await tg.start(self._watch_signals)
+                serving.set()
                 if self.sockets.control is not None:
                     control = control_app(self.command, f"{server.name}-control")
                     quiet = self.worker is not None  # the supervisor's private socket
@@ -200,10 +204,11 @@ class ServingProcess:
     # -- signals ------------------------------------------------------------------
 
     async def _watch_signals(
-        self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+        self,
+        serving: anyio.Event,
+        *,
+        task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
     ) -> None:
-        stopper = self._stopper
-        assert stopper is not None
         watched: tuple[signal.Signals, ...]
         if self.worker is not None:
             watched = (signal.SIGTERM, signal.SIGQUIT)
@@ -213,6 +218,9 @@ class ServingProcess:
             unblock_signals()  # blocked across a reload's exec: they reach us from now on
             task_status.started()
             async for signum in signals:
+                await serving.wait()
+                stopper = self._stopper
+                assert stopper is not None
                 name = signal.Signals(signum).name
                 if self.worker is not None:  # which process says it, in the shared log
                     name = f"worker {self.worker.slot} (pid {os.getpid()}): {name}"
@@ -281,6 +289,9 @@ class ServingProcess:
             return
         self.outcome.reload = True
         self.notifier.reloading("reloading")
+        server = self._server
+        assert server is not None
+        server.set_max_connections(0)  # accept no more: new clients wait in the backlog
         stopper.drain(why, verb="reloading (the listening sockets stay open)")
 
     async def _watch_code(self) -> None:

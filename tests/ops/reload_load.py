@@ -6,6 +6,12 @@ the connection down while draining) is retried on a new connection with a
 new attempt id. The server app writes every attempt id it handled to a log,
 so a *lost reply* is an attempt the server handled whose reply never reached
 its client.
+
+A drained connection is closed gracefully (FIN) after tcpkit has read and
+dropped what the client still sent (its linger); a client that sends only
+after that may get a reset instead of an end of file. Either way its
+request was not handled, it is retried, and nothing is lost: ``resets`` is
+reported, ``lost`` is what must stay empty.
 """
 
 from __future__ import annotations

@@ -115,12 +115,16 @@ def test_log_level_warn_hides_info(sock_dir: Path) -> None:
     deadline = time.monotonic() + 20
     while True:  # no startup line to wait for: wait until it answers (bounded)
         with socket.socket(socket.AF_UNIX) as sock:
+            sock.settimeout(20)
             try:
                 sock.connect(path)
-                break
+                sock.sendall(b"up?\n")
+                if sock.recv(10) == b"up?\r\n":
+                    break
             except OSError:
-                assert time.monotonic() < deadline, "the server did not start"
-                time.sleep(0.05)
+                pass
+        assert time.monotonic() < deadline, "the server did not start"
+        time.sleep(0.05)
     code, _, err = server.stop(signal.SIGINT)
     assert code == 0, err
     assert err == ""

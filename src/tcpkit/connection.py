@@ -152,10 +152,13 @@ class Connection(Generic[In, Out]):
         self.got_an_error = False
         self._config = config
         self._observer = observer = config.observer
+        self._timed: Callable[[float], None] | None = None  # times each on_input call
         if observer is not None:  # counts of its own too, for the observer (see tcpkit.observe)
             from .observe import ForwardingStats
 
             stats = ForwardingStats(stats)
+            if observer.times_handlers:
+                self._timed = observer.message_handled
         self._opened_at = 0.0
         self._close_reason: str | None = None  # the first reason this connection began ending
         self._close_error: str | None = None
@@ -902,7 +905,7 @@ class Connection(Generic[In, Out]):
         dec = self._decoder
         h = self._config.on_input
         func = h[0] if h is not None else None
-        timed = self._observer.message_handled if self._observer is not None else None
+        timed = self._timed
         try:
             try:
                 dec.push(data)
@@ -1014,7 +1017,7 @@ class Connection(Generic[In, Out]):
                     await self._codec_failed(exc)
             h = self._config.on_input
             func, is_async = h if h is not None else (None, False)
-            timed = self._observer.message_handled if self._observer is not None else None
+            timed = self._timed
             while not self._shutting_down and not self._paused:
                 try:
                     message = dec.next_message()

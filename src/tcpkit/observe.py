@@ -137,6 +137,10 @@ class ClosedConnectionInfo:
 class ConnectionObserver(Protocol):
     """What the core tells an observer (``App.observer``). Every method must not block."""
 
+    times_handlers: bool
+    """Whether ``message_handled`` wants the time of each ``on_input`` call (two clock
+    reads per message: an observer that does not use them says ``False``)."""
+
     def connection_opened(self, conn: Connection[Any, Any]) -> None:
         """``conn`` completed its setup (before ``on_connect``)."""
 
@@ -165,15 +169,16 @@ class ForwardingStats(ServerStats):
     """
 
     def __init__(self, parent: ServerStats) -> None:  # pyright: ignore[reportMissingSuperCall]
-        object.__setattr__(self, "_parent", parent)
+        own = self.__dict__
+        own["_parent"] = parent
         for field in dataclasses.fields(ServerStats):
-            object.__setattr__(self, field.name, 0)
+            own[field.name] = 0
 
     def __setattr__(self, name: str, value: Any) -> None:
-        parent: ServerStats = object.__getattribute__(self, "_parent")
-        old = object.__getattribute__(self, name)
-        setattr(parent, name, getattr(parent, name) + value - old)
-        object.__setattr__(self, name, value)
+        own = self.__dict__  # (the instance dict directly: this runs for every count)
+        parent = own["_parent"]
+        setattr(parent, name, getattr(parent, name) + value - own[name])
+        own[name] = value
 
 
 class Observers:
@@ -181,6 +186,8 @@ class Observers:
 
     def __init__(self, observers: Sequence[ConnectionObserver]) -> None:
         self.observers = tuple(observers)
+        self.times_handlers = any(o.times_handlers for o in self.observers)
+        self._timers = tuple(o for o in self.observers if o.times_handlers)
 
     def connection_opened(self, conn: Connection[Any, Any]) -> None:
         for observer in self.observers:
@@ -191,7 +198,7 @@ class Observers:
             observer.connection_error(conn, exc)
 
     def message_handled(self, seconds: float) -> None:
-        for observer in self.observers:
+        for observer in self._timers:
             observer.message_handled(seconds)
 
     def connection_closed(self, info: ClosedConnectionInfo) -> None:
@@ -215,6 +222,8 @@ class AccessLog:
     ``messages_in``, ``messages_out``, ``reason``, ``error``, ``server``) for
     JSON formatters. Opened connections are logged at DEBUG.
     """
+
+    times_handlers = False
 
     def __init__(self, logger: logging.Logger | None = None) -> None:
         self.logger = logger or logging.getLogger("tcpkit.access")
@@ -281,6 +290,8 @@ class Recorder:
     rejections by reason, the handler-latency histogram, and when each live
     connection opened. :meth:`snapshot` gives them as JSON-ready data.
     """
+
+    times_handlers = True
 
     def __init__(self) -> None:
         self.closed: dict[str, int] = dict.fromkeys(CLOSE_REASONS, 0)

@@ -31,6 +31,8 @@ pytestmark = pytest.mark.anyio
 class Seen:
     """An observer that keeps what it is told."""
 
+    times_handlers = True
+
     def __init__(self) -> None:
         self.opened: list[int] = []
         self.errors: list[str] = []
@@ -238,3 +240,19 @@ def test_recorder_histogram_and_merge() -> None:
     assert counts[0] == 1 and counts[LATENCY_BUCKETS.index(0.005)] == 1 and counts[-1] == 1
     assert merged["stats"] == {"current": 3, "total": 5}
     assert merged["latency"]["sum"] == pytest.approx(100.00305)
+
+
+async def test_an_observer_that_does_not_time_handlers_is_not_given_times() -> None:
+    app = echo_app(False)
+    seen = Seen()
+    seen.times_handlers = False
+    app.observer = seen
+    async with app.start() as server:
+        async with await LineClient.connect(server.port or 0) as client:
+            await client.send("a", "b")
+            assert await client.recv_lines(2) == ["A", "B"]
+            await client.send_eof()
+            await client.recv_until_closed()
+        with anyio.fail_after(10):
+            await seen.done.wait()
+    assert seen.handled == [] and seen.closed[0].messages_in == 2

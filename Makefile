@@ -27,7 +27,7 @@ $(BIN)/.installed: pyproject.toml
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) on PATH (or make PYTHON=python3)"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade 'pip>=25.1'
-	$(BIN)/python -m pip install --quiet -e '.[trio,uvloop]' --group dev --group docs --group bench
+	$(BIN)/python -m pip install --quiet -e '.[trio,uvloop,metrics,reload]' --group dev --group docs --group bench
 	touch $@
 
 # Made by `make pythons`, which finds the interpreter (FOUND_PYTHON).

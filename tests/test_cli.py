@@ -73,7 +73,7 @@ def test_bad_app_path_is_one_line() -> None:
 
 def test_busy_poll_out_of_range_is_one_line() -> None:
     line = one_line_error(run_cli("run", "examples/echo.py:app", "--busy-poll", "5"))
-    assert "--busy-poll must be between 0 and 1" in line
+    assert "argument --busy-poll: must be between 0 and 1" in line
 
 
 def test_missing_attribute_is_one_line() -> None:

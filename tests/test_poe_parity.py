@@ -109,7 +109,7 @@ async def test_poe_address_binds_the_given_interface() -> None:
 
 async def test_poe_alias_names_the_server_in_logs(caplog: pytest.LogCaptureFixture) -> None:
     app = banner_app(name="chargen_server")
-    caplog.set_level(logging.INFO, logger="tcpkit")
+    caplog.set_level(logging.DEBUG, logger="tcpkit")  # "listening on" is DEBUG under start()
     async with app.start() as server:
         assert server.name == "chargen_server"
     assert any("chargen_server" in record.getMessage() for record in caplog.records)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import ssl
+import time
 import types
 from collections.abc import Awaitable, Callable, Coroutine, Generator
 from contextvars import ContextVar
@@ -141,9 +142,10 @@ class Driver:
             self._reading = False
         if data is None:  # no input for idle_timeout seconds
             logger.info("%s: idle timeout, shutting down", session.log_prefix)
-            session.shutdown()
+            session.shutdown("idle-timeout")
             return
         self._stats.bytes_in += len(data)
+        session.counts.bytes_in += len(data)
         session.feed(data)
 
     async def _receive(self) -> bytes | None:
@@ -164,6 +166,7 @@ class Driver:
         if not self._reading or self._writing or not session.idle or transport.buffered:
             return False  # the task takes it
         self._stats.bytes_in += len(data)
+        session.counts.bytes_in += len(data)
         token = _current.set(self._conn)
         try:
             session.feed(data)
@@ -180,6 +183,7 @@ class Driver:
                 done = False
             else:
                 self._stats.bytes_out += len(out)
+                session.counts.bytes_out += len(out)
                 if done:
                     session.flushed()
                 else:
@@ -201,6 +205,8 @@ class Driver:
         while True:
             coro = session.call
             assert coro is not None
+            timer = session.timer if session.timed_call else None
+            started = time.perf_counter() if timer is not None else 0.0
             try:
                 await coro
             except Exception as exc:
@@ -210,6 +216,9 @@ class Driver:
                 raise
             else:
                 session.call_done()
+            finally:
+                if timer is not None:
+                    timer(time.perf_counter() - started)
             nxt = session.advance()
             if nxt is not Next.CALL:
                 return nxt
@@ -261,6 +270,7 @@ class Driver:
             if data:
                 done = transport.write(data)
                 self._stats.bytes_out += len(data)
+                session.counts.bytes_out += len(data)
             if not done:
                 await transport.drain()
         except _SOCKET_ERRORS as exc:

@@ -27,12 +27,14 @@ from __future__ import annotations
 import enum
 import inspect
 import logging
+import time
 from collections import deque
 from collections.abc import Awaitable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 from .codecs.base import NEED_DATA
 from .exceptions import ConnectionClosed, FrameError, WriteBufferFull
+from .stats import ConnectionCounts
 
 if TYPE_CHECKING:
     from .codecs.base import Decoder, Encoder
@@ -121,6 +123,7 @@ class Session:
         self.call: Coroutine[Any, Any, Any] | None = None  # see Next.CALL
         self.fatal: BaseException | None = None  # a socket error, reported once closed
         self._call_kind = _Kind.INPUT
+        self._reported: BaseException | None = None  # the error on_error is handling
         self._errors: deque[tuple[BaseException, str]] = deque()  # to report, in order
         self._events: deque[tuple[Handler, tuple[Any, ...]]] = deque()
         self._tail: deque[Any] = deque()  # messages the decoder gave back at the end of stream
@@ -129,6 +132,11 @@ class Session:
         self._observer = observer
         h = handlers.on_input
         self._on_input = (h.func, h.is_async) if h is not None else (None, False)
+        self.counts = ConnectionCounts()
+        self.close_reason: str | None = None  # why it began to end (see tcpkit.observer)
+        self.close_error: str | None = None  # ... and the error's type, if an error did
+        # Told how long each on_input call took, if an observer wants it.
+        self.timer = observer.message_handled if observer.times_handlers else None
 
     # -- input -------------------------------------------------------------------
 
@@ -214,7 +222,8 @@ class Session:
         every message: a handler may have switched the codec.
         """
         func, is_async = self._on_input
-        conn, stats, tail = self.conn, self.stats, self._tail
+        conn, stats, counts, tail = self.conn, self.stats, self.counts, self._tail
+        timer = None if is_async else self.timer  # (the driver times an await)
         delivered = False
         while True:
             try:
@@ -229,10 +238,18 @@ class Session:
                 return delivered
             delivered = True
             stats.messages_in += 1
+            counts.messages_in += 1
             if func is None:
                 continue
             try:
-                result = func(conn, message)
+                if timer is None:
+                    result = func(conn, message)
+                else:
+                    started = time.perf_counter()
+                    try:
+                        result = func(conn, message)
+                    finally:
+                        timer(time.perf_counter() - started)
             except Exception as exc:
                 self._failed(exc, _Kind.INPUT)
                 return True
@@ -255,7 +272,7 @@ class Session:
         second time (they are done), the connection closes gracefully.
         """
         if self._input_ended:
-            self.shutdown()
+            self.shutdown("eof")
             return
         self._input_ended = True
         try:
@@ -276,7 +293,12 @@ class Session:
             self.call = result if inspect.iscoroutine(result) else _awaited(result)
             self._call_kind = kind
         elif kind is _Kind.ERROR:
-            self._after_report()
+            self._after_report(args[0])
+
+    @property
+    def timed_call(self) -> bool:
+        """Whether :attr:`call` is an ``on_input`` call to time for an observer."""
+        return self.timer is not None and self._call_kind is _Kind.INPUT
 
     def call_done(self, exc: BaseException | None = None) -> None:
         """The coroutine in :attr:`call` returned (``exc is None``) or raised ``exc``."""
@@ -285,7 +307,7 @@ class Session:
         if exc is not None:
             self._failed(exc, kind)
         elif kind is _Kind.ERROR:
-            self._after_report()
+            self._after_report(self._reported)
 
     def _run_event(self) -> None:
         h, args = self._events.popleft()
@@ -333,13 +355,19 @@ class Session:
 
     # -- control ------------------------------------------------------------------
 
-    def shutdown(self) -> None:
-        """No more input; queued output still goes out (never blocks)."""
+    def shutdown(self, reason: str = "shutdown", error: BaseException | None = None) -> None:
+        """No more input; queued output still goes out (never blocks).
+
+        ``reason`` (and ``error``) say why, if nothing else did first (see
+        :data:`tcpkit.observer.CLOSE_REASONS`).
+        """
+        self._ending(reason, error)
         if self.state is State.OPEN or self.state is State.SETUP:
             self.state = State.CLOSING
 
-    def close(self) -> None:
+    def close(self, reason: str = "close", error: BaseException | None = None) -> None:
         """Close at once: queued output is discarded."""
+        self._ending(reason, error)
         self.state = State.CLOSED
         self.out = []
         self.out_size = 0
@@ -349,7 +377,12 @@ class Session:
         """A fatal socket-level problem: close, and report ``exc`` to ``on_error`` at the end."""
         if self.fatal is None and self.state is not State.CLOSED:
             self.fatal = exc
-        self.close()
+        self.close("error", exc)
+
+    def _ending(self, reason: str, error: BaseException | None) -> None:
+        if self.close_reason is None:
+            self.close_reason = reason
+            self.close_error = type(error).__name__ if error is not None else None
 
     def report_fatal(self, exc: BaseException) -> None:
         """Queue the fatal error for the final turn (it runs even once closed)."""
@@ -370,7 +403,7 @@ class Session:
         self._errors.append((exc, "frame"))
         self._frame_errors += 1
         if self._frame_errors >= _MAX_FRAME_ERRORS_PER_READ:
-            self.shutdown()
+            self.shutdown("error", exc)
 
     def _codec_failed(self, exc: Exception) -> None:
         """The decoder raised something other than a ``FrameError``: a bug in the codec.
@@ -379,17 +412,17 @@ class Session:
         then the connection shuts down; output already queued still goes out.
         """
         self._errors.append((exc, "codec"))
-        self.shutdown()
+        self.shutdown("error", exc)
 
     def _failed(self, exc: BaseException, kind: _Kind) -> None:
         if isinstance(exc, ConnectionClosed) and self.state is not State.OPEN:
             logger.debug("%s: %s", self.log_prefix, exc)  # sent on its own closing connection
             if kind is _Kind.ERROR:
-                self._after_report()
+                self._after_report(self._reported)
         elif kind is _Kind.ERROR:
             logger.exception("%s: on_error handler raised", self.log_prefix, exc_info=exc)
             self._observer.unhandled_error(exc, "on_error", self.conn)
-            self._after_report()
+            self._after_report(self._reported)
         else:
             self._errors.append((exc, "handler"))
 
@@ -397,6 +430,8 @@ class Session:
         """Give ``exc`` to ``on_error`` (default: log it), then shut down if configured."""
         self.conn.got_an_error = True
         self.stats.errors += 1
+        self._observer.connection_error(self.conn, exc)
+        self._reported = exc
         h = self.handlers.on_error
         if h is not None:
             self._invoke(h, (exc,), _Kind.ERROR)
@@ -404,11 +439,11 @@ class Session:
         self._log_error(exc, source)
         if source in ("handler", "codec") and not isinstance(exc, _PEER_ERRORS):
             self._observer.unhandled_error(exc, source, self.conn)
-        self._after_report()
+        self._after_report(exc)
 
-    def _after_report(self) -> None:
+    def _after_report(self, exc: BaseException | None) -> None:
         if self.conn.shutdown_on_error:
-            self.shutdown()
+            self.shutdown("error", exc)
 
     def _log_error(self, exc: BaseException, source: str) -> None:
         prefix = self.log_prefix

@@ -24,7 +24,14 @@ from .exceptions import ProxyProtocolError, SetupTimeout
 from .handlers import Handler, call
 from .settings import Settings
 
-__all__ = ["PEER_SETUP_ERRORS", "log_rejection", "pre_connect", "set_up_stream", "setup_deadline"]
+__all__ = [
+    "PEER_SETUP_ERRORS",
+    "log_rejection",
+    "pre_connect",
+    "rejection_reason",
+    "set_up_stream",
+    "setup_deadline",
+]
 
 logger = logging.getLogger("tcpkit.server")
 
@@ -96,17 +103,26 @@ async def pre_connect(
     return result
 
 
-def log_rejection(name: str, who: str, exc: BaseException | None) -> bool:
-    """Log why a connection's setup failed; return whether it was the app's fault."""
+def log_rejection(prefix: str, exc: BaseException | None) -> bool:
+    """Log why a connection's setup failed; return whether it was the app's fault.
+
+    ``prefix`` names the connection as every connection log line does
+    (``NAME #ID PEER``).
+    """
     if exc is None:
-        logger.debug("%s: %s rejected by pre_connect", name, who)
+        logger.debug("%s: rejected by pre_connect", prefix)
     elif isinstance(exc, SetupTimeout):
-        logger.info("%s: %s %s", name, who, exc)
+        logger.info("%s: %s", prefix, exc)
     elif isinstance(exc, PEER_SETUP_ERRORS):  # the peer's fault: one quiet line
         cause = exc.__cause__ or exc.__context__
         detail = str(exc) or (f"{type(cause).__name__}: {cause}" if cause else "")
-        logger.info("%s: %s setup failed: %s %s", name, who, type(exc).__name__, detail)
+        logger.info("%s: setup failed: %s %s", prefix, type(exc).__name__, detail)
     else:  # a bug in pre_connect or in our own code: show it
-        logger.error("%s: %s setup failed", name, who, exc_info=exc)
+        logger.error("%s: setup failed", prefix, exc_info=exc)
         return True
     return False
+
+
+def rejection_reason(exc: BaseException) -> str:
+    """``setup-timeout`` or ``setup-failed`` (see :data:`tcpkit.observer.REJECT_REASONS`)."""
+    return "setup-timeout" if isinstance(exc, SetupTimeout) else "setup-failed"

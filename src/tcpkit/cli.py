@@ -1,102 +1,114 @@
-"""The ``tcpkit`` command (also ``python -m tcpkit``): a thin layer over ``App.serve``.
+"""The ``tcpkit`` command (also ``python -m tcpkit``): ``run``, ``connect`` and ``ctl``.
 
-User errors (a bad app path, a missing attribute, a port in use) end with one
-line on stderr and a non-zero exit, no traceback. An exception raised while
+User errors (a bad app path, a missing attribute, a port in use, a bad flag
+or ``TCPKIT_*`` value, a missing optional package) end with one line on
+stderr and a non-zero exit, no traceback. An exception raised while
 importing the user's module is the user's bug: it is shown with its
 traceback, then one summary line.
+
+``tcpkit run`` exits 0 after a graceful stop, 1 when a second signal forced
+it (or a ``--workers`` worker could not start), 2 for a usage error.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
+import socket
 import ssl
 import sys
 import threading
 import traceback
 from collections.abc import Sequence
 from contextlib import AsyncExitStack
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, NoReturn
 
 import anyio
 import anyio.lowlevel
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from .app import App
 from .client import Channel, connect, parse_address
 from .codecs import Codec, Json, Lines, Raw
 from .exceptions import FrameError, IncompleteFrame, ServerError
-from .importer import AppImportError, ModuleRaised, import_from_string
-from .server import Server
-from .workers import WORKER_COMMAND
+from .importer import AppImportError, ModuleRaised
+from .runconfig import ConfigError, RunConfig, add_run_arguments
 
 __all__ = ["main"]
 
 EXIT_USAGE = 2
 EXIT_ERROR = 1
 
+logger = logging.getLogger("tcpkit.server")
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="tcpkit", description="Run and try tcpkit TCP servers.")
+_OWNED = "tcpkit-listener"  # LISTEN_FDNAMES name of a listener tcpkit bound itself
+_CONTROL = "tcpkit-control"
+_METRICS = "tcpkit-metrics"
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: ``tcpkit run: error: ... (see --help)``."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        ours = version("tcpkit")
+    except PackageNotFoundError:  # pragma: no cover (running from a source tree)
+        ours = "unknown"
+    import platform
+
+    anyio_version = getattr(anyio, "__version__", None)
+    if anyio_version is None:
+        try:
+            anyio_version = version("anyio")
+        except PackageNotFoundError:  # pragma: no cover
+            anyio_version = "unknown"
+    return f"tcpkit {ours} (Python {platform.python_version()}, anyio {anyio_version})"
+
+
+def _parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
+    """The ``tcpkit`` parser and its ``run`` subparser."""
+    parser = _Parser(prog="tcpkit", description="Run and try tcpkit TCP servers.")
+    parser.add_argument(
+        "--version", action="version", version=_version(), help="show the version and exit"
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    run = sub.add_parser("run", help="serve an app", description="Serve a tcpkit App.")
-    run.add_argument("app", help='the app: "module:attr" or "path/to/file.py:attr"')
-    run.add_argument(
-        "--host",
-        action="append",
-        default=None,
-        help="address or host name to bind; repeat for several (default 127.0.0.1)",
+    run = sub.add_parser(
+        "run",
+        help="serve an app",
+        description=(
+            "Serve a tcpkit App. Every option also reads TCPKIT_<OPTION> from the "
+            "environment (--max-connections: TCPKIT_MAX_CONNECTIONS; the app: TCPKIT_APP); "
+            "a flag given on the command line wins over its variable. SIGINT/SIGTERM "
+            "drain and stop (a second one aborts), SIGHUP reloads gracefully."
+        ),
     )
-    run.add_argument("--port", type=int, default=None, help="TCP port (default 12345)")
-    run.add_argument("--uds", default=None, help="listen on this Unix socket path")
-    run.add_argument("--backend", choices=("asyncio", "trio"), default="asyncio")
-    run.add_argument("--uvloop", action="store_true", help="use uvloop (asyncio backend)")
-    run.add_argument(
-        "--workers",
-        type=int,
-        default=None,
-        metavar="N",
-        help="serve with N worker processes under a supervisor that restarts them",
-    )
-    run.add_argument("--max-connections", type=int, default=None, metavar="N")
-    run.add_argument("--ssl-certfile", default=None, metavar="FILE")
-    run.add_argument("--ssl-keyfile", default=None, metavar="FILE")
-    run.add_argument("--proxy-protocol", action="store_true", help="expect PROXY v1/v2 headers")
-    run.add_argument(
-        "--busy-poll",
-        type=float,
-        default=None,
-        metavar="SECONDS",
-        help="after a read, poll for input up to this long instead of sleeping "
-        "(adaptive; default: the app's, 0.0001; 0 turns it off)",
-    )
-    run.add_argument(
-        "--drain-timeout",
-        type=float,
-        default=30.0,
-        metavar="SECONDS",
-        help="on SIGINT/SIGTERM, how long to flush before aborting (default 30)",
-    )
-    run.add_argument(
-        "--log-level",
-        default="info",
-        choices=("critical", "error", "warning", "info", "debug"),
-    )
-    run.add_argument(
-        "--factory", action="store_true", help="APP names a zero-argument callable returning an App"
-    )
+    add_run_arguments(run)
     talk = sub.add_parser(
         "connect",
         help="talk to a server: a netcat that speaks codecs",
         description=(
             "Connect to a server, send stdin as messages and print the messages "
             "received, one per line. Ends when the server closes, or when stdin "
-            "ends (EOF is passed on, then replies are awaited for --wait seconds)."
+            "ends (EOF is passed on, then replies are awaited for --wait seconds). "
+            "A closed stdout (as with '| head') ends it quietly."
         ),
     )
-    talk.add_argument("address", nargs="?", metavar="HOST:PORT", help="e.g. 127.0.0.1:12345")
+    talk.add_argument(
+        "address",
+        nargs="?",
+        metavar="HOST:PORT",
+        help="e.g. 127.0.0.1:12345, [::1]:12345, or HOST PORT as two arguments",
+    )
+    talk.add_argument("port", nargs="?", metavar="PORT", help="the port, given apart (nc style)")
     talk.add_argument("--uds", default=None, metavar="PATH", help="connect to a Unix socket")
     talk.add_argument(
         "--codec",
@@ -106,6 +118,13 @@ def _parser() -> argparse.ArgumentParser:
         "json-lines: one JSON value per line",
     )
     talk.add_argument("--tls", action="store_true", help="use TLS")
+    talk.add_argument(
+        "--cafile",
+        default=None,
+        metavar="FILE",
+        help="trust the CA certificate(s) in FILE (PEM), e.g. a self-signed "
+        "server's certificate; implies --tls",
+    )
     talk.add_argument(
         "--insecure", action="store_true", help="with --tls: do not verify the certificate"
     )
@@ -123,50 +142,63 @@ def _parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="after stdin ends, how long to wait for the server to close (default 2)",
     )
-    return parser
+    ctl = sub.add_parser(
+        "ctl",
+        help="send a command to a server's control socket (run --control PATH)",
+        description=(
+            "Send one command to the control socket of 'tcpkit run --control PATH' and "
+            "print its JSON answer. Commands: stats, connections, drain, set-max N|none, "
+            "kick ID, reload, help. Exits 0 if the command succeeded, 1 if not."
+        ),
+    )
+    ctl.add_argument("path", metavar="PATH", help="the control socket (run --control PATH)")
+    ctl.add_argument("words", nargs="+", metavar="COMMAND", help="the command and its argument")
+    ctl.add_argument(
+        "--timeout",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="how long to wait for the answer (default 10)",
+    )
+    ctl.add_argument("--pretty", action="store_true", help="indent the JSON answer")
+    return parser, run
 
 
 def _fail(message: str) -> int:
-    print(f"tcpkit: error: {message}", file=sys.stderr)
+    print(f"tcpkit: error: {message}", file=sys.stderr, flush=True)
     return EXIT_ERROR
 
 
-def _load_app(spec: str, factory: bool) -> App[Any, Any]:
-    obj = import_from_string(spec)
-    if factory:
-        if not callable(obj):
-            raise AppImportError(f"{spec!r} is not callable (--factory)")
-        obj = obj()
-    if not isinstance(obj, App):
-        hint = " (use --factory for a function that returns an App)" if callable(obj) else ""
-        raise AppImportError(f"{spec!r} is not a tcpkit App but {type(obj).__name__}{hint}")
-    return obj  # pyright: ignore[reportUnknownVariableType]
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``tcpkit`` command; returns the exit status."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    from .reload import CHECK_COMMAND
+    from .workers import WORKER_COMMAND
+
+    if argv[:1] == [WORKER_COMMAND]:  # a worker process of ``run --workers`` (not for users)
+        from .workers import worker_main
+
+        return worker_main(argv[1:])
+    if argv[:1] == [CHECK_COMMAND]:  # does the app load? (before a reload; not for users)
+        return _check(argv[1:])
+    parser, run_parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command == "run":
+        return _run(run_parser, args)
+    if args.command == "connect":
+        return _connect(args)
+    if args.command == "ctl":
+        return _ctl(args)
+    return EXIT_USAGE  # pragma: no cover (argparse requires a known command)
 
 
-def _ssl_context(certfile: str | None, keyfile: str | None) -> ssl.SSLContext | None:
-    if certfile is None and keyfile is None:
-        return None
-    if certfile is None:
-        raise AppImportError("--ssl-keyfile needs --ssl-certfile")
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+def _check(argv: Sequence[str]) -> int:
+    from .runconfig import load_app
+
+    if not argv:
+        return _fail("usage: tcpkit _check APP [--factory]")
     try:
-        context.load_cert_chain(certfile, keyfile)
-    except (OSError, ssl.SSLError) as exc:
-        raise AppImportError(f"cannot load the TLS certificate/key: {exc}") from None
-    return context
-
-
-def _run(args: argparse.Namespace) -> int:
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    if args.uvloop and args.backend != "asyncio":
-        return _fail("--uvloop needs --backend asyncio")
-    if args.workers is not None and args.workers < 1:
-        return _fail("--workers must be at least 1")
-    try:
-        app = _load_app(args.app, args.factory)
-        context = _ssl_context(args.ssl_certfile, args.ssl_keyfile)
+        load_app(RunConfig(app=argv[0], factory="--factory" in argv[1:]))
     except ModuleRaised as exc:
         cause = exc.__cause__
         assert cause is not None
@@ -174,119 +206,287 @@ def _run(args: argparse.Namespace) -> int:
         return _fail(f"{exc}: {type(cause).__name__}: {cause}")
     except AppImportError as exc:
         return _fail(str(exc))
-    changes: dict[str, Any] = {}
-    if args.max_connections is not None:
-        changes["max_connections"] = args.max_connections
-    if args.proxy_protocol:
-        changes["proxy_protocol"] = True
-    if args.busy_poll is not None:
-        changes["busy_poll"] = args.busy_poll
-    try:
-        settings = app.settings.replace(**changes)
-    except (ValueError, TypeError) as exc:
-        return _fail(f"--{str(exc).replace('_', '-')}")  # names the flag
-    hosts: list[str] | None = args.host
-    host: str | list[str] = "127.0.0.1" if not hosts else hosts[0] if len(hosts) == 1 else hosts
-    port: int | None = args.port
-    if port is None:
-        port = None if args.uds and not hosts else 12345
-    backend_name = "asyncio+uvloop" if args.uvloop else args.backend
-    options = {"use_uvloop": True} if args.uvloop else {}
-    if args.workers is not None:
-        return _supervise(args, app, host, port, backend_name, tls=context is not None)
-
-    class _Started:
-        """A task status that prints the startup line once every listener is bound."""
-
-        def started(self, value: Server[Any, Any] | None = None) -> None:
-            assert value is not None
-            where = ", ".join(value.describe_addresses())
-            if value.port is not None:  # "tcp 127.0.0.1:12345"; a Unix socket alone is "unix:..."
-                where = f"{'tls' if context is not None else 'tcp'} {where}"
-            print(
-                f"tcpkit: {app.name} ({args.app}) running on {where} "
-                f"[backend {backend_name}] (Press CTRL+C to quit)",
-                flush=True,
-            )
-
-    async def main() -> None:
-        await app.serve(
-            host,
-            port,
-            uds=args.uds,
-            ssl=context,
-            settings=settings,
-            handle_signals=True,
-            drain_timeout=args.drain_timeout,
-            task_status=_Started(),
-        )
-
-    try:
-        anyio.run(main, backend=args.backend, backend_options=options)
-    except ServerError as exc:
-        return _fail(str(exc))
-    except KeyboardInterrupt:  # a Ctrl-C before the signal handler was installed
-        return 130
     return 0
 
 
+# -- tcpkit run ------------------------------------------------------------------
+
+
+@dataclass
+class _Listening:
+    """The sockets a ``tcpkit run`` process serves, and the files it must remove at the end."""
+
+    app: list[tuple[socket.socket, str]] = field(default_factory=list[tuple[socket.socket, str]])
+    control: socket.socket | None = None
+    metrics: socket.socket | None = None
+    owned_files: list[tuple[str, int]] = field(default_factory=list[tuple[str, int]])
+
+    def all(self) -> list[socket.socket]:
+        out = [sock for sock, _ in self.app]
+        out += [sock for sock in (self.control, self.metrics) if sock is not None]
+        return out
+
+    def close(self) -> None:
+        for sock in self.all():
+            sock.close()
+
+    def own(self, sock: socket.socket) -> None:
+        """Remember to remove ``sock``'s Unix socket file at the final stop."""
+        if sock.family != socket.AF_UNIX:
+            return
+        path = sock.getsockname()
+        if isinstance(path, bytes):
+            path = os.fsdecode(path)
+        if isinstance(path, str) and path and not path.startswith("\0"):
+            with contextlib.suppress(OSError):
+                self.owned_files.append((path, os.stat(path).st_ino))
+
+    def remove_files(self) -> None:
+        for path, inode in self.owned_files:
+            with contextlib.suppress(OSError):
+                if os.stat(path).st_ino == inode:  # not replaced by another server since
+                    os.unlink(path)
+
+
+def _open_sockets(config: RunConfig, inherited: list[tuple[int, str]]) -> _Listening:
+    """Bind or adopt every socket: inherited (systemd, a reload, ``--fd``) else bound here.
+
+    Raises:
+        ConfigError: a bad ``--fd``.
+        ServerError: an address could not be bound.
+    """
+    from . import _binding
+    from ._systemd import listening_socket
+
+    out = _Listening()
+    try:
+        for fd, name in inherited:
+            sock = listening_socket(fd, f"LISTEN_FDS socket {fd} ({name})")
+            if name == _CONTROL:
+                out.control = sock
+                out.own(sock)
+            elif name == _METRICS:
+                out.metrics = sock
+            else:
+                out.app.append((sock, name))
+                if name == _OWNED:
+                    out.own(sock)
+        for fd in config.fd:
+            out.app.append((listening_socket(fd, f"--fd {fd}"), f"fd{fd}"))
+        if not out.app:
+            socks = _binding.open_sockets(
+                config.listen_host,
+                config.listen_port,
+                config.uds,
+                uds_mode=config.uds_mode,
+                reuse_port=config.reuse_port,
+                backlog=config.backlog,
+            )
+            for sock in socks:
+                out.app.append((sock, _OWNED))
+                out.own(sock)
+        if config.control is not None and out.control is None:
+            from .control import bind_control
+
+            out.control = bind_control(config.control)
+            out.own(out.control)
+        if config.metrics is not None and out.metrics is None:
+            host, port = parse_address(config.metrics)
+            [out.metrics] = _binding.open_sockets(host, port, backlog=64)
+    except ValueError as exc:
+        out.close()
+        raise ConfigError(str(exc)) from None
+    except _binding.BindError as exc:
+        out.close()
+        raise ServerError(str(exc)) from exc
+    except BaseException:
+        out.close()
+        raise
+    return out
+
+
+def _prepare(run_parser: argparse.ArgumentParser, args: argparse.Namespace) -> RunConfig:
+    """Settings, logging, and the optional packages they need.
+
+    Raises:
+        ConfigError: a bad setting.
+        ServerError: a missing backend.
+        ImportError: a missing optional package (with its pip line).
+    """
+    from .logconfig import configure_logging
+    from .runner import require_backend
+
+    config = RunConfig.from_args(run_parser, args)
+    configure_logging(config.log_level, config.log_config)
+    require_backend(config.backend, config.uvloop)
+    if config.metrics is not None:
+        from .metrics import require_prometheus
+
+        require_prometheus()
+    if config.reload:
+        try:
+            import watchfiles  # noqa: F401  # pyright: ignore[reportUnusedImport]
+        except ImportError as exc:
+            raise ImportError(
+                f"--reload needs watchfiles, which cannot be imported ({exc}): "
+                "pip install 'tcpkit[reload]'"
+            ) from None
+    return config
+
+
+def _run(run_parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    from ._systemd import Notifier, listen_fds
+    from .runconfig import load_app, server_ssl_context
+
+    try:
+        config = _prepare(run_parser, args)
+    except (ConfigError, ServerError, ImportError, ValueError) as exc:
+        return _fail(str(exc))
+    try:
+        app = load_app(config)
+        context = server_ssl_context(config)
+        inherited = listen_fds()
+        listening = _open_sockets(config, inherited)
+    except ModuleRaised as exc:
+        cause = exc.__cause__
+        assert cause is not None
+        traceback.print_exception(type(cause), cause, cause.__traceback__)
+        return _fail(f"{exc}: {type(cause).__name__}: {cause}")
+    except (AppImportError, ConfigError, ServerError, ValueError) as exc:
+        return _fail(str(exc))
+    notifier = Notifier()
+    try:
+        if config.workers is not None:
+            return _supervise(config, app.name, listening, notifier, tls=context is not None)
+        return _serve_single(config, app, context, listening, notifier)
+    finally:
+        listening.remove_files()
+
+
+def _serve_single(
+    config: RunConfig,
+    app: Any,
+    context: ssl.SSLContext | None,
+    listening: _Listening,
+    notifier: Any,
+) -> int:
+    from .process import ServingProcess, Sockets
+    from .reload import Handover
+
+    handover = Handover()
+    for sock, name in listening.app:
+        handover.keep(sock, name)
+    if listening.control is not None:
+        handover.keep(listening.control, _CONTROL)
+    if listening.metrics is not None:
+        handover.keep(listening.metrics, _METRICS)
+    process = ServingProcess(
+        config,
+        app,
+        context,
+        Sockets(
+            [sock for sock, _ in listening.app],
+            control=listening.control,
+            metrics=listening.metrics,
+        ),
+        notifier=notifier,
+        handover=handover,
+    )
+    try:
+        outcome = anyio.run(
+            process.run, backend=config.backend, backend_options=config.backend_options
+        )
+    except ServerError as exc:
+        handover.close()
+        return _fail(str(exc))
+    except KeyboardInterrupt:  # a Ctrl-C before the signal handler was installed
+        handover.close()
+        return 130
+    if outcome.reload:
+        logger.info(
+            "re-executing %s (pid %d) with %d socket(s)",
+            sys.executable,
+            os.getpid(),
+            len(handover.names),
+        )
+        try:
+            handover.exec()
+        except OSError as exc:
+            handover.close()
+            return _fail(f"reload failed: cannot re-execute {sys.executable}: {exc}")
+    handover.close()
+    return outcome.code
+
+
 def _supervise(
-    args: argparse.Namespace,
-    app: App[Any, Any],
-    host: str | list[str],
-    port: int | None,
-    backend_name: str,
+    config: RunConfig,
+    name: str,
+    listening: _Listening,
+    notifier: Any,
     *,
     tls: bool,
 ) -> int:
-    """``--workers N``: bind here, serve in N worker processes (see :mod:`tcpkit.workers`)."""
-    from .workers import WorkerSettings, supervise
+    """``--workers N``: serve in N worker processes (see :mod:`tcpkit.workers`)."""
+    from . import _binding
+    from .workers import Supervisor
 
-    settings = WorkerSettings(
-        app=args.app,
-        factory=args.factory,
-        backend=args.backend,
-        use_uvloop=args.uvloop,
-        max_connections=args.max_connections,
-        proxy_protocol=args.proxy_protocol,
-        busy_poll=args.busy_poll,
-        ssl_certfile=args.ssl_certfile,
-        ssl_keyfile=args.ssl_keyfile,
-        drain_timeout=args.drain_timeout,
-        log_level=args.log_level,
+    if os.name != "posix":  # pragma: no cover
+        listening.close()
+        return _fail("--workers needs a POSIX system (Linux, macOS, BSD)")
+    socks = [sock for sock, _ in listening.app]
+    addresses = ", ".join(_binding.describe_sockets(socks))
+    where = (
+        f"{'tls' if tls else 'tcp'} {addresses}" if not addresses.startswith("unix:") else addresses
     )
 
-    def announce(addresses: list[str]) -> None:
-        print(
-            f"tcpkit: {app.name} ({args.app}) running on {'tls' if tls else 'tcp'} "
-            f"{', '.join(addresses)} [backend {backend_name}] [workers {args.workers}] "
-            "(Press CTRL+C to quit)",
-            flush=True,
+    def announce() -> None:
+        logger.info(
+            "%s (%s) running on %s [backend %s] [workers %d] (Press CTRL+C to quit)",
+            name,
+            config.app,
+            where,
+            config.backend_name,
+            config.workers,
         )
 
+    supervisor = Supervisor(
+        config,
+        config.workers or 1,
+        [sock.fileno() for sock in socks],
+        control=listening.control,
+        metrics=listening.metrics,
+        notifier=notifier,
+        announce=announce,
+    )
     try:
-        return supervise(
-            settings, args.workers, host=host, port=port, uds=args.uds, announce=announce
-        )
+        return anyio.run(supervisor.run, backend="asyncio")
     except ServerError as exc:
         return _fail(str(exc))
     except KeyboardInterrupt:  # a Ctrl-C before the signal handler was installed
         return 130
+    finally:
+        listening.close()
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``tcpkit`` command; returns the exit status."""
-    argv = sys.argv[1:] if argv is None else list(argv)
-    if argv[:1] == [WORKER_COMMAND]:  # a worker process of ``run --workers`` (not for users)
-        from .workers import worker_main
+# -- tcpkit ctl ---------------------------------------------------------------
 
-        return worker_main(argv[1:])
-    args = _parser().parse_args(argv)
-    if args.command == "run":
-        return _run(args)
-    if args.command == "connect":
-        return _connect(args)
-    return EXIT_USAGE  # pragma: no cover (argparse requires a known command)
+
+def _ctl(args: argparse.Namespace) -> int:
+    from .control import request_sync
+
+    line = " ".join(args.words)
+    try:
+        reply = request_sync(args.path, line, timeout=args.timeout)
+    except FileNotFoundError:
+        return _fail(f"no control socket at {args.path!r} (is the server running with --control?)")
+    except (OSError, ValueError) as exc:
+        return _fail(f"{args.path}: {exc}")
+    text = json.dumps(reply, indent=2 if args.pretty else None, ensure_ascii=False)
+    print(text, flush=True)
+    if not reply.get("ok"):
+        print(f"tcpkit: error: {reply.get('error')}", file=sys.stderr)
+        return EXIT_ERROR
+    return 0
 
 
 # -- tcpkit connect ------------------------------------------------------------
@@ -296,22 +496,36 @@ _LINE_LIMIT = 1024 * 1024  # a longer stdin line is sent in pieces of this size
 
 def _connect(args: argparse.Namespace) -> int:
     """``tcpkit connect``: stdin to messages, messages to stdout; returns the exit status."""
+    if args.uds is not None and args.port is not None:
+        return _fail("give either HOST PORT or --uds PATH, not both")
     if (args.address is None) == (args.uds is None):
-        return _fail("give either HOST:PORT or --uds PATH")
+        return _fail("give either HOST:PORT (or HOST PORT) or --uds PATH")
+    if args.cafile is not None:
+        args.tls = True
     if args.insecure and not args.tls:
         return _fail("--insecure needs --tls")
+    if args.insecure and args.cafile is not None:
+        return _fail("--insecure and --cafile contradict each other")
     if args.wait < 0 or args.timeout <= 0:
         return _fail("--wait must be >= 0 and --timeout > 0")
     host: str | None = None
     port: int | None = None
     if args.address is not None:
         try:
-            host, port = parse_address(args.address)
+            if args.port is not None:  # HOST PORT, as nc takes them
+                if not args.port.isdigit() or not 0 <= int(args.port) <= 65535:
+                    raise ValueError(f"bad port {args.port!r}: expected a number in 0..65535")
+                host, port = args.address.strip("[]"), int(args.port)
+            else:
+                host, port = parse_address(args.address)
         except ValueError as exc:
             return _fail(str(exc))
     context: ssl.SSLContext | None = None
     if args.tls:
-        context = ssl.create_default_context()
+        try:
+            context = ssl.create_default_context(cafile=args.cafile)
+        except (OSError, ssl.SSLError) as exc:
+            return _fail(f"--cafile {args.cafile!r}: {exc}")
         if args.insecure:
             context.check_hostname = False
             context.verify_mode = ssl.CERT_NONE
@@ -342,6 +556,19 @@ def _connect(args: argparse.Namespace) -> int:
         return 130
 
 
+class _StdoutClosed(Exception):
+    """Whoever reads our stdout has gone (``tcpkit connect ... | head``)."""
+
+
+def _stdout_closed() -> int:
+    """End quietly after a broken stdout pipe: exit 0, no "Exception ignored" at exit."""
+    with contextlib.suppress(OSError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    return 0
+
+
 async def _talk(channel: Channel[Any, Any], mode: str, wait: float) -> int:
     """Pump stdin to ``channel`` and ``channel`` to stdout until one side ends."""
     status = 0
@@ -370,6 +597,8 @@ async def _talk(channel: Channel[Any, Any], mode: str, wait: float) -> int:
         tg.start_soon(from_stdin)
         try:
             await _print_messages(channel, mode)
+        except _StdoutClosed:
+            status = _stdout_closed()
         except (anyio.BrokenResourceError, OSError) as exc:
             status = _fail(f"connection lost: {exc or type(exc).__name__}")
         tg.cancel_scope.cancel()
@@ -456,10 +685,13 @@ async def _print_messages(channel: Channel[Any, Any], mode: str) -> None:
         except FrameError as exc:  # bad or oversized input: the codec skipped it
             print(f"tcpkit: skipping a message: {exc}", file=sys.stderr)
             continue
-        if mode == "raw":
-            out.write(message)
-        elif mode == "json-lines":
-            out.write(json.dumps(message, ensure_ascii=False).encode() + b"\n")
-        else:
-            out.write(message + b"\n")
-        out.flush()
+        try:
+            if mode == "raw":
+                out.write(message)
+            elif mode == "json-lines":
+                out.write(json.dumps(message, ensure_ascii=False).encode() + b"\n")
+            else:
+                out.write(message + b"\n")
+            out.flush()
+        except BrokenPipeError:
+            raise _StdoutClosed from None

@@ -18,6 +18,7 @@ every handler run for one read leaves in one write.
 from __future__ import annotations
 
 import ssl
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
@@ -29,13 +30,14 @@ from ._session import Session, State
 from ._transport import as_transport
 from .codecs.base import CodecSpec, Decoder, resolve_codec
 from .exceptions import RegistrationError
+from .observer import peer_of
 
 if TYPE_CHECKING:
     from ._tasks import TaskPool
     from .observer import Observer
     from .server import Server
     from .settings import Handlers, Settings
-    from .stats import ServerStats
+    from .stats import ConnectionCounts, ServerStats
 
 __all__ = ["Connection", "ServerContext", "current_connection"]
 
@@ -56,13 +58,6 @@ class ServerContext:
     stats: ServerStats
     observer: Observer
     pool: TaskPool
-
-
-def _peer(remote: Any) -> str:
-    if isinstance(remote, tuple):
-        ip, port = remote[0], remote[1]  # pyright: ignore[reportUnknownVariableType]
-        return f"[{ip}]:{port}" if ":" in str(ip) else f"{ip}:{port}"  # pyright: ignore[reportUnknownArgumentType]
-    return str(remote) if remote else "(unix)"
 
 
 class Connection(Generic[In, Out]):
@@ -105,12 +100,14 @@ class Connection(Generic[In, Out]):
             context.handlers,
             context.stats,
             context.observer,
-            f"{settings.name} #{conn_id} {_peer(remote)}",
+            f"{settings.name} #{conn_id} {peer_of(remote)}",
         )
         self._driver: Driver | None = None  # once set up
+        self.opened_at: float | None = None
+        """``time.monotonic()`` when the setup completed (``None`` before)."""
 
     def __repr__(self) -> str:
-        return f"<{type(self).__name__} #{self.id} {_peer(self.remote_addr)}>"
+        return f"<{type(self).__name__} #{self.id} {peer_of(self.remote_addr)}>"
 
     # -- state ------------------------------------------------------------------------
 
@@ -130,6 +127,21 @@ class Connection(Generic[In, Out]):
         """Bytes queued by ``send``/``put`` and not yet handed to the OS."""
         session = self._session
         return session.out_size + session.in_flight
+
+    @property
+    def counts(self) -> ConnectionCounts:
+        """What this connection carried so far: bytes and messages each way."""
+        return self._session.counts
+
+    @property
+    def close_reason(self) -> str | None:
+        """Why the connection began to end (:data:`tcpkit.observer.CLOSE_REASONS`), or ``None``."""
+        return self._session.close_reason
+
+    @property
+    def close_error(self) -> str | None:
+        """The type name of the error that ended the connection, if one did."""
+        return self._session.close_error
 
     @property
     def input_paused(self) -> bool:
@@ -164,6 +176,7 @@ class Connection(Generic[In, Out]):
             raise session.not_writable()
         data = session.encoder.encode(message)
         session.stats.messages_out += 1
+        session.counts.messages_out += 1
         if not data:
             return
         size = session.out_size + len(data)
@@ -196,13 +209,13 @@ class Connection(Generic[In, Out]):
 
         Never blocks; safe to call more than once and from any handler.
         """
-        self._session.shutdown()
+        self._session.shutdown("server-shutdown" if self.server.closing else "shutdown")
         if self._driver is not None:
             self._driver.wake()
 
     def close(self) -> None:
         """Close at once: pending output is discarded. Never blocks."""
-        self._session.close()
+        self._session.close("aborted" if self.server.closing else "close")
         if self._driver is not None:
             self._driver.abort()
 
@@ -300,6 +313,7 @@ class Connection(Generic[In, Out]):
             context.pool,
             context.observer,
         )
+        self.opened_at = time.monotonic()
         context.observer.connection_made(self)
         try:
             await driver.run()

@@ -45,8 +45,14 @@ def import_from_string(spec: str) -> Any:
         try:
             obj = getattr(obj, name)
         except AttributeError:
+            hint = ""
+            if obj is module and hasattr(module, "__path__"):  # a package: a directory
+                hint = (
+                    f" ({module_part!r} is a package directory: name a module in it, "
+                    f"e.g. {module_part}.server:{attr})"
+                )
             raise AppImportError(
-                f"attribute {attr!r} not found in module {module.__name__!r}"
+                f"attribute {attr!r} not found in module {module.__name__!r}{hint}"
             ) from None
     return obj
 
@@ -71,6 +77,11 @@ def _load_module(module_part: str) -> ModuleType:
 
 
 def _load_file(path: str) -> ModuleType:
+    if os.path.isdir(path):
+        raise AppImportError(
+            f"{path!r} is a directory, not a Python file: give path/to/file.py:attribute "
+            "(or package.module:attribute)"
+        )
     if not os.path.isfile(path):
         raise AppImportError(f"no such file: {path!r}")
     name = os.path.splitext(os.path.basename(path))[0]

@@ -38,7 +38,7 @@ from ._tasks import open_task_pool
 from .connection import Connection, ServerContext, current_connection
 from .exceptions import ConnectionClosed, RegistrationError, ServerError
 from .handlers import call
-from .observer import Observer, Observers
+from .observer import Observer, Observers, Rejection, peer_of
 from .settings import Handlers, Settings
 from .stats import ServerStats
 
@@ -477,7 +477,8 @@ class Server(Generic[In, Out]):
         if self._handlers.on_started is not None:
             await call(self._handlers.on_started, self, *self._settings.listener_args)
         if self.addresses:
-            logger.info("%s: listening on %s", self.name, ", ".join(self.describe_addresses()))
+            # (INFO is the runner's startup line: run, serve, the CLI)
+            logger.debug("%s: listening on %s", self.name, ", ".join(self.describe_addresses()))
 
     async def _run_stopped(self) -> None:
         """Run on_stopped once; every caller returns after it has run."""
@@ -608,7 +609,7 @@ class Server(Generic[In, Out]):
         """Run one accepted stream to its end. The slot is held until then."""
         try:
             if self._handlers.acceptor is not None:
-                await self._run_acceptor(stream)
+                await self._run_acceptor(stream, conn_id)
             else:
                 await self._run_connection(stream, conn_id)
         except Exception as exc:  # a bug in setup code must not reach the task group
@@ -622,7 +623,7 @@ class Server(Generic[In, Out]):
         """PROXY header and TLS (``setup_timeout`` is the caller's)."""
         return await _setup.set_up_stream(stream, self._settings, self._ssl)
 
-    async def _run_acceptor(self, stream: anyio.abc.ByteStream) -> None:
+    async def _run_acceptor(self, stream: anyio.abc.ByteStream, conn_id: int) -> None:
         """A custom acceptor gets the stream after the same setup (PROXY header, TLS)."""
         assert self._handlers.acceptor is not None
         remote = stream.extra(SocketAttribute.remote_address, None)
@@ -631,7 +632,7 @@ class Server(Generic[In, Out]):
                 with _setup.setup_deadline(self._settings.setup_timeout):
                     used, source = await self._set_up(stream)
             except Exception as exc:
-                await self._reject(stream, exc, repr(remote))
+                await self._reject(stream, conn_id, exc)
                 return
             try:
                 await call(self._handlers.acceptor, used, source or remote)
@@ -660,10 +661,10 @@ class Server(Generic[In, Out]):
                     if pre is not None:
                         used = await _setup.pre_connect(pre, conn, used)
         except Exception as exc:
-            await self._reject(stream, exc, repr(conn) if conn is not None else f"#{conn_id}")
+            await self._reject(stream, conn_id, exc, source)
             return
         if used is None:
-            await self._reject(stream, None, repr(conn))
+            await self._reject(stream, conn_id, None, source)
             return
         if conn is None:
             conn = self._settings.connection_class(context, conn_id, used)
@@ -676,13 +677,20 @@ class Server(Generic[In, Out]):
             del self._connections[conn_id]
 
     async def _reject(
-        self, stream: anyio.abc.ByteStream, exc: BaseException | None, who: str
+        self,
+        stream: anyio.abc.ByteStream,
+        conn_id: int,
+        exc: BaseException | None,
+        source: tuple[str, int] | None = None,
     ) -> None:
+        """Close a connection that failed its setup (or that ``pre_connect`` refused)."""
         self.stats.rejected += 1
         remote = stream.extra(SocketAttribute.remote_address, None)  # the peer that connected
-        if _setup.log_rejection(self.name, who, exc) and exc is not None:
+        prefix = f"{self.name} #{conn_id} {peer_of(source or remote)}"
+        if _setup.log_rejection(prefix, exc) and exc is not None:
             self._observer.unhandled_error(exc, "pre_connect", None)
-        self._observer.connection_rejected(remote, exc)
+        reason = "rejected" if exc is None else _setup.rejection_reason(exc)
+        self._observer.connection_rejected(Rejection(self.name, conn_id, remote, reason, exc))
         with anyio.CancelScope(shield=True):
             try:
                 await stream.aclose()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-__all__ = ["ServerStats"]
+__all__ = ["ConnectionCounts", "ServerStats"]
 
 
 @dataclass
@@ -38,3 +38,20 @@ class ServerStats:
     def as_dict(self) -> dict[str, int]:
         """Return the counters as a plain dict (a snapshot)."""
         return asdict(self)
+
+
+@dataclass(slots=True)
+class ConnectionCounts:
+    """What one connection carried (``conn.counts``).
+
+    Attributes:
+        bytes_in: bytes read from the client.
+        bytes_out: bytes handed to the OS for the client.
+        messages_in: messages decoded and delivered to ``on_input``.
+        messages_out: messages encoded by ``send``/``put``/``broadcast``.
+    """
+
+    bytes_in: int = 0
+    bytes_out: int = 0
+    messages_in: int = 0
+    messages_out: int = 0

@@ -79,8 +79,9 @@ def test_cli_keyfile_needs_a_certfile(certs: Certs) -> None:
 def test_cli_bad_certificate_is_a_one_line_error() -> None:
     result = run_cli("run", "examples/tls_echo.py:app", "--ssl-certfile", "/nonexistent.pem")
     assert result.returncode == 1
-    assert result.stderr.strip().startswith("tcpkit: error: cannot load the TLS certificate/key")
-    assert len(result.stderr.strip().splitlines()) == 1
+    assert result.stderr.strip().splitlines() == [
+        "tcpkit: error: --ssl-certfile: no such file: '/nonexistent.pem'"
+    ]
 
 
 def test_server_context_is_tls_1_2_or_newer(certs: Certs) -> None:

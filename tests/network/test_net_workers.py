@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import re
-import selectors
 import signal
 import socket
 import subprocess
@@ -13,8 +12,9 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import ROOT, STARTUP, CliServer, run_cli
+from helpers import CliServer, run_cli
 
+from tcpkit.runconfig import RunConfig
 from tcpkit.workers import EXIT_BOOT_FAILED, WORKER_COMMAND, WorkerSettings
 
 pytestmark = pytest.mark.slow
@@ -117,8 +117,9 @@ def test_workers_on_trio_and_a_unix_socket(sock_dir: Path) -> None:
 
 def test_workers_must_be_at_least_one() -> None:
     result = run_cli("run", PID_APP, "--workers", "0")
-    assert result.returncode == 1
-    assert result.stderr.strip().splitlines() == ["tcpkit: error: --workers must be at least 1"]
+    assert result.returncode == 2
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith("tcpkit run: error: argument --workers: must be >= 1, got '0'")
 
 
 def test_workers_port_in_use_is_a_one_line_error() -> None:
@@ -132,48 +133,39 @@ def test_workers_port_in_use_is_a_one_line_error() -> None:
     assert lines[-1] == f"tcpkit: error: cannot listen on 127.0.0.1:{port}: address already in use"
 
 
-def read_stderr_until(
-    proc: subprocess.Popen[str], needle: str, count: int, timeout: float = 20
-) -> str:
-    """Read ``proc``'s stderr until ``needle`` appeared ``count`` times (bounded in time).
-
-    Reads the raw descriptor (never the buffered text wrapper, which could hide
-    lines from ``select``), so a later ``communicate()`` gets exactly the rest.
-    """
-    assert proc.stderr is not None
-    fd = proc.stderr.fileno()
-    selector = selectors.DefaultSelector()
-    selector.register(fd, selectors.EVENT_READ)
-    data = b""
-    deadline = time.monotonic() + timeout
-    while data.decode(errors="replace").count(needle) < count:
-        left = deadline - time.monotonic()
-        if left <= 0 or not selector.select(timeout=left):
-            raise AssertionError(f"{needle!r} not seen {count} times: {data.decode()}")
-        chunk = os.read(fd, 65536)
-        if not chunk:
-            raise AssertionError(f"stderr closed: {data.decode()}")
-        data += chunk
-    selector.close()
-    return data.decode()
-
-
 def test_a_crashing_worker_is_restarted_with_a_growing_delay() -> None:
     server = CliServer(["run", "tests/network/crash_app.py:app", "--workers", "1", "--port", "0"])
     try:
-        server.wait_started()
-        text = read_stderr_until(server.proc, "restarting it in", 3)
+        port = server.wait_started()
+        server.wait_for("worker(s) serving")
+        for done in range(1, 4):  # each connection kills the worker that accepts it
+            with socket.create_connection(("127.0.0.1", port), timeout=20) as sock:
+                sock.settimeout(20)
+                try:
+                    assert sock.recv(16) == b""
+                except ConnectionResetError:
+                    pass
+            server.wait_for("restarting it in", done)
+            server.wait_for("started (pid", done + 1)
     finally:
         code, _, err = server.stop(signal.SIGTERM)
-    delays = [float(d) for d in re.findall(r"restarting it in ([\d.]+) s", text + err)]
+    delays = [float(d) for d in re.findall(r"restarting it in ([\d.]+) s", err)]
     assert delays[:3] == [0.2, 0.4, 0.8]
     assert code == 0, err
 
 
-def test_a_worker_that_cannot_load_the_app_stops_the_supervisor() -> None:
+@pytest.mark.parametrize(
+    ("app", "env", "why"),
+    [
+        ("app", {"TCPKIT_TEST_BOOT_FAIL": "1"}, "this app cannot be loaded in a worker"),
+        ("early", {}, "exited with status 1"),
+    ],
+)
+def test_a_worker_that_dies_before_serving_stops_the_supervisor(
+    app: str, env: dict[str, str], why: str
+) -> None:
     server = CliServer(
-        ["run", "tests/network/crash_app.py:app", "--workers", "2", "--port", "0"],
-        env={"TCPKIT_TEST_BOOT_FAIL": "1"},
+        ["run", f"tests/network/crash_app.py:{app}", "--workers", "2", "--port", "0"], env=env
     )
     server.wait_started()
     try:
@@ -181,75 +173,67 @@ def test_a_worker_that_cannot_load_the_app_stops_the_supervisor() -> None:
     finally:
         code, _, err = server.stop(signal.SIGTERM)
     assert code == 1
-    assert "could not load the app; stopping" in err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("tcpkit: error: worker "), err
+    assert "could not start serving" in last and why in last, err
+    assert "restarting" not in err
 
 
 def test_sigterm_to_the_whole_process_group_is_one_graceful_stop() -> None:
     """As systemd (default KillMode) does: supervisor and workers all get SIGTERM."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tcpkit", "run", PID_APP, "--workers", "2", "--port", "0"],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        start_new_session=True,
-    )
+    server = CliServer(["run", PID_APP, "--workers", "2", "--port", "0"], start_new_session=True)
     try:
-        assert proc.stdout is not None
-        selector = selectors.DefaultSelector()
-        selector.register(proc.stdout, selectors.EVENT_READ)
-        assert selector.select(timeout=20), "no startup line"
-        match = STARTUP.search(proc.stdout.readline())
-        assert match, "no startup line"
-        port = int(match["port"])
-        before = read_stderr_until(proc, " serving", 2)  # both workers handle signals now
+        port = server.wait_started()
+        server.wait_for("worker(s) serving")  # both workers handle signals now
         with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
             sock.sendall(b"held\r\n")
             assert b"held" in sock.recv(1024)
-            os.killpg(proc.pid, signal.SIGTERM)
+            os.killpg(server.proc.pid, signal.SIGTERM)
             rest = b""
             while chunk := sock.recv(1024):  # the open connection is closed cleanly
                 rest += chunk
             assert rest == b""
-        _, err = proc.communicate(timeout=20)
-        err = before + err
+        code, _, err = server.stop(None)  # no signal of our own: the group's was the one
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.communicate(timeout=10)
-    assert proc.returncode == 0, err
-    assert "aborting" not in err
-    assert err.count("SIGTERM, draining") == 2
+        if server.proc.poll() is None:
+            os.killpg(server.proc.pid, signal.SIGKILL)
+            server.proc.communicate(timeout=10)
+    assert code == 0, err
+    assert "SIGQUIT" not in err and "received again" not in err
+    assert len(re.findall(r"worker \d \(pid \d+\): SIGTERM received", err)) == 2, err
 
 
-def test_a_second_signal_makes_the_workers_abort() -> None:
+def test_a_second_signal_makes_the_workers_abort_and_exits_1() -> None:
     server = CliServer(["run", PID_APP, "--workers", "2", "--port", "0"])
     try:
         server.wait_started()
-        text = read_stderr_until(server.proc, " serving", 2)
+        server.wait_for("worker(s) serving")
         server.proc.send_signal(signal.SIGTERM)
-        text += read_stderr_until(server.proc, "SIGTERM received", 1)
+        server.wait_for("SIGTERM received")
         server.proc.send_signal(signal.SIGINT)
     finally:
         code, _, err = server.stop(signal.SIGTERM)
-    assert code == 0, text + err
+    assert code == 1, err
     assert "SIGINT received again, workers abort their connections" in err
 
 
 def test_worker_settings_round_trip_through_json() -> None:
-    settings = WorkerSettings(
+    config = RunConfig(
         app="m:app",
         backend="trio",
         max_connections=5,
         proxy_protocol=True,
         ssl_certfile="/c.pem",
+        ssl_keyfile_password="secret",
         drain_timeout=1.5,
-        fds=(3, 4),
+        host=("127.0.0.1", "::1"),
     )
+    settings = WorkerSettings(config, fds=(3, 4), slot=2, control="/tmp/x/w2-3.sock")
     assert WorkerSettings.from_json(settings.to_json()) == settings
     with pytest.raises(ValueError, match="JSON object"):
         WorkerSettings.from_json("[1, 2]")
+    with pytest.raises(ValueError, match="numbers"):
+        WorkerSettings.from_json('{"config": {"app": "m:a"}, "fds": ["3"]}')
 
 
 def test_worker_with_bad_settings_exits_with_the_boot_failure_status() -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-import selectors
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -117,18 +117,7 @@ def test_unix_socket(tmp_path: Path) -> None:
 
 def startup_line(server: CliServer, timeout: float = 20) -> str:
     """The server's "running on" line (CliServer.wait_started wants a TCP port)."""
-    stdout = server.proc.stdout
-    assert stdout is not None
-    with selectors.DefaultSelector() as selector:
-        selector.register(stdout, selectors.EVENT_READ)
-        deadline = time.monotonic() + timeout
-        while selector.select(max(0.0, deadline - time.monotonic())):
-            line = stdout.readline()
-            if not line:
-                break
-            if "running on" in line:
-                return line
-    raise AssertionError("the server did not start")
+    return server.wait_line("running on", timeout)
 
 
 def test_tls(tmp_path: Path) -> None:
@@ -155,8 +144,74 @@ def test_tls(tmp_path: Path) -> None:
         assert done.returncode == 1
         assert b"CERTIFICATE_VERIFY_FAILED" in done.stderr
         assert b"Traceback" not in done.stderr
+        # --cafile trusts it (and implies --tls): the certificate is verified
+        ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+        done = tcpkit_connect(
+            f"127.0.0.1:{port}", "--cafile", str(tmp_path / "ca.pem"), stdin=b"v\n"
+        )
+        assert done.returncode == 0, done.stderr
+        assert done.stdout == b"v\n"
     finally:
         server.stop()
+
+
+def test_self_signed_server_with_cafile(tmp_path: Path) -> None:
+    """The tls_echo example's self-signed certificate, trusted with --cafile (no CA at all)."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.skip("openssl is not installed")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        [
+            *(openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"),
+            *("-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"),
+            *("-keyout", str(key), "-out", str(cert)),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    server = CliServer(
+        [
+            *("run", "examples/echo.py:app", "--port", "0"),
+            *("--ssl-certfile", str(cert), "--ssl-keyfile", str(key)),
+        ]
+    )
+    try:
+        port = server.wait_started()
+        done = tcpkit_connect(f"127.0.0.1:{port}", "--cafile", str(cert), stdin=b"self\n")
+        assert done.returncode == 0, done.stderr
+        assert done.stdout == b"self\n"
+    finally:
+        server.stop()
+
+
+def test_host_and_port_as_two_arguments(echo_port: int) -> None:
+    done = tcpkit_connect("127.0.0.1", str(echo_port), stdin=b"nc style\n")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == b"nc style\n"
+
+
+PIPE_TO_HEAD = ("bash", "-c", 'set -o pipefail; "$0" -m tcpkit connect "$1" | head -n 3')
+
+
+def test_a_closed_stdout_ends_quietly_with_status_0() -> None:
+    """``tcpkit connect HOST:PORT | head -n 3`` against an endless stream (chargen)."""
+    server = CliServer(["run", "examples/chargen.py:app", "--port", "0"])
+    try:
+        port = server.wait_started()
+        done = subprocess.run(
+            [*PIPE_TO_HEAD, sys.executable, f"127.0.0.1:{port}"],
+            cwd=ROOT,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            timeout=30,
+        )
+    finally:
+        server.stop()
+    assert done.returncode == 0, done.stderr  # pipefail: tcpkit's own status too
+    assert len(done.stdout.splitlines()) == 3
+    assert done.stderr == b""
 
 
 def test_a_refused_connection_is_one_line() -> None:
@@ -175,8 +230,12 @@ def test_a_refused_connection_is_one_line() -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        ((), "give either HOST:PORT or --uds PATH"),
-        (("127.0.0.1:1", "--uds", "/x"), "give either HOST:PORT or --uds PATH"),
+        ((), "or --uds PATH"),
+        (("127.0.0.1:1", "--uds", "/x"), "or --uds PATH"),
+        (("127.0.0.1", "1", "--uds", "/x"), "give either HOST PORT or --uds PATH"),
+        (("127.0.0.1", "port"), "bad port 'port'"),
+        (("127.0.0.1:1", "--cafile", "/no/such/ca.pem"), "--cafile '/no/such/ca.pem'"),
+        (("127.0.0.1:1", "--cafile", "/x", "--insecure"), "contradict"),
         (("127.0.0.1",), "expected HOST:PORT"),
         (("127.0.0.1:1", "--insecure"), "--insecure needs --tls"),
         (("127.0.0.1:1", "--wait", "-1"), "--wait must be >= 0"),

@@ -43,7 +43,7 @@ from typing_extensions import Self
 from ..codecs.base import NEED_DATA, Codec, Decoder, Encoder, NeedData
 from ..connection import Connection
 from ..exceptions import FrameError, WriteBufferFull
-from ..observer import Observer
+from ..observer import Observer, Rejection
 from ._memory import BUFFER_SIZE, READ_SIZE, Address, MemoryByteStream, MemoryListener
 
 if TYPE_CHECKING:
@@ -177,11 +177,11 @@ class _Hub(Observer, Generic[In, Out]):
         if link is not None:
             link.set_up(conn)
 
-    def connection_rejected(self, remote_addr: Any, exc: BaseException | None) -> None:
-        if exc is not None:  # a failed setup: the client sees its connection closed
+    def connection_rejected(self, rejection: Rejection) -> None:
+        if rejection.error is not None:  # a failed setup: the client sees its connection closed
             return
         for link in self.links:  # refused by pre_connect
-            if link.remote_addr == remote_addr and not link.setup_done:
+            if link.remote_addr == rejection.remote_addr and not link.setup_done:
                 link.set_up(None)
                 return
 

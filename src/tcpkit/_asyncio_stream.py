@@ -265,20 +265,23 @@ class AsyncioSocketStream(anyio.abc.SocketStream, Transport):
         if self._streak > STREAK:
             self._streak = 0
             await asyncio.sleep(0)  # fairness; nothing is consumed yet, so safe to cancel
-        if protocol.buffer:
-            return protocol.take(max_bytes)
-        self._streak = 0
+        if not protocol.buffer:
+            self._streak = 0
+            await self._wait_for_input()
+        return protocol.take(max_bytes)
+
+    async def _wait_for_input(self) -> None:
+        """Wait until bytes are buffered; raise what ends the wait otherwise."""
+        protocol = self._protocol
         while not protocol.buffer:
             if protocol.interrupted:
                 protocol.interrupted = False
                 raise ReceiveInterrupted
             if self._closed:
                 raise anyio.ClosedResourceError
-            if protocol.lost:
+            if protocol.eof or protocol.lost:
                 if protocol.exception is not None and not protocol.eof:
                     raise anyio.BrokenResourceError from protocol.exception
-                raise anyio.EndOfStream
-            if protocol.eof:
                 raise anyio.EndOfStream
             if protocol.read_waiter is not None:
                 raise anyio.BusyResourceError("reading from")
@@ -288,7 +291,6 @@ class AsyncioSocketStream(anyio.abc.SocketStream, Transport):
             finally:
                 if protocol.read_waiter is waiter:
                     protocol.read_waiter = None
-        return protocol.take(max_bytes)
 
     # handling input in the protocol callback ------------------------------------
 
@@ -485,19 +487,37 @@ class AsyncioSocketListener(FastListener):
         """
         if self._attaching:  # accepted with an earlier one
             return await self._attached(*self._attaching.popleft())
-        sock = self._sock
         self._streak += 1
         if self._streak > STREAK:
             # Connections kept coming without a wait: let other tasks run (a
             # checkpoint), as a connect flood must not starve the connections.
             self._streak = 0
             await asyncio.sleep(0)
+        client = await self._accept_socket()
+        make = self._make_transport
+        if make is None:
+            return await self._attach_batch(client)
+        try:
+            self._configure(client)
+            # connection_made runs first thing on the next loop turn, before
+            # any task can use the stream.
+            protocol = _BufferedStreamProtocol(self._read_buffer, self._poll)
+            transport = make(client, protocol)
+            transport.set_write_buffer_limits(0, 0)
+        except BaseException:
+            client.close()
+            raise
+        return AsyncioSocketStream(transport, protocol, self._loop)
+
+    async def _accept_socket(self) -> socket.socket:
+        """The next connection's socket; waits (watched by the loop) while none is pending."""
+        sock = self._sock
         while True:
             if self._closed:
                 raise anyio.ClosedResourceError
             try:
                 client, _ = sock.accept()
-                break
+                return client
             except BlockingIOError:
                 self._streak = 0
             except OSError:
@@ -515,27 +535,17 @@ class AsyncioSocketListener(FastListener):
             finally:
                 if self._waiter is waiter:
                     self._waiter = None
-        make = self._make_transport
-        if make is None:
-            self._start_attach(client)
-            while len(self._attaching) < _ACCEPT_BATCH:  # the others pending share the wait
-                try:
-                    more, _ = sock.accept()
-                    self._start_attach(more)
-                except Exception:  # none pending, or an error that the next accept reports
-                    break
-            return await self._attached(*self._attaching.popleft())
-        try:
-            self._configure(client)
-            # connection_made runs first thing on the next loop turn, before
-            # any task can use the stream.
-            protocol = _BufferedStreamProtocol(self._read_buffer, self._poll)
-            transport = make(client, protocol)
-            transport.set_write_buffer_limits(0, 0)
-        except BaseException:
-            client.close()
-            raise
-        return AsyncioSocketStream(transport, protocol, self._loop)
+
+    async def _attach_batch(self, client: socket.socket) -> AsyncioSocketStream:
+        """Where a transport takes a loop turn: start ``client`` and every other pending one."""
+        self._start_attach(client)
+        while len(self._attaching) < _ACCEPT_BATCH:  # the others pending share the wait
+            try:
+                more, _ = self._sock.accept()
+                self._start_attach(more)
+            except Exception:  # none pending, or an error that the next accept reports
+                break
+        return await self._attached(*self._attaching.popleft())
 
     def _start_attach(self, client: socket.socket) -> None:
         """Run ``connect_accepted_socket`` for ``client`` up to its wait for ``connection_made``."""

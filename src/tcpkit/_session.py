@@ -29,7 +29,7 @@ import inspect
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 from .codecs.base import NEED_DATA
@@ -131,7 +131,7 @@ class Session:
         self._frame_errors = 0
         self._observer = observer
         h = handlers.on_input
-        self._on_input = (h.func, h.is_async) if h is not None else (None, False)
+        self._on_input = (h.func, h.is_async) if h is not None else (_no_handler, False)
         self.counts = ConnectionCounts()
         self.close_reason: str | None = None  # why it began to end (see tcpkit.observer)
         self.close_error: str | None = None  # ... and the error's type, if an error did
@@ -214,48 +214,37 @@ class Session:
                 return Next.READ
 
     def _deliver_next(self) -> bool:
-        """Hand buffered messages to ``on_input``, one at a time; ``False`` if none was complete.
+        """Hand buffered messages to ``on_input``; ``False`` if none was complete.
 
-        The hot loop: it stops at the first message whose handler needs the
+        The hot loop. It stops at the first message whose handler needs the
         turn loop (a coroutine to await, an error, a pause, a shutdown) or
         when no message is complete. The decoder is looked up again after
         every message: a handler may have switched the codec.
         """
         func, is_async = self._on_input
+        if is_async:
+            return self._deliver_to_coroutine(func)
+        timer = self.timer
+        return self._deliver_to_function(func if timer is None else _timed(func, timer))
+
+    def _deliver_to_function(self, func: Callable[..., Any]) -> bool:
         conn, stats, counts, tail = self.conn, self.stats, self.counts, self._tail
-        timer = None if is_async else self.timer  # (the driver times an await)
         delivered = False
         while True:
             try:
                 message = tail.popleft() if tail else self.decoder.next_message()
-            except FrameError as exc:
-                self._frame_error(exc)
-                return True
             except Exception as exc:
-                self._codec_failed(exc)
+                self._decode_failed(exc)
                 return True
             if message is NEED_DATA:
                 return delivered
             delivered = True
             stats.messages_in += 1
             counts.messages_in += 1
-            if func is None:
-                continue
             try:
-                if timer is None:
-                    result = func(conn, message)
-                else:
-                    started = time.perf_counter()
-                    try:
-                        result = func(conn, message)
-                    finally:
-                        timer(time.perf_counter() - started)
+                result = func(conn, message)
             except Exception as exc:
                 self._failed(exc, _Kind.INPUT)
-                return True
-            if is_async:  # (an async callable's result is a coroutine)
-                self.call = result
-                self._call_kind = _Kind.INPUT
                 return True
             if result is not None and inspect.isawaitable(result):  # a def returning one
                 self.call = _awaited(result)
@@ -263,6 +252,32 @@ class Session:
                 return True
             if self.state is not _OPEN or self.paused or self._errors:
                 return True  # the handler changed what comes next
+
+    def _deliver_to_coroutine(self, func: Callable[..., Any]) -> bool:
+        """An ``async def`` on_input: its coroutine for the next message becomes :attr:`call`."""
+        tail = self._tail
+        try:
+            message = tail.popleft() if tail else self.decoder.next_message()
+        except Exception as exc:
+            self._decode_failed(exc)
+            return True
+        if message is NEED_DATA:
+            return False
+        self.stats.messages_in += 1
+        self.counts.messages_in += 1
+        try:
+            self.call = func(self.conn, message)  # (an async callable's result is a coroutine)
+        except Exception as exc:
+            self._failed(exc, _Kind.INPUT)
+        else:
+            self._call_kind = _Kind.INPUT
+        return True
+
+    def _decode_failed(self, exc: Exception) -> None:
+        if isinstance(exc, FrameError):
+            self._frame_error(exc)
+        else:
+            self._codec_failed(exc)
 
     def _end_of_input(self) -> None:
         """The client's end of stream, with nothing left buffered.
@@ -458,3 +473,20 @@ class Session:
 async def _awaited(awaitable: Awaitable[Any]) -> Any:
     """A coroutine for an awaitable that is not one (a plain ``def`` returning a future)."""
     return await awaitable
+
+
+def _no_handler(conn: Connection[Any, Any], message: Any) -> None:
+    """The ``on_input`` of an app that registered none: messages are decoded and dropped."""
+
+
+def _timed(func: Callable[..., Any], timer: Callable[[float], None]) -> Callable[..., Any]:
+    """``func``, telling ``timer`` how long each call took (for an observer)."""
+
+    def timed(conn: Connection[Any, Any], message: Any) -> Any:
+        started = time.perf_counter()
+        try:
+            return func(conn, message)
+        finally:
+            timer(time.perf_counter() - started)
+
+    return timed

@@ -156,7 +156,6 @@ class TrioSocketStream(anyio.abc.SocketStream, Transport):
             raise ValueError("max_bytes must be a positive integer")
         if self._receiving:
             raise anyio.BusyResourceError("reading from")
-        sock = self._sock
         self._receiving = True
         try:
             self._streak += 1
@@ -173,32 +172,37 @@ class TrioSocketStream(anyio.abc.SocketStream, Transport):
                 raise anyio.BrokenResourceError from self._error
             if self._eof:
                 raise anyio.EndOfStream
-            if self._drained and not self._closed:
-                # The last read emptied the socket: wait for more before trying
-                # (saves a recv that would fail, in request-response traffic).
-                self._streak = 0
-                await self._wait_readable()
-            while True:
-                if self._closed:
-                    raise anyio.ClosedResourceError
-                try:
-                    data = sock.recv(max_bytes)
-                except BlockingIOError:
-                    self._streak = 0
-                    await self._wait_readable()
-                    continue
-                except OSError as exc:
-                    if self._closed:
-                        raise anyio.ClosedResourceError from None
-                    raise anyio.BrokenResourceError from exc
-                if not data:
-                    raise anyio.EndOfStream
-                self._drained = len(data) < max_bytes
-                if self._poll is not None:
-                    self._poll()
-                return data
+            return await self._recv(max_bytes)
         finally:
             self._receiving = False
+
+    async def _recv(self, max_bytes: int) -> bytes:
+        """Read from the socket, waiting while it has nothing."""
+        sock = self._sock
+        if self._drained and not self._closed:
+            # The last read emptied the socket: wait for more before trying
+            # (saves a recv that would fail, in request-response traffic).
+            self._streak = 0
+            await self._wait_readable()
+        while True:
+            if self._closed:
+                raise anyio.ClosedResourceError
+            try:
+                data = sock.recv(max_bytes)
+            except BlockingIOError:
+                self._streak = 0
+                await self._wait_readable()
+                continue
+            except OSError as exc:
+                if self._closed:
+                    raise anyio.ClosedResourceError from None
+                raise anyio.BrokenResourceError from exc
+            if not data:
+                raise anyio.EndOfStream
+            self._drained = len(data) < max_bytes
+            if self._poll is not None:
+                self._poll()
+            return data
 
     async def _wait_readable(self) -> None:
         """Wait until the socket is readable, or until :meth:`interrupt_receive`.

@@ -202,11 +202,12 @@ class Driver:
         handler per message costs one native ``await``.
         """
         session = self._session
+        timer = session.timer  # (None unless an observer times on_input)
         while True:
             coro = session.call
             assert coro is not None
-            timer = session.timer if session.timed_call else None
             started = time.perf_counter() if timer is not None else 0.0
+            timed = timer is not None and session.timed_call
             try:
                 await coro
             except Exception as exc:
@@ -215,10 +216,10 @@ class Driver:
                 session.call_done()
                 raise
             else:
-                session.call_done()
-            finally:
-                if timer is not None:
+                if timed and timer is not None:
                     timer(time.perf_counter() - started)
+                if session.next_call():
+                    continue
             nxt = session.advance()
             if nxt is not Next.CALL:
                 return nxt

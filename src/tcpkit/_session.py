@@ -273,6 +273,23 @@ class Session:
             self._call_kind = _Kind.INPUT
         return True
 
+    def next_call(self) -> bool:
+        """The coroutine in :attr:`call` returned: :meth:`call_done`, then the fast path.
+
+        After an ``async def`` on_input, if nothing comes before the next
+        message (no error to report, open, not paused), decode it and make
+        its coroutine :attr:`call`. Returns whether it did; if not,
+        :meth:`advance` does what comes next.
+        """
+        func, is_async = self._on_input
+        if self._call_kind is not _Kind.INPUT or not is_async:
+            self.call_done()
+            return False
+        self.call = None
+        if self._errors or self.state is not _OPEN or self.paused:
+            return False
+        return self._deliver_to_coroutine(func) and self.call is not None
+
     def _decode_failed(self, exc: Exception) -> None:
         if isinstance(exc, FrameError):
             self._frame_error(exc)

@@ -1,0 +1,85 @@
+"""The path matrix's plumbing: rows as parameters, defaults vs ``slow``, known differences.
+
+A check decorated with :func:`pathmatrix.matrix` or :func:`pathmatrix.per_backend`
+and taking a ``path`` argument is parametrized over its rows; ``anyio_backend``
+follows the row. Rows outside the check's covering subset are marked ``slow``;
+rows listed in :data:`pathdiffs.KNOWN_DIFFERENCES` are ``xfail(strict=True)``.
+"""
+
+from __future__ import annotations
+
+import shutil
+import ssl
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path as FsPath
+from typing import Any
+
+import pytest
+import trustme
+from pathdiffs import differences_for
+from pathharness import Harness
+from pathmatrix import Path, rows_of
+
+
+@dataclass(frozen=True)
+class Tls:
+    server: ssl.SSLContext
+    client: ssl.SSLContext
+
+
+@pytest.fixture(scope="session")
+def tls() -> Tls:
+    """A throw-away CA (trustme) and a certificate for 127.0.0.1, as in tests/network."""
+    ca = trustme.CA()
+    cert = ca.issue_cert("localhost", "127.0.0.1", "::1")
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    cert.configure_cert(server)
+    client = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
+    ca.configure_trust(client)
+    return Tls(server, client)
+
+
+@pytest.fixture
+def sock_dir() -> Iterator[FsPath]:
+    """A short directory for Unix sockets (a socket path is limited to about 100 bytes)."""
+    directory = FsPath(tempfile.mkdtemp(prefix="tcpkit-", dir="/tmp"))
+    yield directory
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture
+def anyio_backend(path: Path) -> Any:
+    """The row's backend (overrides the suite's three-backend parametrization)."""
+    return path.anyio_backend
+
+
+@pytest.fixture
+def h(path: Path, tls: Tls, sock_dir: FsPath) -> Harness:
+    return Harness(path, tls.server, tls.client, sock_dir)
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "path" not in metafunc.fixturenames:
+        return
+    rows = rows_of(metafunc.function)
+    assert rows is not None, f"{metafunc.function.__name__} takes `path` without @matrix/@per_backend"
+    metafunc.parametrize("path", rows.all, ids=[r.id for r in rows.all])
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects by marker
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    here = FsPath(__file__).parent
+    for item in items:
+        if not isinstance(item, pytest.Function) or item.path.parent != here:
+            continue
+        callspec = getattr(item, "callspec", None)
+        path: Path | None = callspec.params.get("path") if callspec is not None else None
+        rows = rows_of(item.function)
+        if path is not None and rows is not None and path not in rows.default:
+            item.add_marker(pytest.mark.slow)
+        found = differences_for(item.originalname, path)
+        if found:
+            reason = "; ".join(d.reason for d in found)
+            item.add_marker(pytest.mark.xfail(strict=True, reason=reason))

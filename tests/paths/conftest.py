@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 import trustme
+from pathclient import KNOWN_FAILURE_TIMEOUT, TIMEOUT
 from pathdiffs import differences_for
 from pathharness import Harness
 from pathmatrix import Path, rows_of
@@ -56,15 +57,21 @@ def anyio_backend(path: Path) -> Any:
 
 
 @pytest.fixture
-def h(path: Path, tls: Tls, sock_dir: FsPath) -> Harness:
-    return Harness(path, tls.server, tls.client, sock_dir)
+def h(request: pytest.FixtureRequest, path: Path, tls: Tls, sock_dir: FsPath) -> Harness:
+    """The check's harness; a known difference (xfail) gets short client waits."""
+    known = request.node.get_closest_marker("xfail") is not None
+    return Harness(
+        path, tls.server, tls.client, sock_dir, KNOWN_FAILURE_TIMEOUT if known else TIMEOUT
+    )
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "path" not in metafunc.fixturenames:
         return
     rows = rows_of(metafunc.function)
-    assert rows is not None, f"{metafunc.function.__name__} takes `path` without @matrix/@per_backend"
+    assert rows is not None, (
+        f"{metafunc.function.__name__} takes `path` without @matrix/@per_backend"
+    )
     metafunc.parametrize("path", rows.all, ids=[r.id for r in rows.all])
 
 

@@ -14,16 +14,25 @@ import socket
 import ssl
 import struct
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import TypeVar
 
 import anyio
 import anyio.abc
-from anyio.streams.tls import TLSStream
 
 from tcpkit.testing import TestClient
 
+T = TypeVar("T")
+
 TIMEOUT = 5.0
 """Seconds any client wait may take before the check fails."""
+KNOWN_FAILURE_TIMEOUT = 0.25
+"""The same for a check known to fail on its path (an xfail): waits that never end cost less.
+
+(A fixed path answers on loopback well within it; were it slower, the check
+would report XFAIL instead of XPASS, never a false failure.)"""
 
 
 @dataclass(frozen=True)
@@ -39,10 +48,22 @@ class Ending:
 class PathClient(ABC):
     """A raw-bytes client; ``received`` counts every byte that arrived."""
 
-    def __init__(self) -> None:
+    def __init__(self, timeout: float = TIMEOUT) -> None:
         self.buffer = bytearray()
         self.received = 0
         self.ended: Ending | None = None
+        self.timeout = timeout
+
+    @contextmanager
+    def _deadline(self, what: str) -> Iterator[None]:
+        """Like ``anyio.fail_after(self.timeout)``, saying what was awaited and what came."""
+        with anyio.move_on_after(self.timeout) as scope:
+            yield
+        if scope.cancelled_caught:
+            raise TimeoutError(
+                f"{what}: nothing more within {self.timeout} s; "
+                f"received {self.received} bytes, unread {bytes(self.buffer[:300])!r}"
+            )
 
     # -- what each transport provides ----------------------------------------------
 
@@ -98,7 +119,7 @@ class PathClient(ABC):
         Raises:
             EOFError: the server ended the stream first.
         """
-        with anyio.fail_after(TIMEOUT):
+        with self._deadline(f"waiting for {count} lines"):
             while self.buffer.count(b"\n") < count:
                 if not await self._fill():
                     raise EOFError(f"ended ({self.ended}) with {bytes(self.buffer)!r} buffered")
@@ -115,7 +136,7 @@ class PathClient(ABC):
         Raises:
             EOFError: the server ended the stream first.
         """
-        with anyio.fail_after(TIMEOUT):
+        with self._deadline(f"waiting for {size} bytes"):
             while len(self.buffer) < size:
                 if not await self._fill():
                     raise EOFError(f"ended ({self.ended}) with {bytes(self.buffer)!r} buffered")
@@ -125,7 +146,7 @@ class PathClient(ABC):
 
     async def recv_until_closed(self) -> Ending:
         """Every byte until the server ends the stream, and how it ended."""
-        with anyio.fail_after(TIMEOUT):
+        with self._deadline("waiting for the server to close"):
             while await self._fill():
                 pass
         assert self.ended is not None
@@ -186,11 +207,78 @@ class RawSocketStream(anyio.abc.ByteStream):
         self.sock.close()
 
 
+class TlsClientStream(anyio.abc.ByteStream):
+    """TLS over a :class:`RawSocketStream`, with a real half-close.
+
+    anyio's ``TLSStream`` cannot half-close; here ``send_eof`` sends TLS's
+    ``close_notify`` and then a TCP FIN, after which the client can still
+    read (TLS 1.3 allows the server to go on writing). ``send_ragged_eof``
+    is a bare FIN, as a client that shuts down the socket under TLS sends.
+    """
+
+    def __init__(self, raw: RawSocketStream, context: ssl.SSLContext) -> None:
+        self.raw = raw
+        self._in = ssl.MemoryBIO()
+        self._out = ssl.MemoryBIO()
+        self._ssl = context.wrap_bio(self._in, self._out, server_hostname="127.0.0.1")
+
+    async def _flush(self) -> None:
+        data = self._out.read()
+        if data:
+            await self.raw.send(data)
+
+    async def _run(self, func: Callable[[], T]) -> T:
+        while True:
+            try:
+                result = func()
+            except ssl.SSLWantReadError:
+                await self._flush()
+                try:
+                    self._in.write(await self.raw.receive())
+                except anyio.EndOfStream:
+                    self._in.write_eof()
+            else:
+                await self._flush()
+                return result
+
+    async def handshake(self) -> None:
+        await self._run(self._ssl.do_handshake)
+
+    async def receive(self, max_bytes: int = 65536) -> bytes:
+        try:
+            data = await self._run(lambda: self._ssl.read(max_bytes))
+        except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
+            data = b""
+        except ssl.SSLError as exc:
+            if "UNEXPECTED_EOF" not in str(exc):
+                raise anyio.BrokenResourceError from exc
+            data = b""
+        if not data:
+            raise anyio.EndOfStream  # the server closes without close_notify: still an EOF
+        return data
+
+    async def send(self, item: bytes) -> None:
+        await self._run(lambda: self._ssl.write(item))
+
+    async def send_eof(self) -> None:
+        try:
+            self._ssl.unwrap()  # writes close_notify; would then wait for the server's
+        except ssl.SSLWantReadError:
+            pass
+        await self._flush()
+        await self.raw.send_eof()
+
+    async def aclose(self) -> None:
+        await self.raw.aclose()
+
+
 class SocketClient(PathClient):
     """A client over TCP, TLS over TCP, or a Unix socket."""
 
-    def __init__(self, stream: anyio.abc.ByteStream, raw: RawSocketStream) -> None:
-        super().__init__()
+    def __init__(
+        self, stream: anyio.abc.ByteStream, raw: RawSocketStream, timeout: float = TIMEOUT
+    ) -> None:
+        super().__init__(timeout)
         self.stream = stream
         self.raw = raw  # the socket under TLS (the same stream without TLS)
 
@@ -201,6 +289,7 @@ class SocketClient(PathClient):
         tls: ssl.SSLContext | None = None,
         *,
         small_buffers: bool = False,
+        timeout: float = TIMEOUT,
     ) -> SocketClient:
         """Connect to ``address`` (``(host, port)`` or a Unix socket path).
 
@@ -220,25 +309,27 @@ class SocketClient(PathClient):
         raw = RawSocketStream(sock)
         stream: anyio.abc.ByteStream = raw
         if tls is not None:
+            stream = TlsClientStream(raw, tls)
             try:
-                with anyio.fail_after(TIMEOUT):
-                    stream = await TLSStream.wrap(
-                        raw, hostname="127.0.0.1", ssl_context=tls, standard_compatible=False
-                    )
+                with anyio.fail_after(timeout):
+                    await stream.handshake()
             except BaseException:
                 sock.close()
                 raise
-        return cls(stream, raw)
+        return cls(stream, raw, timeout)
 
     async def _receive(self) -> bytes:
         return await self.stream.receive()
 
     async def send(self, data: bytes) -> None:
-        with anyio.fail_after(TIMEOUT):
+        with self._deadline(f"sending {len(data)} bytes"):
             await self.stream.send(data)
 
     async def send_eof(self) -> None:
-        # Under TLS, a plain TCP half-close (anyio's TLSStream cannot send_eof).
+        await self.stream.send_eof()  # under TLS: close_notify, then the FIN
+
+    async def send_ragged_eof(self) -> None:
+        """A bare TCP half-close, under TLS too (no ``close_notify``)."""
         await self.raw.send_eof()
 
     async def reset(self) -> None:
@@ -251,7 +342,7 @@ class SocketClient(PathClient):
         self.raw.sock.close()
 
     async def wait_unread(self) -> None:
-        with anyio.fail_after(TIMEOUT):
+        with self._deadline("waiting for bytes to read"):
             await anyio.wait_readable(self.raw.sock)
 
 
@@ -261,15 +352,15 @@ class SocketClient(PathClient):
 class MemoryClient(PathClient):
     """A client over ``tcpkit.testing``'s in-memory streams (its ``TestClient``, in bytes)."""
 
-    def __init__(self, client: TestClient[object, object]) -> None:
-        super().__init__()
+    def __init__(self, client: TestClient[object, object], timeout: float = TIMEOUT) -> None:
+        super().__init__(timeout)
         self.client = client
 
     async def _receive(self) -> bytes:
         return await self.client.receive_bytes(timeout=None)
 
     async def send(self, data: bytes) -> None:
-        with anyio.fail_after(TIMEOUT):
+        with self._deadline(f"sending {len(data)} bytes"):
             await self.client.send_bytes(data)
 
     async def send_eof(self) -> None:
@@ -285,6 +376,6 @@ class MemoryClient(PathClient):
 
     async def wait_unread(self) -> None:
         # Reading into our own buffer leaves the bytes unread for the checks.
-        with anyio.fail_after(TIMEOUT):
+        with self._deadline("waiting for bytes to read"):
             if not self.buffer:
                 await self._fill()

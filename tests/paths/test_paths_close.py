@@ -41,6 +41,7 @@ async def test_shutdown_delivers_the_queued_output_then_closes(path: Path, h: Ha
         client = await served.connect()
         await client.send_lines("a", "quit", "b")  # "b" comes after the shutdown
         lines, ending = await client.recv_lines_until_closed()
+        await client.aclose()  # the client closes too: the server stops lingering
         await h.wait_until("on_disconnect", lambda: h.rec.disconnects == [1])
     assert lines == ["re:a"] + [f"{i} {LINE}" for i in range(BIG)]
     assert ending.data == b""

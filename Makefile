@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 PORT   ?= 12345
 
-.PHONY: run test lint typecheck pytest docs bench clean
+.PHONY: run test test-paths-full lint typecheck pytest docs bench clean
 
 $(BIN)/.installed: pyproject.toml
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) on PATH (or make PYTHON=python3)"; exit 1; }
@@ -28,6 +28,10 @@ typecheck: $(BIN)/.installed
 
 pytest: $(BIN)/.installed
 	$(BIN)/pytest
+
+# The path matrix's full product (tests/paths): `make test` runs its covering subset.
+test-paths-full: $(BIN)/.installed
+	TCPKIT_PATH_MATRIX=full $(BIN)/pytest tests/paths -m slow
 
 docs: $(BIN)/.installed
 	$(BIN)/mkdocs build --strict --site-dir site

@@ -2,12 +2,18 @@
 
 A check decorated with :func:`pathmatrix.matrix` or :func:`pathmatrix.per_backend`
 and taking a ``path`` argument is parametrized over its rows; ``anyio_backend``
-follows the row. Rows outside the check's covering subset are marked ``slow``;
-rows listed in :data:`pathdiffs.KNOWN_DIFFERENCES` are ``xfail(strict=True)``.
+follows the row. Rows listed in :data:`pathdiffs.KNOWN_DIFFERENCES` are
+``xfail(strict=True)``.
+
+Rows outside the check's covering subset are marked ``slow`` and run only
+with ``TCPKIT_PATH_MATRIX=full`` in the environment (``make test-paths-full``);
+otherwise they are deselected, so that every run (``make test`` included,
+which runs ``slow`` tests) runs the covering subset only.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import ssl
 import tempfile
@@ -75,18 +81,32 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     metafunc.parametrize("path", rows.all, ids=[r.id for r in rows.all])
 
 
+FULL = os.environ.get("TCPKIT_PATH_MATRIX") == "full"
+"""Run the full product, not only the covering subset."""
+
+
 @pytest.hookimpl(tryfirst=True)  # before `-m` deselects by marker
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     here = FsPath(__file__).parent
+    kept: list[pytest.Item] = []
+    deselected: list[pytest.Item] = []
     for item in items:
+        kept.append(item)
         if not isinstance(item, pytest.Function) or item.path.parent != here:
             continue
         callspec = getattr(item, "callspec", None)
         path: Path | None = callspec.params.get("path") if callspec is not None else None
         rows = rows_of(item.function)
         if path is not None and rows is not None and path not in rows.default:
+            if not FULL:
+                deselected.append(kept.pop())
+                continue
             item.add_marker(pytest.mark.slow)
         found = differences_for(item.originalname, path)
         if found:
             reason = "; ".join(d.reason for d in found)
-            item.add_marker(pytest.mark.xfail(strict=True, reason=reason))
+            raises = found[0].raises if len(found) == 1 else None
+            item.add_marker(pytest.mark.xfail(strict=True, reason=reason, raises=raises))
+    if deselected:
+        config.hook.pytest_deselected(items=deselected)
+        items[:] = kept

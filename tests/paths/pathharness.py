@@ -118,8 +118,8 @@ class Harness:
         self.timeout = timeout
         """What each client wait may take (see :data:`pathclient.KNOWN_FAILURE_TIMEOUT`)."""
         self.rec = Recorder()
-        self._tls_server = tls_server
-        self._tls_client = tls_client
+        self.tls_server = tls_server
+        self.tls_client = tls_client
         self._sock_dir = sock_dir
         self._apps = 0
 
@@ -231,15 +231,13 @@ class Harness:
                 test_server = await stack.enter_async_context(TestServer(app))
                 served = Served(test_server.server, self, test_server=test_server)
             else:
-                if stream == "unix":
+                if stream == "unix":  # only the Unix socket listens
                     self._apps += 1
                     start.setdefault("uds", str(self._sock_dir / f"s{self._apps}"))
-                    start.setdefault("host", None)
-                    start.setdefault("port", None)
                 else:
                     start.setdefault("host", "127.0.0.1")
                     if stream == "tls":
-                        start.setdefault("ssl", self._tls_server)
+                        start.setdefault("ssl", self.tls_server)
                 server = await stack.enter_async_context(app.start(**start))
                 served = Served(server, self)
             try:
@@ -268,7 +266,7 @@ class Served:
             client = MemoryClient(await self.test_server.connect(), self.harness.timeout)
         else:
             address: tuple[str, int] | str = self.server.addresses[0]
-            tls = self.harness._tls_client if self.harness.path.stream == "tls" else None
+            tls = self.harness.tls_client if self.harness.path.stream == "tls" else None
             client = await SocketClient.connect(
                 address, tls, small_buffers=small_buffers, timeout=self.harness.timeout
             )

@@ -51,10 +51,11 @@ KNOWN_DIFFERENCES: list[Difference] = [
         raises=TimeoutError,
     ),
     # -- socket errors ---------------------------------------------------------------------
-    # on_error gets anyio.BrokenResourceError() with an empty message; the
-    # errno is in __cause__ (ConnectionResetError, or BrokenPipeError on trio
-    # Unix sockets) or nowhere: no cause at all for a write on asyncio/uvloop
-    # TCP and TLS with def/async handlers, and for a read on asyncio TLS.
+    # on_error gets anyio.BrokenResourceError() with an empty message, after
+    # the socket is closed; the errno is in __cause__ (ConnectionResetError,
+    # or BrokenPipeError for a write on trio Unix sockets) or nowhere: no
+    # cause at all for a read on asyncio (not uvloop) TLS with def/async
+    # handlers.
     Difference(
         "a peer reset reaches on_error as BrokenResourceError() with an empty message "
         "(the errno only in __cause__, if at all)",

@@ -21,7 +21,7 @@ FIND_PYTHON = for c in python$$v $$(ls -d $(HOME)/.pyenv/versions/$$v.*/bin/pyth
 	  if [ "$$($$c -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null)" = "$$v" ]; then \
 	    echo $$c; break; fi; done
 
-.PHONY: run test lint typecheck pytest pythons docs bench clean
+.PHONY: run test test-paths-full lint typecheck pytest pythons docs bench clean
 
 $(BIN)/.installed: pyproject.toml
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) on PATH (or make PYTHON=python3)"; exit 1; }
@@ -65,6 +65,10 @@ pythons:
 	  $(MAKE) --no-print-directory .venv-$$v/bin/.installed FOUND_PYTHON=$$py || exit 1; \
 	  HYPOTHESIS_PROFILE=dev .venv-$$v/bin/pytest -q -p no:cacheprovider $(QUICK_TESTS) || exit 1; \
 	done
+
+# The path matrix's full product (tests/paths): `make test` runs its covering subset.
+test-paths-full: $(BIN)/.installed
+	TCPKIT_PATH_MATRIX=full $(BIN)/pytest tests/paths -m slow
 
 docs: $(BIN)/.installed
 	$(BIN)/mkdocs build --strict --site-dir site

@@ -48,6 +48,8 @@ __all__ = ["Driver", "current_connection"]
 logger = logging.getLogger("tcpkit.connection")
 
 _SOCKET_ERRORS = (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError)
+# A write can also meet the end of the stream: TLS after the peer's EOF without close_notify.
+_WRITE_ERRORS = (*_SOCKET_ERRORS, anyio.EndOfStream)
 _current: ContextVar[Connection[Any, Any] | None] = ContextVar("tcpkit_connection", default=None)
 
 
@@ -178,7 +180,7 @@ class Driver:
         if out:
             try:
                 done = transport.write(out)
-            except _SOCKET_ERRORS as exc:
+            except _WRITE_ERRORS as exc:
                 session.fail(exc)
                 done = False
             else:
@@ -274,7 +276,7 @@ class Driver:
                 session.counts.bytes_out += len(data)
             if not done:
                 await transport.drain()
-        except _SOCKET_ERRORS as exc:
+        except _WRITE_ERRORS as exc:
             session.fail(exc)
             return
         finally:

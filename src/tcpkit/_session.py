@@ -74,6 +74,10 @@ class Next(enum.Enum):
     CALL = "call"
     """An ``async def`` handler returned a coroutine: await :attr:`Session.call`,
     then report how it ended with :meth:`Session.call_done`."""
+    WRITE = "write"
+    """An event queued output: send it (waiting while the client does not read),
+    then go on; the next event runs after that, so a stream of events that
+    each queue a chunk is held back by the client."""
     PAUSED = "paused"
     """Input is paused: wait for ``resume_input()``."""
     CLOSE = "close"
@@ -124,7 +128,9 @@ class Session:
         self.fatal: BaseException | None = None  # a socket error, reported once closed
         self._call_kind = _Kind.INPUT
         self._reported: BaseException | None = None  # the error on_error is handling
-        self._errors: deque[tuple[BaseException, str]] = deque()  # to report, in order
+        # To report, in order: (error, where it came from, whether the connection ends after).
+        self._errors: deque[tuple[BaseException, str, bool]] = deque()
+        self._report_ends = False  # the error being reported ends the connection
         self._events: deque[tuple[Handler, tuple[Any, ...]]] = deque()
         self._tail: deque[Any] = deque()  # messages the decoder gave back at the end of stream
         self._flushed_queued = False
@@ -205,6 +211,8 @@ class Session:
             if not self.paused and self._deliver_next():
                 continue
             if self._events:  # after the input at hand (events run while paused too)
+                if self.out:  # what came before goes out first: each event's output
+                    return Next.WRITE  # is written before the next event runs
                 self._run_event()
             elif self.paused:
                 return Next.PAUSED
@@ -310,7 +318,7 @@ class Session:
         try:
             self._tail.extend(self.decoder.eof())
         except FrameError as exc:
-            self._errors.append((exc, "frame"))
+            self._errors.append((exc, "frame", False))
         except Exception as exc:
             self._codec_failed(exc)
 
@@ -418,7 +426,7 @@ class Session:
 
     def report_fatal(self, exc: BaseException) -> None:
         """Queue the fatal error for the final turn (it runs even once closed)."""
-        self._errors.append((exc, "socket"))
+        self._errors.append((exc, "socket", False))
 
     def not_writable(self) -> ConnectionClosed:
         """The error ``put``/``send`` raise when the connection takes no output."""
@@ -432,10 +440,8 @@ class Session:
 
     def _frame_error(self, exc: FrameError) -> None:
         """The decoder consumed a bad frame: report it, then go on (unless it keeps failing)."""
-        self._errors.append((exc, "frame"))
         self._frame_errors += 1
-        if self._frame_errors >= _MAX_FRAME_ERRORS_PER_READ:
-            self.shutdown("error", exc)
+        self._errors.append((exc, "frame", self._frame_errors >= _MAX_FRAME_ERRORS_PER_READ))
 
     def _codec_failed(self, exc: Exception) -> None:
         """The decoder raised something other than a ``FrameError``: a bug in the codec.
@@ -443,8 +449,7 @@ class Session:
         Its state is unknown, so nothing more is decoded: ``exc`` is reported,
         then the connection shuts down; output already queued still goes out.
         """
-        self._errors.append((exc, "codec"))
-        self.shutdown("error", exc)
+        self._errors.append((exc, "codec", True))
 
     def _failed(self, exc: BaseException, kind: _Kind) -> None:
         if isinstance(exc, ConnectionClosed) and self.state is not State.OPEN:
@@ -456,14 +461,15 @@ class Session:
             self._observer.unhandled_error(exc, "on_error", self.conn)
             self._after_report(self._reported)
         else:
-            self._errors.append((exc, "handler"))
+            self._errors.append((exc, "handler", False))
 
-    def _report(self, exc: BaseException, source: str) -> None:
+    def _report(self, exc: BaseException, source: str, ends: bool) -> None:
         """Give ``exc`` to ``on_error`` (default: log it), then shut down if configured."""
         self.conn.got_an_error = True
         self.stats.errors += 1
         self._observer.connection_error(self.conn, exc)
         self._reported = exc
+        self._report_ends = ends
         h = self.handlers.on_error
         if h is not None:
             self._invoke(h, (exc,), _Kind.ERROR)
@@ -474,7 +480,7 @@ class Session:
         self._after_report(exc)
 
     def _after_report(self, exc: BaseException | None) -> None:
-        if self.conn.shutdown_on_error:
+        if self._report_ends or self.conn.shutdown_on_error:
             self.shutdown("error", exc)
 
     def _log_error(self, exc: BaseException, source: str) -> None:

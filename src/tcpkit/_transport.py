@@ -231,8 +231,16 @@ def socket_error(exc: BaseException) -> BaseException:
     ``ConnectionResetError`` (the peer reset the connection),
     ``BrokenPipeError`` (it closed before our write), ``ssl.SSLError`` (TLS
     failed mid-stream)... A broken stream with no such cause (an in-memory
-    peer that closed) is reported as a reset. Anything else is itself.
+    peer that closed) is reported as a reset, and a write that met the end
+    of the stream (TLS after the peer's EOF) as a broken pipe. Anything else
+    is itself.
     """
+    if isinstance(exc, anyio.EndOfStream):  # a write after a TLS peer's unannounced EOF
+        lost = BrokenPipeError(
+            errno.EPIPE, "the peer closed the connection: nothing more can be sent"
+        )
+        lost.__cause__ = exc
+        return lost
     if not isinstance(exc, anyio.BrokenResourceError):
         return exc
     cause = exc.__cause__ or exc.__context__

@@ -367,9 +367,7 @@ class MemoryClient(PathClient):
         await self.client.send_eof()
 
     async def reset(self) -> None:
-        # The in-memory transport has one way to close: as a socket close that
-        # the server reads as EOF (and a reset when it writes).
-        await self.client.aclose()
+        await self.client.reset()
 
     async def aclose(self) -> None:
         await self.client.aclose()

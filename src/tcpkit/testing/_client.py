@@ -654,6 +654,15 @@ class TestClient(Generic[In, Out]):
         if self._link is not None:
             await self._link.stream.aclose()
 
+    async def reset(self) -> None:
+        """Close this client's connection abortively, as a TCP reset (``SO_LINGER`` 0) does.
+
+        The server's next read fails with ``ConnectionResetError`` (what its
+        ``on_error`` gets); bytes in flight either way are lost.
+        """
+        if self._link is not None:
+            self._link.stream.reset()
+
     async def __aenter__(self) -> Self:
         owned = self._owned
         if owned is None:

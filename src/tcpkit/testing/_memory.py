@@ -11,6 +11,7 @@ app with no socket.
 
 from __future__ import annotations
 
+import errno
 import socket
 from collections import deque
 from collections.abc import Callable, Mapping
@@ -40,13 +41,14 @@ class _Pipe:
     its wait is over, so a cancelled ``receive`` never loses data.
     """
 
-    __slots__ = ("_event", "buffer", "capacity", "read_closed", "write_closed")
+    __slots__ = ("_event", "buffer", "capacity", "read_closed", "reset", "write_closed")
 
     def __init__(self, capacity: int) -> None:
         self.buffer = bytearray()
         self.capacity = capacity
         self.write_closed = False  # the writer sent EOF or closed: EOF after the buffer
         self.read_closed = False  # the reader is gone: further writes fail
+        self.reset = False  # the writer reset the connection: reads fail
         self._event: anyio.Event | None = None
 
     def notify(self) -> None:
@@ -77,6 +79,9 @@ class _Pipe:
             self.notify()
 
     def read_nowait(self, max_bytes: int) -> bytes:
+        if self.reset:
+            reset = ConnectionResetError(errno.ECONNRESET, "connection reset by peer")
+            raise anyio.BrokenResourceError("the peer reset the connection") from reset
         if not self.buffer:
             if self.write_closed:
                 raise anyio.EndOfStream
@@ -87,7 +92,7 @@ class _Pipe:
         return data
 
     def readable(self) -> bool:
-        return bool(self.buffer) or self.write_closed or self.read_closed
+        return bool(self.buffer) or self.write_closed or self.read_closed or self.reset
 
     def close_write(self) -> None:
         self.write_closed = True
@@ -95,6 +100,12 @@ class _Pipe:
 
     def close_read(self) -> None:
         self.read_closed = True
+        self.buffer.clear()
+        self.notify()
+
+    def reset_by_writer(self) -> None:
+        """The writer reset the connection: what is buffered is lost, reads fail."""
+        self.reset = self.write_closed = True
         self.buffer.clear()
         self.notify()
 
@@ -206,6 +217,19 @@ class MemoryByteStream(anyio.abc.ByteStream):
     async def aclose(self) -> None:
         """Close as :meth:`close` does (it never blocks)."""
         self.close()
+
+    def reset(self) -> None:
+        """Close abortively, as a TCP reset (``SO_LINGER`` 0) does.
+
+        Bytes not yet read on either side are discarded; the peer's next
+        ``receive`` raises ``anyio.BrokenResourceError`` with a
+        ``ConnectionResetError`` as its cause, as do its sends.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        self._outgoing.reset_by_writer()
+        self._incoming.close_read()
 
     @property
     def extra_attributes(self) -> Mapping[Any, Callable[[], Any]]:

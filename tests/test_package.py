@@ -96,7 +96,7 @@ def test_wheel_metadata_is_the_package_page(wheel: Path) -> None:
     urls = dict(u.split(", ", 1) for u in meta.get_all("Project-URL") or [])
     assert {"Homepage", "Documentation", "Source", "Issues", "Changelog"} <= set(urls)
     assert all(url.startswith("https://") for url in urls.values()), urls
-    assert set(meta.get_all("Provides-Extra") or []) == {"trio", "uvloop"}
+    assert set(meta.get_all("Provides-Extra") or []) == {"trio", "uvloop", "metrics", "reload"}
     requires = meta.get_all("Requires-Dist") or []
     assert "exceptiongroup>=1.2; python_version < '3.11'" in requires, requires
     tools = ("pytest", "mypy", "ruff", "mkdocs", "matplotlib", "hypothesis")

@@ -116,39 +116,41 @@ class Driver:
                 if nxt is Next.CLOSE:
                     return
                 if nxt is Next.READ:
-                    await self._read()
-                elif session.paused and not session.has_work:
+                    nxt = await self._read()
+                    continue
+                if session.paused and not session.has_work:
                     await self._wait_change()
                 nxt = session.advance()
         finally:
             if inline:
                 transport.set_data_callback(None)
 
-    async def _read(self) -> None:
+    async def _read(self) -> Next:
+        """Wait for input and run the turn it makes (or the one that woke the wait)."""
         session = self._session
-        if not session.idle or session.paused:  # work came in meanwhile: no wait
-            return
+        if not session.idle:  # work came in meanwhile: no wait
+            return session.advance()
         self._reading = True
         try:
             data = await self._receive()
         except ReceiveInterrupted:
-            return
+            return session.advance()
         except anyio.EndOfStream:
             session.feed_eof()
-            return
+            return session.advance()
         except _SOCKET_ERRORS as exc:
             if session.state is State.OPEN:
                 session.fail(exc)
-            return
+            return session.advance()
         finally:
             self._reading = False
         if data is None:  # no input for idle_timeout seconds
             logger.info("%s: idle timeout, shutting down", session.log_prefix)
             session.shutdown("idle-timeout")
-            return
+            return session.advance()
         self._stats.bytes_in += len(data)
         session.counts.bytes_in += len(data)
-        session.feed(data)
+        return session.turn(data)
 
     async def _receive(self) -> bytes | None:
         """The next input, or ``None`` after ``idle_timeout`` seconds without any."""
@@ -165,19 +167,18 @@ class Driver:
         """A turn run in the transport's data callback (see the module doc)."""
         session = self._session
         transport = self._transport
-        if not self._reading or self._writing or not session.idle or transport.buffered:
+        if not self._reading or self._writing or session.in_flight or not session.idle:
             return False  # the task takes it
         self._stats.bytes_in += len(data)
         session.counts.bytes_in += len(data)
         token = _current.set(self._conn)
         try:
-            session.feed(data)
-            nxt = session.advance()
+            nxt = session.turn(data)
         finally:
             _current.reset(token)
         wake = nxt is not Next.READ  # the task does what needs an await
-        out = session.take_output() if not wake else b""
-        if out:
+        if not wake and session.out:
+            out = session.take_output()
             try:
                 done = transport.write(out)
             except _WRITE_ERRORS as exc:
@@ -186,12 +187,12 @@ class Driver:
             else:
                 self._stats.bytes_out += len(out)
                 session.counts.bytes_out += len(out)
-                if done:
-                    session.flushed()
-                else:
+                if not done:
                     session.in_flight = transport.buffered
-            wake = not done  # the task drains it (or closes)
-        if wake or not session.idle:
+                elif session.wants_flushed and session.flushed():
+                    wake = True  # the task runs on_flushed
+            wake = wake or not done  # the task drains it (or closes)
+        if wake:
             transport.interrupt_receive()
         return True
 
@@ -265,6 +266,9 @@ class Driver:
         transport = self._transport
         data = session.take_output()
         if not data and not transport.buffered:
+            if session.in_flight:  # what an inline turn left has gone out meanwhile
+                session.in_flight = 0
+                session.flushed()
             return
         self._writing = True
         session.in_flight = len(data) + transport.buffered

@@ -25,6 +25,7 @@ The rules it keeps:
 from __future__ import annotations
 
 import enum
+import functools
 import inspect
 import logging
 import time
@@ -143,19 +144,24 @@ class Session:
         self.close_error: str | None = None  # ... and the error's type, if an error did
         # Told how long each on_input call took, if an observer wants it.
         self.timer = observer.message_handled if observer.times_handlers else None
+        self._deliver = self._input_loop()
+        self.wants_flushed = handlers.on_flushed is not None  # (flushed() does something)
 
     # -- input -------------------------------------------------------------------
 
-    def feed(self, data: bytes) -> None:
-        """Bytes from the client (call :meth:`advance` next).
+    def turn(self, data: bytes) -> Next:
+        """The turn function: bytes from the client in, handlers run, what is next out.
 
-        Raises nothing: a decoder that fails is reported by the next turn.
+        Every message ``data`` completes is handled (as :meth:`advance` does);
+        the output the handlers queued is in :attr:`out` (:meth:`take_output`).
+        A decoder that fails is reported, never raised.
         """
         self._frame_errors = 0
         try:
             self.decoder.push(data)
         except Exception as exc:
             self._codec_failed(exc)
+        return self.advance()
 
     def feed_eof(self) -> None:
         """The client half-closed: the next turns handle what is left, then close."""
@@ -166,10 +172,17 @@ class Session:
         """A turn has something to do besides input: a call, an error, an event."""
         return self.call is not None or bool(self._errors) or bool(self._events)
 
+
     @property
     def idle(self) -> bool:
         """Open, not paused, nothing to do but read: a turn may run in a data callback."""
-        return self.state is State.OPEN and not self.paused and not self.has_work
+        return (
+            self.state is _OPEN
+            and not self.paused
+            and self.call is None
+            and not self._errors
+            and not self._events
+        )
 
     # -- turns --------------------------------------------------------------------
 
@@ -191,53 +204,55 @@ class Session:
         return self.advance()
 
     def advance(self) -> Next:
-        """Run every handler that can run without waiting; return what is needed next."""
+        """Run every handler that can run without waiting; return what is needed next.
+
+        The order: a call to await, errors to report, the state, the input at
+        hand (a message at a time), then events, a pause, the end of input.
+        """
         turning = self.turning
         self.turning = True
         try:
-            return self._advance()
+            while True:
+                if self.call is not None:
+                    return Next.CALL
+                if self._errors:
+                    self._report(*self._errors.popleft())
+                    continue
+                if self.state is not _OPEN:
+                    return Next.CLOSE
+                if not self.paused and self._deliver():
+                    continue
+                if self._events:  # after the input at hand (events run while paused too)
+                    if self.out:  # what came before goes out first: each event's output
+                        return Next.WRITE  # is written before the next event runs
+                    self._run_event()
+                elif self.paused:
+                    return Next.PAUSED
+                elif self.eof:
+                    self._end_of_input()
+                else:
+                    return Next.READ
         finally:
             self.turning = turning
 
-    def _advance(self) -> Next:
-        while True:
-            if self.call is not None:
-                return Next.CALL
-            if self._errors:
-                self._report(*self._errors.popleft())
-                continue
-            if self.state is not _OPEN:
-                return Next.CLOSE
-            if not self.paused and self._deliver_next():
-                continue
-            if self._events:  # after the input at hand (events run while paused too)
-                if self.out:  # what came before goes out first: each event's output
-                    return Next.WRITE  # is written before the next event runs
-                self._run_event()
-            elif self.paused:
-                return Next.PAUSED
-            elif self.eof:
-                self._end_of_input()
-            else:
-                return Next.READ
+    def _input_loop(self) -> Callable[[], bool]:
+        """The hot loop that hands buffered messages to ``on_input`` (chosen once).
 
-    def _deliver_next(self) -> bool:
-        """Hand buffered messages to ``on_input``; ``False`` if none was complete.
-
-        The hot loop. It stops at the first message whose handler needs the
-        turn loop (a coroutine to await, an error, a pause, a shutdown) or
-        when no message is complete. The decoder is looked up again after
-        every message: a handler may have switched the codec.
+        It runs until no message is complete (``False``), or stops early
+        (``True``) at the first message whose handler needs the turn loop (a
+        coroutine to await, an error, a pause, a shutdown). The decoder is
+        looked up again after every message: a handler may have switched the
+        codec.
         """
         func, is_async = self._on_input
         if is_async:
-            return self._deliver_to_coroutine(func)
-        timer = self.timer
-        return self._deliver_to_function(func if timer is None else _timed(func, timer))
+            return functools.partial(self._deliver_to_coroutine, func)
+        if self.timer is not None:
+            func = _timed(func, self.timer)
+        return functools.partial(self._deliver_to_function, func)
 
     def _deliver_to_function(self, func: Callable[..., Any]) -> bool:
         conn, stats, counts, tail = self.conn, self.stats, self.counts, self._tail
-        delivered = False
         while True:
             try:
                 message = tail.popleft() if tail else self.decoder.next_message()
@@ -245,8 +260,7 @@ class Session:
                 self._decode_failed(exc)
                 return True
             if message is NEED_DATA:
-                return delivered
-            delivered = True
+                return False
             stats.messages_in += 1
             counts.messages_in += 1
             try:

@@ -41,15 +41,18 @@ $(BIN)/.installed: pyproject.toml
 run: $(BIN)/.installed
 	$(BIN)/tcpkit run examples/rot13.py:app --port $(PORT)
 
+# check_shape: no function in src/tcpkit over 50 lines or cyclomatic complexity 12.
 lint: $(BIN)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/python tools/check_shape.py src/tcpkit
 
 typecheck: $(BIN)/.installed
 	$(BIN)/mypy
 	$(BIN)/mypy --strict tests/typing
+	$(BIN)/mypy --strict tools
 	$(BIN)/pyright
-	$(BIN)/pyright tests/typing
+	$(BIN)/pyright tests/typing tools
 
 pytest: $(BIN)/.installed
 	$(BIN)/pytest

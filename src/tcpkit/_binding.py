@@ -158,33 +158,55 @@ def bind_tcp(
         raise ValueError("no address to bind")
     last: BindError | None = None
     for _ in range(_PORT_ATTEMPTS if port == 0 and len(addresses) > 1 else 1):
-        socks: list[socket.socket] = []
-        chosen = port
         try:
-            for family, host, sockaddr in addresses:
-                where = describe(host, chosen)
-                try:
-                    sock = _tcp_socket(
-                        family,
-                        (sockaddr[0], chosen, *sockaddr[2:]),
-                        v6only=True,
-                        reuse_port=reuse_port,
-                        backlog=backlog,
-                    )
-                except OSError as exc:
-                    raise BindError(where, exc) from exc
-                socks.append(sock)
-                chosen = int(sock.getsockname()[1])
-        except BindError as exc:
-            for sock in socks:
-                sock.close()
-            if port == 0 and socks and exc.errno == errno.EADDRINUSE:
-                last = exc  # the OS-picked port is taken on another address: again
-                continue
-            raise
-        return socks
+            return _bind_same_port(addresses, port, reuse_port=reuse_port, backlog=backlog)
+        except _PortTaken as exc:
+            last = exc.error  # the OS-picked port is taken on another address: again
     assert last is not None
     raise last
+
+
+class _PortTaken(Exception):
+    """The port the OS picked for the first address is taken on a later one."""
+
+    def __init__(self, error: BindError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+def _bind_same_port(
+    addresses: Sequence[Target], port: int, *, reuse_port: bool, backlog: int
+) -> list[socket.socket]:
+    """Bind every address on ``port`` (with 0: on the port the OS gives the first one).
+
+    Raises:
+        BindError: an address could not be bound (nothing stays bound).
+        _PortTaken: with ``port=0``, the first address's port is in use on a later
+            one (nothing stays bound).
+    """
+    socks: list[socket.socket] = []
+    chosen = port
+    try:
+        for family, host, sockaddr in addresses:
+            try:
+                sock = _tcp_socket(
+                    family,
+                    (sockaddr[0], chosen, *sockaddr[2:]),
+                    v6only=True,
+                    reuse_port=reuse_port,
+                    backlog=backlog,
+                )
+            except OSError as exc:
+                raise BindError(describe(host, chosen), exc) from exc
+            socks.append(sock)
+            chosen = int(sock.getsockname()[1])
+    except BindError as exc:
+        for sock in socks:
+            sock.close()
+        if port == 0 and socks and exc.errno == errno.EADDRINUSE:
+            raise _PortTaken(exc) from None
+        raise
+    return socks
 
 
 def bind_all_interfaces(
@@ -258,42 +280,50 @@ def bind_unix(path: str, *, mode: int | None = None, backlog: int = 1024) -> soc
             and is not a socket (``EEXIST``), or cannot be bound.
     """
     where = f"unix:{path}"
-    if not path.startswith("\0"):  # Linux abstract sockets have no file
-        try:
-            info = os.stat(path)
-        except FileNotFoundError:
-            pass
-        except OSError as exc:
-            raise BindError(where, exc) from exc
-        else:
-            if not stat.S_ISSOCK(info.st_mode):
-                raise BindError(where, OSError(errno.EEXIST, "the path exists and is not a socket"))
-            try:
-                in_use = unix_socket_in_use(path)
-                if not in_use:
-                    os.unlink(path)
-            except OSError as exc:
-                raise BindError(where, exc) from exc
-            if in_use:
-                raise BindError(
-                    where, OSError(errno.EADDRINUSE, "already in use by a running server")
-                )
+    abstract = path.startswith("\0")  # Linux abstract sockets have no file
+    if not abstract:
+        _remove_stale_socket(path, where)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     bound = False
     try:
         sock.setblocking(False)
         sock.bind(path)
         bound = True
-        if mode is not None and not path.startswith("\0"):
+        if mode is not None and not abstract:
             os.chmod(path, mode)
         sock.listen(backlog)
     except OSError as exc:
         sock.close()
-        if bound and not path.startswith("\0"):
+        if bound and not abstract:
             with contextlib.suppress(OSError):
                 os.unlink(path)
         raise BindError(where, exc) from exc
     return sock
+
+
+def _remove_stale_socket(path: str, where: str) -> None:
+    """Remove the socket file ``path`` if no server is behind it (nothing if there is none).
+
+    Raises:
+        BindError: a live server accepts on it (``EADDRINUSE``), it is not a
+            socket (``EEXIST``), or it cannot be examined or removed.
+    """
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise BindError(where, exc) from exc
+    if not stat.S_ISSOCK(info.st_mode):
+        raise BindError(where, OSError(errno.EEXIST, "the path exists and is not a socket"))
+    try:
+        in_use = unix_socket_in_use(path)
+        if not in_use:
+            os.unlink(path)
+    except OSError as exc:
+        raise BindError(where, exc) from exc
+    if in_use:
+        raise BindError(where, OSError(errno.EADDRINUSE, "already in use by a running server"))
 
 
 def open_sockets(

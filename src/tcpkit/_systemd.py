@@ -50,16 +50,28 @@ def listen_fds(environ: MutableMapping[str, str] | None = None) -> list[tuple[in
         env.pop(key, None)
     if not count_text:
         return []
+    count, pid = _listen_numbers(count_text, pid_text)
+    if pid is not None and pid != os.getpid():
+        return []  # meant for another process (the variables leaked to a child)
+    return _inherited(count, names_text.split(":") if names_text else [])
+
+
+def _listen_numbers(count_text: str, pid_text: str | None) -> tuple[int, int | None]:
+    """``LISTEN_FDS`` and ``LISTEN_PID`` as numbers (the pid ``None`` when not set).
+
+    Raises:
+        ValueError: one of them is not a number.
+    """
     try:
-        count = int(count_text)
-        pid = int(pid_text) if pid_text else None
+        return int(count_text), int(pid_text) if pid_text else None
     except ValueError:
         raise ValueError(
             f"LISTEN_FDS={count_text!r} LISTEN_PID={pid_text!r}: expected numbers"
         ) from None
-    if pid is not None and pid != os.getpid():
-        return []  # meant for another process (the variables leaked to a child)
-    names = names_text.split(":") if names_text else []
+
+
+def _inherited(count: int, names: list[str]) -> list[tuple[int, str]]:
+    """The open descriptors of the ``count`` passed, made close-on-exec, with their names."""
     out: list[tuple[int, str]] = []
     for i in range(max(count, 0)):
         fd = LISTEN_FDS_START + i

@@ -22,10 +22,10 @@ import ssl
 import sys
 import threading
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import anyio
 import anyio.lowlevel
@@ -36,6 +36,9 @@ from .codecs import Codec, Json, Lines, Raw
 from .exceptions import FrameError, IncompleteFrame, ServerError
 from .importer import AppImportError, ModuleRaised
 from .runconfig import ConfigError, RunConfig, add_run_arguments
+
+if TYPE_CHECKING:
+    from .reload import Handover
 
 __all__ = ["main"]
 
@@ -92,7 +95,19 @@ def _parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
         ),
     )
     add_run_arguments(run)
-    talk = sub.add_parser(
+    _add_connect_command(sub.add_parser)
+    _add_ctl_command(sub.add_parser)
+    return parser, run
+
+
+def _add_seconds(parser: argparse.ArgumentParser, flag: str, default: float, help: str) -> None:
+    """Add ``flag SECONDS`` (a float) with its ``default``."""
+    parser.add_argument(flag, type=float, default=default, metavar="SECONDS", help=help)
+
+
+def _add_connect_command(add_parser: Callable[..., argparse.ArgumentParser]) -> None:
+    """``tcpkit connect`` and its options (``add_parser``: the subparsers' method)."""
+    talk = add_parser(
         "connect",
         help="talk to a server: a netcat that speaks codecs",
         description=(
@@ -128,21 +143,18 @@ def _parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
     talk.add_argument(
         "--insecure", action="store_true", help="with --tls: do not verify the certificate"
     )
-    talk.add_argument(
-        "--timeout",
-        type=float,
-        default=10.0,
-        metavar="SECONDS",
-        help="how long connecting may take (default 10)",
-    )
-    talk.add_argument(
+    _add_seconds(talk, "--timeout", 10.0, "how long connecting may take (default 10)")
+    _add_seconds(
+        talk,
         "--wait",
-        type=float,
-        default=2.0,
-        metavar="SECONDS",
-        help="after stdin ends, how long to wait for the server to close (default 2)",
+        2.0,
+        "after stdin ends, how long to wait for the server to close (default 2)",
     )
-    ctl = sub.add_parser(
+
+
+def _add_ctl_command(add_parser: Callable[..., argparse.ArgumentParser]) -> None:
+    """``tcpkit ctl`` and its options (``add_parser``: the subparsers' method)."""
+    ctl = add_parser(
         "ctl",
         help="send a command to a server's control socket (run --control PATH)",
         description=(
@@ -153,15 +165,8 @@ def _parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
     )
     ctl.add_argument("path", metavar="PATH", help="the control socket (run --control PATH)")
     ctl.add_argument("words", nargs="+", metavar="COMMAND", help="the command and its argument")
-    ctl.add_argument(
-        "--timeout",
-        type=float,
-        default=10.0,
-        metavar="SECONDS",
-        help="how long to wait for the answer (default 10)",
-    )
+    _add_seconds(ctl, "--timeout", 10.0, "how long to wait for the answer (default 10)")
     ctl.add_argument("--pretty", action="store_true", help="indent the JSON answer")
-    return parser, run
 
 
 def _fail(message: str) -> int:
@@ -230,6 +235,18 @@ class _Listening:
         for sock in self.all():
             sock.close()
 
+    def adopt(self, sock: socket.socket, name: str) -> None:
+        """Take an inherited socket for what its ``LISTEN_FDNAMES`` name says it is."""
+        if name == _CONTROL:
+            self.control = sock
+            self.own(sock)
+        elif name == _METRICS:
+            self.metrics = sock
+        else:
+            self.app.append((sock, name))
+            if name == _OWNED:
+                self.own(sock)
+
     def own(self, sock: socket.socket) -> None:
         """Remember to remove ``sock``'s Unix socket file at the final stop."""
         if sock.family != socket.AF_UNIX:
@@ -261,38 +278,12 @@ def _open_sockets(config: RunConfig, inherited: list[tuple[int, str]]) -> _Liste
     out = _Listening()
     try:
         for fd, name in inherited:
-            sock = listening_socket(fd, f"LISTEN_FDS socket {fd} ({name})")
-            if name == _CONTROL:
-                out.control = sock
-                out.own(sock)
-            elif name == _METRICS:
-                out.metrics = sock
-            else:
-                out.app.append((sock, name))
-                if name == _OWNED:
-                    out.own(sock)
+            out.adopt(listening_socket(fd, f"LISTEN_FDS socket {fd} ({name})"), name)
         for fd in config.fd:
             out.app.append((listening_socket(fd, f"--fd {fd}"), f"fd{fd}"))
         if not out.app:
-            socks = _binding.open_sockets(
-                config.listen_host,
-                config.listen_port,
-                config.uds,
-                uds_mode=config.uds_mode,
-                reuse_port=config.reuse_port,
-                backlog=config.backlog,
-            )
-            for sock in socks:
-                out.app.append((sock, _OWNED))
-                out.own(sock)
-        if config.control is not None and out.control is None:
-            from .control import bind_control
-
-            out.control = bind_control(config.control)
-            out.own(out.control)
-        if config.metrics is not None and out.metrics is None:
-            host, port = parse_address(config.metrics)
-            [out.metrics] = _binding.open_sockets(host, port, backlog=64)
+            _bind_app_sockets(config, out)
+        _bind_operation_sockets(config, out)
     except ValueError as exc:
         out.close()
         raise ConfigError(str(exc)) from None
@@ -303,6 +294,46 @@ def _open_sockets(config: RunConfig, inherited: list[tuple[int, str]]) -> _Liste
         out.close()
         raise
     return out
+
+
+def _bind_app_sockets(config: RunConfig, out: _Listening) -> None:
+    """Bind the app's sockets (``--host``, ``--port``, ``--uds``) into ``out``.
+
+    Raises:
+        BindError: an address could not be bound.
+    """
+    from . import _binding
+
+    socks = _binding.open_sockets(
+        config.listen_host,
+        config.listen_port,
+        config.uds,
+        uds_mode=config.uds_mode,
+        reuse_port=config.reuse_port,
+        backlog=config.backlog,
+    )
+    for sock in socks:
+        out.app.append((sock, _OWNED))
+        out.own(sock)
+
+
+def _bind_operation_sockets(config: RunConfig, out: _Listening) -> None:
+    """Bind ``--control`` and ``--metrics`` into ``out``, unless they were inherited.
+
+    Raises:
+        BindError: an address could not be bound.
+        ValueError: a bad ``--metrics`` address.
+    """
+    from . import _binding
+
+    if config.control is not None and out.control is None:
+        from .control import bind_control
+
+        out.control = bind_control(config.control)
+        out.own(out.control)
+    if config.metrics is not None and out.metrics is None:
+        host, port = parse_address(config.metrics)
+        [out.metrics] = _binding.open_sockets(host, port, backlog=64)
 
 
 def _prepare(run_parser: argparse.ArgumentParser, args: argparse.Namespace) -> RunConfig:
@@ -371,15 +402,8 @@ def _serve_single(
     notifier: Any,
 ) -> int:
     from .process import ServingProcess, Sockets
-    from .reload import Handover
 
-    handover = Handover()
-    for sock, name in listening.app:
-        handover.keep(sock, name)
-    if listening.control is not None:
-        handover.keep(listening.control, _CONTROL)
-    if listening.metrics is not None:
-        handover.keep(listening.metrics, _METRICS)
+    handover = _handover(listening)
     process = ServingProcess(
         config,
         app,
@@ -403,19 +427,38 @@ def _serve_single(
         handover.close()
         return 130
     if outcome.reload:
-        logger.info(
-            "re-executing %s (pid %d) with %d socket(s)",
-            sys.executable,
-            os.getpid(),
-            len(handover.names),
-        )
-        try:
-            handover.exec()
-        except OSError as exc:
-            handover.close()
-            return _fail(f"reload failed: cannot re-execute {sys.executable}: {exc}")
+        return _reexec(handover)
     handover.close()
     return outcome.code
+
+
+def _handover(listening: _Listening) -> Handover:
+    """What a reload passes on: every listening socket, named for what it serves."""
+    from .reload import Handover
+
+    handover = Handover()
+    for sock, name in listening.app:
+        handover.keep(sock, name)
+    if listening.control is not None:
+        handover.keep(listening.control, _CONTROL)
+    if listening.metrics is not None:
+        handover.keep(listening.metrics, _METRICS)
+    return handover
+
+
+def _reexec(handover: Handover) -> int:
+    """Reload: re-execute this process with the sockets; returns only if that failed."""
+    logger.info(
+        "re-executing %s (pid %d) with %d socket(s)",
+        sys.executable,
+        os.getpid(),
+        len(handover.names),
+    )
+    try:
+        handover.exec()
+    except OSError as exc:
+        handover.close()
+        return _fail(f"reload failed: cannot re-execute {sys.executable}: {exc}")
 
 
 def _supervise(
@@ -496,46 +539,13 @@ _LINE_LIMIT = 1024 * 1024  # a longer stdin line is sent in pieces of this size
 
 def _connect(args: argparse.Namespace) -> int:
     """``tcpkit connect``: stdin to messages, messages to stdout; returns the exit status."""
-    if args.uds is not None and args.port is not None:
-        return _fail("give either HOST PORT or --uds PATH, not both")
-    if (args.address is None) == (args.uds is None):
-        return _fail("give either HOST:PORT (or HOST PORT) or --uds PATH")
-    if args.cafile is not None:
-        args.tls = True
-    if args.insecure and not args.tls:
-        return _fail("--insecure needs --tls")
-    if args.insecure and args.cafile is not None:
-        return _fail("--insecure and --cafile contradict each other")
-    if args.wait < 0 or args.timeout <= 0:
-        return _fail("--wait must be >= 0 and --timeout > 0")
-    host: str | None = None
-    port: int | None = None
-    if args.address is not None:
-        try:
-            if args.port is not None:  # HOST PORT, as nc takes them
-                if not args.port.isdigit() or not 0 <= int(args.port) <= 65535:
-                    raise ValueError(f"bad port {args.port!r}: expected a number in 0..65535")
-                host, port = args.address.strip("[]"), int(args.port)
-            else:
-                host, port = parse_address(args.address)
-        except ValueError as exc:
-            return _fail(str(exc))
-    context: ssl.SSLContext | None = None
-    if args.tls:
-        try:
-            context = ssl.create_default_context(cafile=args.cafile)
-        except (OSError, ssl.SSLError) as exc:
-            return _fail(f"--cafile {args.cafile!r}: {exc}")
-        if args.insecure:
-            context.check_hostname = False
-            context.verify_mode = ssl.CERT_NONE
-    codec: Codec[Any, Any]
-    if args.codec == "raw":
-        codec = Raw()
-    elif args.codec == "json-lines":
-        codec = Lines() | Json()
-    else:
-        codec = Lines(encoding=None)  # bytes both ways: any encoding passes through
+    try:
+        _check_connect_flags(args)
+        host, port = _connect_address(args)
+        context = _client_tls(args)
+    except ValueError as exc:
+        return _fail(str(exc))
+    codec = _connect_codec(args.codec)
 
     async def session() -> int:
         async with AsyncExitStack() as stack:
@@ -554,6 +564,67 @@ def _connect(args: argparse.Namespace) -> int:
         return anyio.run(session)
     except KeyboardInterrupt:
         return 130
+
+
+def _check_connect_flags(args: argparse.Namespace) -> None:
+    """Refuse ``connect`` flags that do not go together (``--cafile`` implies ``--tls``).
+
+    Raises:
+        ValueError: with the one-line reason.
+    """
+    if args.uds is not None and args.port is not None:
+        raise ValueError("give either HOST PORT or --uds PATH, not both")
+    if (args.address is None) == (args.uds is None):
+        raise ValueError("give either HOST:PORT (or HOST PORT) or --uds PATH")
+    tls = args.tls or args.cafile is not None
+    if args.insecure and not tls:
+        raise ValueError("--insecure needs --tls")
+    if args.insecure and args.cafile is not None:
+        raise ValueError("--insecure and --cafile contradict each other")
+    if args.wait < 0 or args.timeout <= 0:
+        raise ValueError("--wait must be >= 0 and --timeout > 0")
+
+
+def _connect_address(args: argparse.Namespace) -> tuple[str | None, int | None]:
+    """The host and port to connect to: ``HOST:PORT``, ``HOST PORT``, or none (``--uds``).
+
+    Raises:
+        ValueError: a bad address or port.
+    """
+    if args.address is None:
+        return None, None
+    if args.port is None:
+        return parse_address(args.address)
+    if not args.port.isdigit() or not 0 <= int(args.port) <= 65535:  # HOST PORT, as nc
+        raise ValueError(f"bad port {args.port!r}: expected a number in 0..65535")
+    return args.address.strip("[]"), int(args.port)
+
+
+def _client_tls(args: argparse.Namespace) -> ssl.SSLContext | None:
+    """The TLS context of ``--tls``/``--cafile``/``--insecure`` (``None`` for plain TCP).
+
+    Raises:
+        ValueError: the ``--cafile`` cannot be loaded.
+    """
+    if not args.tls and args.cafile is None:
+        return None
+    try:
+        context = ssl.create_default_context(cafile=args.cafile)
+    except (OSError, ssl.SSLError) as exc:
+        raise ValueError(f"--cafile {args.cafile!r}: {exc}") from None
+    if args.insecure:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def _connect_codec(mode: str) -> Codec[Any, Any]:
+    """The codec of ``--codec``: ``lines`` (bytes both ways), ``raw`` or ``json-lines``."""
+    if mode == "raw":
+        return Raw()
+    if mode == "json-lines":
+        return Lines() | Json()
+    return Lines(encoding=None)  # bytes both ways: any encoding passes through
 
 
 class _StdoutClosed(Exception):

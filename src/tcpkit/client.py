@@ -13,6 +13,7 @@ back-off, for the first connection and for :meth:`Channel.reconnect`.
 from __future__ import annotations
 
 import errno
+import functools
 import logging
 import math
 import os
@@ -362,47 +363,25 @@ def _opener(
     timeout: float | None,
 ) -> Callable[[], Awaitable[anyio.abc.ByteStream]]:
     """A function that makes one connection attempt (validated up front)."""
+    dial: Callable[[], Awaitable[anyio.abc.ByteStream]]
     if uds is not None:
         if host is not None or port is not None:
             raise ValueError("give either host/port or uds, not both")
         where = f"unix:{uds}"
+        dial = functools.partial(_dial_unix, uds, context, server_hostname)
     else:
         if host is None:
             raise ValueError("no address: give host and port, or uds")
         if port is None:
             host, port = parse_address(host)
         where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        dial = functools.partial(_dial_tcp, host, port, context, server_hostname)
     limit = math.inf if timeout is None else timeout
 
     async def attempt() -> anyio.abc.ByteStream:
         try:
             with anyio.fail_after(limit):
-                if uds is not None:
-                    unix = await anyio.connect_unix(uds)
-                    if context is None:
-                        return unix
-                    try:
-                        return await TLSStream.wrap(
-                            unix,
-                            hostname=server_hostname,
-                            ssl_context=context,
-                            standard_compatible=False,
-                        )
-                    except BaseException:
-                        with anyio.CancelScope(shield=True):
-                            await unix.aclose()
-                        raise
-                assert host is not None
-                assert port is not None
-                if context is None:
-                    return await anyio.connect_tcp(host, port)
-                return await anyio.connect_tcp(
-                    host,
-                    port,
-                    ssl_context=context,
-                    tls_hostname=server_hostname or host,
-                    tls_standard_compatible=False,
-                )
+                return await dial()
         except TimeoutError:
             raise TimeoutError(f"connecting to {where} timed out after {timeout} s") from None
         except (anyio.EndOfStream, anyio.BrokenResourceError) as exc:  # during the TLS handshake
@@ -416,6 +395,41 @@ def _opener(
             raise _connect_error(exc, where) from exc
 
     return attempt
+
+
+async def _dial_tcp(
+    host: str, port: int, context: _ssl.SSLContext | None, server_hostname: str | None
+) -> anyio.abc.ByteStream:
+    """Connect to ``host``:``port``, with TLS if ``context`` is given."""
+    if context is None:
+        return await anyio.connect_tcp(host, port)
+    return await anyio.connect_tcp(
+        host,
+        port,
+        ssl_context=context,
+        tls_hostname=server_hostname or host,
+        tls_standard_compatible=False,
+    )
+
+
+async def _dial_unix(
+    path: str, context: _ssl.SSLContext | None, server_hostname: str | None
+) -> anyio.abc.ByteStream:
+    """Connect to the Unix socket ``path``, with TLS if ``context`` is given."""
+    unix = await anyio.connect_unix(path)
+    if context is None:
+        return unix
+    try:
+        return await TLSStream.wrap(
+            unix,
+            hostname=server_hostname,
+            ssl_context=context,
+            standard_compatible=False,
+        )
+    except BaseException:
+        with anyio.CancelScope(shield=True):
+            await unix.aclose()
+        raise
 
 
 def _connect_error(exc: OSError, where: str) -> OSError:

@@ -34,10 +34,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Iterator
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from .app import App
 from .connection import Connection
+
+if TYPE_CHECKING:  # prometheus-client is optional: imported where used
+    from prometheus_client.core import CounterMetricFamily, Metric
 
 __all__ = ["CONTENT_TYPE", "metrics_app", "render", "require_prometheus"]
 
@@ -73,87 +76,103 @@ def _int(mapping: Any, key: str) -> int:
 def render(snapshot: Snapshot) -> bytes:
     """The Prometheus text exposition of one (possibly merged) snapshot."""
     from prometheus_client import CollectorRegistry, generate_latest
-    from prometheus_client.core import (
-        CounterMetricFamily,
-        GaugeMetricFamily,
-        HistogramMetricFamily,
-        Metric,
-    )
-
-    stats: Any = snapshot.get("stats", {})
-
-    class Collector:
-        def collect(self) -> Iterator[Metric]:
-            yield GaugeMetricFamily(
-                "tcpkit_connections", "Open connections.", value=_int(stats, "current")
-            )
-            yield CounterMetricFamily(
-                "tcpkit_connections_accepted",
-                "Connections accepted.",
-                value=_int(stats, "total"),
-            )
-            rejected = CounterMetricFamily(
-                "tcpkit_connections_rejected",
-                "Connections refused during their setup, by reason.",
-                labels=["reason"],
-            )
-            reasons: Any = snapshot.get("rejected", {})
-            counted = 0
-            for reason, count in sorted(reasons.items()):
-                rejected.add_metric([reason], count)
-                counted += count
-            other = _int(stats, "rejected") - counted
-            if other > 0:  # refused before an observer was in place
-                rejected.add_metric(["other"], other)
-            yield rejected
-            closed = CounterMetricFamily(
-                "tcpkit_connections_closed",
-                "Connections ended, by reason.",
-                labels=["reason"],
-            )
-            for reason, count in sorted(dict(snapshot.get("closed", {})).items()):
-                closed.add_metric([reason], count)
-            yield closed
-            for name, key, text in (
-                ("tcpkit_received_bytes", "bytes_in", "Bytes read from clients."),
-                ("tcpkit_sent_bytes", "bytes_out", "Bytes handed to the OS for clients."),
-                ("tcpkit_received_messages", "messages_in", "Messages decoded and handled."),
-                ("tcpkit_sent_messages", "messages_out", "Messages sent."),
-            ):
-                yield CounterMetricFamily(name, text, value=_int(stats, key))
-            errors = CounterMetricFamily(
-                "tcpkit_errors",
-                "Errors reported to on_error, by exception type.",
-                labels=["kind"],
-            )
-            for kind, count in sorted(dict(snapshot.get("errors", {})).items()):
-                errors.add_metric([kind], count)
-            yield errors
-            latency: Any = snapshot.get("latency", {})
-            bounds: list[float] = list(latency.get("buckets", []))
-            counts: list[int] = list(latency.get("counts", []))
-            if len(counts) == len(bounds) + 1:
-                cumulative: list[tuple[str, float]] = []
-                running = 0
-                for bound, count in zip([*bounds, float("inf")], counts, strict=True):
-                    running += count
-                    cumulative.append(("+Inf" if bound == float("inf") else repr(bound), running))
-                yield HistogramMetricFamily(
-                    "tcpkit_handler_seconds",
-                    "Time spent in on_input per message.",
-                    buckets=cumulative,
-                    sum_value=float(latency.get("sum", 0.0)),
-                )
-            workers = snapshot.get("workers")
-            if isinstance(workers, int):
-                yield GaugeMetricFamily(
-                    "tcpkit_workers", "Worker processes serving.", value=workers
-                )
 
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(Collector())  # pyright: ignore[reportArgumentType]
+    registry.register(_Collector(snapshot))  # pyright: ignore[reportArgumentType]
     text: bytes = generate_latest(registry)
     return text
+
+
+class _Collector:
+    """What prometheus-client's registry asks for: the metric families of a snapshot."""
+
+    def __init__(self, snapshot: Snapshot) -> None:
+        self.snapshot = snapshot
+
+    def collect(self) -> Iterator[Metric]:
+        """Every family of the module's table, in its order."""
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        snapshot = self.snapshot
+        stats: Any = snapshot.get("stats", {})
+        yield GaugeMetricFamily(
+            "tcpkit_connections", "Open connections.", value=_int(stats, "current")
+        )
+        yield CounterMetricFamily(
+            "tcpkit_connections_accepted", "Connections accepted.", value=_int(stats, "total")
+        )
+        yield _rejected(snapshot.get("rejected", {}), _int(stats, "rejected"))
+        yield _by_label(
+            "tcpkit_connections_closed",
+            "Connections ended, by reason.",
+            "reason",
+            dict(snapshot.get("closed", {})),
+        )
+        for name, key, text in _TRAFFIC:
+            yield CounterMetricFamily(name, text, value=_int(stats, key))
+        yield _by_label(
+            "tcpkit_errors",
+            "Errors reported to on_error, by exception type.",
+            "kind",
+            dict(snapshot.get("errors", {})),
+        )
+        yield from _latency(snapshot.get("latency", {}))
+        workers = snapshot.get("workers")
+        if isinstance(workers, int):
+            yield GaugeMetricFamily("tcpkit_workers", "Worker processes serving.", value=workers)
+
+
+_TRAFFIC = (  # counters read from stats: (metric, stats key, help)
+    ("tcpkit_received_bytes", "bytes_in", "Bytes read from clients."),
+    ("tcpkit_sent_bytes", "bytes_out", "Bytes handed to the OS for clients."),
+    ("tcpkit_received_messages", "messages_in", "Messages decoded and handled."),
+    ("tcpkit_sent_messages", "messages_out", "Messages sent."),
+)
+
+
+def _by_label(name: str, text: str, label: str, counts: Any) -> CounterMetricFamily:
+    """A counter with one sample per key of ``counts``, in key order."""
+    from prometheus_client.core import CounterMetricFamily
+
+    family = CounterMetricFamily(name, text, labels=[label])
+    for key, count in sorted(counts.items()):
+        family.add_metric([key], count)
+    return family
+
+
+def _rejected(reasons: Any, total: int) -> CounterMetricFamily:
+    """Refusals by reason; those not counted by reason (``total`` minus the rest) as other."""
+    family = _by_label(
+        "tcpkit_connections_rejected",
+        "Connections refused during their setup, by reason.",
+        "reason",
+        reasons,
+    )
+    other = total - sum(reasons.values())
+    if other > 0:  # refused before an observer was in place
+        family.add_metric(["other"], other)
+    return family
+
+
+def _latency(latency: Any) -> Iterator[Metric]:
+    """The ``on_input`` time histogram, if the snapshot has one with matching counts."""
+    from prometheus_client.core import HistogramMetricFamily
+
+    bounds: list[float] = list(latency.get("buckets", []))
+    counts: list[int] = list(latency.get("counts", []))
+    if len(counts) != len(bounds) + 1:
+        return
+    cumulative: list[tuple[str, float]] = []
+    running = 0
+    for bound, count in zip([*bounds, float("inf")], counts, strict=True):
+        running += count
+        cumulative.append(("+Inf" if bound == float("inf") else repr(bound), running))
+    yield HistogramMetricFamily(
+        "tcpkit_handler_seconds",
+        "Time spent in on_input per message.",
+        buckets=cumulative,
+        sum_value=float(latency.get("sum", 0.0)),
+    )
 
 
 def metrics_app(

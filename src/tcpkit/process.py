@@ -226,28 +226,32 @@ class ServingProcess:
             task_status.started()
             async for signum in signals:
                 await serving.wait()
-                stopper = self._stopper
-                assert stopper is not None
-                name = signal.Signals(signum).name
-                if self.worker is not None:  # which process says it, in the shared log
-                    name = f"worker {self.worker.slot} (pid {os.getpid()}): {name}"
-                if signum == signal.SIGHUP:
-                    self.request_reload(f"{name} received")
-                elif signum == signal.SIGQUIT:
-                    stopper.force(f"{name} received")
-                elif self.outcome.reload and stopper.draining and not stopper.forced:
-                    self.outcome.reload = False  # a stop during a reload's drain: stop instead
-                    self._release_sockets()
-                    logger.info("%s received: stopping instead of reloading", name)
-                    self.notifier.stopping("stopping")
-                elif not stopper.draining:
-                    self.outcome.reload = False
-                    self._release_sockets()
-                    self.notifier.stopping("draining")
-                    again = None if self.worker is not None else name
-                    stopper.drain(f"{name} received", again=again)
-                elif self.worker is None:
-                    stopper.force(f"{name} received again")
+                self._on_signal(signal.Signals(signum))
+
+    def _on_signal(self, signum: signal.Signals) -> None:
+        """Reload (SIGHUP), abort (SIGQUIT), else drain, or abort if draining already."""
+        stopper = self._stopper
+        assert stopper is not None
+        name = signum.name
+        if self.worker is not None:  # which process says it, in the shared log
+            name = f"worker {self.worker.slot} (pid {os.getpid()}): {name}"
+        if signum == signal.SIGHUP:
+            self.request_reload(f"{name} received")
+        elif signum == signal.SIGQUIT:
+            stopper.force(f"{name} received")
+        elif self.outcome.reload and stopper.draining and not stopper.forced:
+            self.outcome.reload = False  # a stop during a reload's drain: stop instead
+            self._release_sockets()
+            logger.info("%s received: stopping instead of reloading", name)
+            self.notifier.stopping("stopping")
+        elif not stopper.draining:
+            self.outcome.reload = False
+            self._release_sockets()
+            self.notifier.stopping("draining")
+            again = None if self.worker is not None else name
+            stopper.drain(f"{name} received", again=again)
+        elif self.worker is None:
+            stopper.force(f"{name} received again")
 
     async def _watch_supervisor(self, link: WorkerLink) -> None:
         """Drain if the supervisor goes away (its end of the channel closes)."""
@@ -368,22 +372,38 @@ class ServingProcess:
             server.set_max_connections(limit)
             return {"max_connections": limit}
         if verb == "kick":
-            if len(args) != 1 or not args[0].isdigit():
-                raise ControlError("usage: kick ID (a connection id, as 'connections' lists it)")
-            conn = server.get_connection(int(args[0]))
-            if conn is None:
-                raise ControlError(f"no live connection {args[0]}")
-            conn.shutdown()
-            return {"kicked": conn.id}
+            return self._kick(server, args)
         if verb == "drain":
             return self.request_drain()
         if verb == "reload":
-            if self.worker is not None:
-                raise ControlError("a worker is reloaded by its supervisor")
-            if not self.request_reload("reload requested on the control socket"):
-                raise ControlError("cannot reload now: already reloading or stopping")
-            return {"reloading": True}
+            return self._reload_command()
         raise ControlError(f"unknown command {verb!r}")
+
+    def _kick(self, server: Server[Any, Any], args: Sequence[str]) -> dict[str, Any]:
+        """``kick ID``: shut one connection down.
+
+        Raises:
+            ControlError: a bad argument, or no such live connection.
+        """
+        if len(args) != 1 or not args[0].isdigit():
+            raise ControlError("usage: kick ID (a connection id, as 'connections' lists it)")
+        conn = server.get_connection(int(args[0]))
+        if conn is None:
+            raise ControlError(f"no live connection {args[0]}")
+        conn.shutdown()
+        return {"kicked": conn.id}
+
+    def _reload_command(self) -> dict[str, Any]:
+        """``reload`` on the control socket (a single process only).
+
+        Raises:
+            ControlError: a worker, or a reload or stop is under way.
+        """
+        if self.worker is not None:
+            raise ControlError("a worker is reloaded by its supervisor")
+        if not self.request_reload("reload requested on the control socket"):
+            raise ControlError("cannot reload now: already reloading or stopping")
+        return {"reloading": True}
 
     def request_drain(self) -> dict[str, Any]:
         """Stop accepting; the process stops once its connections have ended by themselves."""

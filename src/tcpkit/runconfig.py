@@ -176,206 +176,228 @@ DEFAULTS: dict[str, Any] = {
 }
 
 
+@dataclass(frozen=True)
+class _Option:
+    """One option of ``tcpkit run``: its names, its help, ``add_argument``'s other keywords."""
+
+    names: tuple[str, ...]
+    help: str
+    kwargs: Mapping[str, Any] = dataclasses.field(default_factory=dict[str, Any])
+
+
+def _option(*names: str, help: str, **kwargs: Any) -> _Option:
+    """An :class:`_Option`, written as the ``add_argument`` call it stands for."""
+    return _Option(names, help, kwargs)
+
+
+_FLAG = argparse.BooleanOptionalAction
+
+# Every option of `tcpkit run`, by argument group (None: the parser itself), in --help order.
+_RUN_OPTIONS: tuple[tuple[str | None, tuple[_Option, ...]], ...] = (
+    (
+        None,
+        (
+            _option(
+                "app",
+                nargs="?",
+                metavar="APP",
+                help='the app: "module:attr" or "path/to/file.py:attr"',
+            ),
+        ),
+    ),
+    (
+        "where to listen",
+        (
+            _option(
+                "--host",
+                action="append",
+                metavar="HOST",
+                help="address or host name to bind; repeat for several (default 127.0.0.1)",
+            ),
+            _option("--port", type=int_at_least(0, 65535), help="TCP port (default 12345)"),
+            _option("--uds", metavar="PATH", help="listen on this Unix socket path"),
+            _option(
+                "--uds-mode",
+                type=file_mode,
+                metavar="MODE",
+                help="permissions of the --uds socket file, in octal (e.g. 660)",
+            ),
+            _option(
+                "--fd",
+                action="append",
+                type=int_at_least(0),
+                metavar="N",
+                help="serve the already listening socket inherited as file descriptor N; "
+                "repeat for several (sockets passed by systemd in LISTEN_FDS are served "
+                "automatically); inherited sockets replace --host/--port/--uds",
+            ),
+            _option(
+                "--backlog",
+                type=int_at_least(1),
+                metavar="N",
+                help="the kernel's queue of connections not yet accepted",
+            ),
+            _option(
+                "--reuse-port",
+                action=_FLAG,
+                help="set SO_REUSEPORT so that independent processes can bind the same port",
+            ),
+        ),
+    ),
+    (
+        "how to run",
+        (
+            _option("--backend", choices=("asyncio", "trio"), help="the event loop"),
+            _option("--uvloop", action=_FLAG, help="use uvloop (asyncio backend)"),
+            _option(
+                "--workers",
+                type=int_at_least(1),
+                metavar="N",
+                help="serve with N worker processes under a supervisor that restarts them",
+            ),
+            _option(
+                "--factory",
+                action=_FLAG,
+                help="APP names a zero-argument callable returning an App",
+            ),
+            _option(
+                "--reload",
+                action=_FLAG,
+                help="development: restart on a change to a .py file (needs tcpkit[reload])",
+            ),
+            _option(
+                "--reload-dir",
+                action="append",
+                metavar="DIR",
+                help="with --reload: a directory to watch; repeat for several "
+                "(default: the app file's directory, or the current directory)",
+            ),
+        ),
+    ),
+    (
+        "connections",
+        (
+            _option(
+                "--max-connections",
+                type=int_at_least(0),
+                metavar="N",
+                help="open connections allowed at once (per worker); more wait in the backlog",
+            ),
+            _option(
+                "--idle-timeout",
+                type=float_at_least(0),
+                metavar="SECONDS",
+                help="shut a connection down after this long without input; 0 turns it off",
+            ),
+            _option(
+                "--setup-timeout",
+                type=float_at_least(0),
+                metavar="SECONDS",
+                help="time allowed for the PROXY header, TLS handshake and pre_connect "
+                "(the app's default: 10); 0 for no limit",
+            ),
+            _option(
+                "--busy-poll",
+                type=float_at_least(0, 1),
+                metavar="SECONDS",
+                help="after a read, poll for input up to this long instead of sleeping "
+                "(adaptive; the app's default: 0.0001; 0 turns it off)",
+            ),
+            _option(
+                "--drain-timeout",
+                type=float_at_least(0),
+                metavar="SECONDS",
+                help="on SIGINT/SIGTERM/SIGHUP, how long connections may take to flush "
+                "their output before they are aborted",
+            ),
+            _option(
+                "--proxy-protocol",
+                action=_FLAG,
+                help="expect a PROXY v1/v2 header on every connection "
+                "(behind HAProxy, nginx, an LB)",
+            ),
+        ),
+    ),
+    (
+        "TLS",
+        (
+            _option(
+                "--ssl-certfile", metavar="FILE", help="the server certificate (PEM) to serve TLS"
+            ),
+            _option(
+                "--ssl-keyfile",
+                metavar="FILE",
+                help="its private key (PEM), unless the certificate file holds it",
+            ),
+            _option(
+                "--ssl-keyfile-password",
+                metavar="PASSWORD",
+                help="the password of an encrypted key (prefer the variable: flags show in ps)",
+            ),
+            _option(
+                "--ssl-ca-certs",
+                metavar="FILE",
+                help="CA certificates (PEM) that client certificates are checked against",
+            ),
+            _option(
+                "--ssl-cert-reqs",
+                choices=("none", "optional", "required"),
+                help="client certificates: not asked for, checked if sent, "
+                "or required (mutual TLS)",
+            ),
+        ),
+    ),
+    (
+        "logging and operations",
+        (
+            _option(
+                "--log-level",
+                type=log_level,
+                metavar="LEVEL",
+                help="critical, error, warning, info or debug, in any case (default info)",
+            ),
+            _option(
+                "--log-config",
+                metavar="FILE",
+                help="a logging configuration: .json or .yaml/.yml (dictConfig), else ini "
+                "(fileConfig)",
+            ),
+            _option(
+                "--access-log",
+                action=_FLAG,
+                help="log one line per closed connection on the tcpkit.access logger",
+            ),
+            _option(
+                "--metrics",
+                type=host_port,
+                metavar="HOST:PORT",
+                help="serve Prometheus metrics over HTTP at /metrics (needs tcpkit[metrics])",
+            ),
+            _option(
+                "--control",
+                metavar="PATH",
+                help="open an owner-only control socket at PATH (see 'tcpkit ctl')",
+            ),
+        ),
+    ),
+)
+
+
 def add_run_arguments(run: argparse.ArgumentParser) -> None:
     """Add every ``tcpkit run`` option to ``run`` (each also read from ``TCPKIT_<FLAG>``).
 
     Every option's parser default is ``None``: :meth:`RunConfig.from_args` then
     applies the environment and :data:`DEFAULTS`, in that order.
     """
-    flag = argparse.BooleanOptionalAction
-
-    def add_to(group: Any, *names: str, help: str, **kwargs: Any) -> None:
-        dest = kwargs.get("dest") or names[0].lstrip("-").replace("-", "_")
-        env = ENV_PREFIX + dest.upper()
-        default = DEFAULTS[dest]
-        shown = "" if default in (None, (), False) else f"; default {default}"
-        group.add_argument(*names, default=None, help=f"{help} (env {env}{shown})", **kwargs)
-
-    add_to(
-        run,
-        "app",
-        nargs="?",
-        metavar="APP",
-        help='the app: "module:attr" or "path/to/file.py:attr"',
-    )
-    where = run.add_argument_group("where to listen")
-    add_to(
-        where,
-        "--host",
-        action="append",
-        metavar="HOST",
-        help="address or host name to bind; repeat for several (default 127.0.0.1)",
-    )
-    add_to(where, "--port", type=int_at_least(0, 65535), help="TCP port (default 12345)")
-    add_to(where, "--uds", metavar="PATH", help="listen on this Unix socket path")
-    add_to(
-        where,
-        "--uds-mode",
-        type=file_mode,
-        metavar="MODE",
-        help="permissions of the --uds socket file, in octal (e.g. 660)",
-    )
-    add_to(
-        where,
-        "--fd",
-        action="append",
-        type=int_at_least(0),
-        metavar="N",
-        help="serve the already listening socket inherited as file descriptor N; "
-        "repeat for several (sockets passed by systemd in LISTEN_FDS are served "
-        "automatically); inherited sockets replace --host/--port/--uds",
-    )
-    add_to(
-        where,
-        "--backlog",
-        type=int_at_least(1),
-        metavar="N",
-        help="the kernel's queue of connections not yet accepted",
-    )
-    add_to(
-        where,
-        "--reuse-port",
-        action=flag,
-        help="set SO_REUSEPORT so that independent processes can bind the same port",
-    )
-
-    how = run.add_argument_group("how to run")
-    add_to(how, "--backend", choices=("asyncio", "trio"), help="the event loop")
-    add_to(how, "--uvloop", action=flag, help="use uvloop (asyncio backend)")
-    add_to(
-        how,
-        "--workers",
-        type=int_at_least(1),
-        metavar="N",
-        help="serve with N worker processes under a supervisor that restarts them",
-    )
-    add_to(
-        how,
-        "--factory",
-        action=flag,
-        help="APP names a zero-argument callable returning an App",
-    )
-    add_to(
-        how,
-        "--reload",
-        action=flag,
-        help="development: restart on a change to a .py file (needs tcpkit[reload])",
-    )
-    add_to(
-        how,
-        "--reload-dir",
-        action="append",
-        metavar="DIR",
-        help="with --reload: a directory to watch; repeat for several "
-        "(default: the app file's directory, or the current directory)",
-    )
-
-    limits = run.add_argument_group("connections")
-    add_to(
-        limits,
-        "--max-connections",
-        type=int_at_least(0),
-        metavar="N",
-        help="open connections allowed at once (per worker); more wait in the backlog",
-    )
-    add_to(
-        limits,
-        "--idle-timeout",
-        type=float_at_least(0),
-        metavar="SECONDS",
-        help="shut a connection down after this long without input; 0 turns it off",
-    )
-    add_to(
-        limits,
-        "--setup-timeout",
-        type=float_at_least(0),
-        metavar="SECONDS",
-        help="time allowed for the PROXY header, TLS handshake and pre_connect "
-        "(the app's default: 10); 0 for no limit",
-    )
-    add_to(
-        limits,
-        "--busy-poll",
-        type=float_at_least(0, 1),
-        metavar="SECONDS",
-        help="after a read, poll for input up to this long instead of sleeping "
-        "(adaptive; the app's default: 0.0001; 0 turns it off)",
-    )
-    add_to(
-        limits,
-        "--drain-timeout",
-        type=float_at_least(0),
-        metavar="SECONDS",
-        help="on SIGINT/SIGTERM/SIGHUP, how long connections may take to flush "
-        "their output before they are aborted",
-    )
-    add_to(
-        limits,
-        "--proxy-protocol",
-        action=flag,
-        help="expect a PROXY v1/v2 header on every connection (behind HAProxy, nginx, an LB)",
-    )
-
-    tls = run.add_argument_group("TLS")
-    add_to(tls, "--ssl-certfile", metavar="FILE", help="the server certificate (PEM) to serve TLS")
-    add_to(
-        tls,
-        "--ssl-keyfile",
-        metavar="FILE",
-        help="its private key (PEM), unless the certificate file holds it",
-    )
-    add_to(
-        tls,
-        "--ssl-keyfile-password",
-        metavar="PASSWORD",
-        help="the password of an encrypted key (prefer the variable: flags show in ps)",
-    )
-    add_to(
-        tls,
-        "--ssl-ca-certs",
-        metavar="FILE",
-        help="CA certificates (PEM) that client certificates are checked against",
-    )
-    add_to(
-        tls,
-        "--ssl-cert-reqs",
-        choices=("none", "optional", "required"),
-        help="client certificates: not asked for, checked if sent, or required (mutual TLS)",
-    )
-
-    ops = run.add_argument_group("logging and operations")
-    add_to(
-        ops,
-        "--log-level",
-        type=log_level,
-        metavar="LEVEL",
-        help="critical, error, warning, info or debug, in any case (default info)",
-    )
-    add_to(
-        ops,
-        "--log-config",
-        metavar="FILE",
-        help="a logging configuration: .json or .yaml/.yml (dictConfig), else ini (fileConfig)",
-    )
-    add_to(
-        ops,
-        "--access-log",
-        action=flag,
-        help="log one line per closed connection on the tcpkit.access logger",
-    )
-    add_to(
-        ops,
-        "--metrics",
-        type=host_port,
-        metavar="HOST:PORT",
-        help="serve Prometheus metrics over HTTP at /metrics (needs tcpkit[metrics])",
-    )
-    add_to(
-        ops,
-        "--control",
-        metavar="PATH",
-        help="open an owner-only control socket at PATH (see 'tcpkit ctl')",
-    )
+    for title, options in _RUN_OPTIONS:
+        group = run if title is None else run.add_argument_group(title)
+        for option in options:
+            dest = option.kwargs.get("dest") or option.names[0].lstrip("-").replace("-", "_")
+            env = ENV_PREFIX + dest.upper()
+            default = DEFAULTS[dest]
+            shown = "" if default in (None, (), False) else f"; default {default}"
+            text = f"{option.help} (env {env}{shown})"
+            group.add_argument(*option.names, default=None, help=text, **option.kwargs)
 
 
 def _env_value(action: argparse.Action, text: str) -> Any:

@@ -238,29 +238,10 @@ class Supervisor:
             async with anyio.create_task_group() as tg:
                 self._tg = tg
                 await tg.start(self._watch_signals)
-                if self.control_sock is not None:
-                    control = control_app(self.command, "control")
-                    await tg.start(serve_aux, control, self.control_sock, True)
-                if self.metrics_sock is not None:
-                    from .metrics import metrics_app
-
-                    app = metrics_app(self.metrics_snapshot, self.healthy, "metrics")
-                    await tg.start(serve_aux, app, self.metrics_sock, True)
+                await self._serve_operations(tg)
                 if self.announce is not None:
                     self.announce()
-                first = [self._start(slot) for slot in range(1, self.workers + 1)]
-                for worker in first:
-                    self._current[worker.slot] = worker
-                for worker in first:
-                    await self._wait_ready(worker)
-                    if self._stopping:
-                        break
-                if not self._stopping:
-                    logger.info("%d worker(s) serving", self.workers)
-                    self.notifier.ready(f"{self.workers} worker(s) serving")
-                    tg.start_soon(self.notifier.watchdog)
-                    if self.config.reload:
-                        tg.start_soon(self._watch_code)
+                await self._start_workers(tg)
                 await self._idle.wait()
                 tg.cancel_scope.cancel()
         finally:
@@ -270,6 +251,32 @@ class Supervisor:
             raise ServerError(self._failed)
         logger.info("all workers stopped")
         return 1 if self._forced else 0
+
+    async def _serve_operations(self, tg: anyio.abc.TaskGroup) -> None:
+        """Serve ``--control`` and ``--metrics`` (for all workers) in ``tg``, if asked for."""
+        if self.control_sock is not None:
+            control = control_app(self.command, "control")
+            await tg.start(serve_aux, control, self.control_sock, True)
+        if self.metrics_sock is not None:
+            from .metrics import metrics_app
+
+            app = metrics_app(self.metrics_snapshot, self.healthy, "metrics")
+            await tg.start(serve_aux, app, self.metrics_sock, True)
+
+    async def _start_workers(self, tg: anyio.abc.TaskGroup) -> None:
+        """Start every slot's first worker; once all serve, say so and watch in ``tg``."""
+        first = [self._start(slot) for slot in range(1, self.workers + 1)]
+        for worker in first:
+            self._current[worker.slot] = worker
+        for worker in first:
+            await self._wait_ready(worker)
+            if self._stopping:
+                return
+        logger.info("%d worker(s) serving", self.workers)
+        self.notifier.ready(f"{self.workers} worker(s) serving")
+        tg.start_soon(self.notifier.watchdog)
+        if self.config.reload:
+            tg.start_soon(self._watch_code)
 
     def _start(self, slot: int) -> _Worker:
         """Start a worker for ``slot`` (in the background); it is not current yet."""
@@ -369,13 +376,7 @@ class Supervisor:
 
     def _worker_ended(self, worker: _Worker) -> None:
         self._all.discard(worker)
-        last = worker.final or worker.last
-        if last is not None:  # its counts stay in the totals: counters never go back
-            last = dict(last)
-            stats = dict(last.get("stats") or {})
-            stats["current"] = 0
-            last["stats"] = stats
-            self._retired = merge_snapshots([self._retired, last])
+        self._retire_counts(worker)
         current = self._current.get(worker.slot) is worker
         how = _describe_exit(worker.code)
         if self._stopping or worker.retiring or not current:
@@ -385,21 +386,36 @@ class Supervisor:
             why = worker.error or how
             self._fail(f"worker {worker.slot} (pid {worker.pid}) could not start serving: {why}")
         else:
-            delay = self._delays[worker.slot]
-            if anyio.current_time() - worker.started_at >= _HEALTHY:
-                delay = _RESTART_MIN
-            logger.warning(
-                "worker %d (pid %d) %s; restarting it in %.1f s",
-                worker.slot,
-                worker.pid,
-                how,
-                delay,
-            )
-            self._delays[worker.slot] = min(delay * 2, _RESTART_MAX)
-            assert self._tg is not None
-            self._tg.start_soon(self._restart, worker.slot, delay)
+            self._restart_later(worker, how)
         if self._stopping and not self._all:
             self._idle.set()
+
+    def _retire_counts(self, worker: _Worker) -> None:
+        """Keep an ended worker's last counts in the totals: counters never go back."""
+        last = worker.final or worker.last
+        if last is None:
+            return
+        last = dict(last)
+        stats = dict(last.get("stats") or {})
+        stats["current"] = 0
+        last["stats"] = stats
+        self._retired = merge_snapshots([self._retired, last])
+
+    def _restart_later(self, worker: _Worker, how: str) -> None:
+        """Replace a worker that died after serving, after its slot's back-off delay."""
+        delay = self._delays[worker.slot]
+        if anyio.current_time() - worker.started_at >= _HEALTHY:
+            delay = _RESTART_MIN
+        logger.warning(
+            "worker %d (pid %d) %s; restarting it in %.1f s",
+            worker.slot,
+            worker.pid,
+            how,
+            delay,
+        )
+        self._delays[worker.slot] = min(delay * 2, _RESTART_MAX)
+        assert self._tg is not None
+        self._tg.start_soon(self._restart, worker.slot, delay)
 
     async def _restart(self, slot: int, delay: float) -> None:
         await anyio.sleep(delay)
@@ -565,46 +581,66 @@ class Supervisor:
             ControlError: a bad argument or a command that cannot be done now.
         """
         if verb == "stats":
-            merged = await self.metrics_snapshot()
-            merged["pid"] = os.getpid()
-            merged["per_worker"] = [
-                {"slot": w.slot, "pid": w.pid, "stats": (w.last or {}).get("stats", {})}
-                for w in self._serving()
-            ]
-            return merged
+            return await self._stats()
         if verb == "connections":
-            listed: list[dict[str, Any]] = []
-            for worker, reply in await self._ask_all("connections"):
-                for conn in reply.get("connections", []):
-                    listed.append({**conn, "id": f"{worker.slot}:{conn['id']}", "pid": worker.pid})
-            return {"connections": listed}
+            return await self._connections()
         if verb == "set-max":
             limit = parse_limit(list(args))
             replies = await self._ask_all(f"set-max {'none' if limit is None else limit}")
             return {"max_connections": limit, "workers": len(replies)}
         if verb == "kick":
-            slot_text, _, conn_text = (args[0] if len(args) == 1 else "").partition(":")
-            if not slot_text.isdigit() or not conn_text.isdigit():
-                raise ControlError("usage: kick WORKER:ID (as 'connections' lists it)")
-            target = self._current.get(int(slot_text))
-            if target is None or target.control is None:
-                raise ControlError(f"no worker {slot_text}")
-            reply = await self._ask(target, f"kick {conn_text}")
-            if not reply.get("ok"):
-                raise ControlError(str(reply.get("error")))
-            return {"kicked": args[0]}
+            return await self._kick(args)
         if verb == "drain":
-            replies = await self._ask_all("drain")
-            self._stopping = True  # no restarts: the supervisor ends with its last worker
-            self.notifier.stopping("draining")
-            if not self._all:
-                self._idle.set()
-            return {"draining": sum(int(r.get("draining", 0)) for _, r in replies)}
+            return await self._drain()
         if verb == "reload":
             if not self.request_reload("reload requested on the control socket"):
                 raise ControlError("cannot reload now: already reloading or stopping")
             return {"reloading": True}
         raise ControlError(f"unknown command {verb!r}")
+
+    async def _stats(self) -> dict[str, Any]:
+        """``stats``: the counts added up, and each serving worker's own."""
+        merged = await self.metrics_snapshot()
+        merged["pid"] = os.getpid()
+        merged["per_worker"] = [
+            {"slot": w.slot, "pid": w.pid, "stats": (w.last or {}).get("stats", {})}
+            for w in self._serving()
+        ]
+        return merged
+
+    async def _connections(self) -> dict[str, Any]:
+        """``connections``: every worker's, with ids made ``SLOT:ID``."""
+        listed: list[dict[str, Any]] = []
+        for worker, reply in await self._ask_all("connections"):
+            for conn in reply.get("connections", []):
+                listed.append({**conn, "id": f"{worker.slot}:{conn['id']}", "pid": worker.pid})
+        return {"connections": listed}
+
+    async def _kick(self, args: Sequence[str]) -> dict[str, Any]:
+        """``kick SLOT:ID``: have that worker shut that connection down.
+
+        Raises:
+            ControlError: a bad argument, no such worker, or the worker's refusal.
+        """
+        slot_text, _, conn_text = (args[0] if len(args) == 1 else "").partition(":")
+        if not slot_text.isdigit() or not conn_text.isdigit():
+            raise ControlError("usage: kick WORKER:ID (as 'connections' lists it)")
+        target = self._current.get(int(slot_text))
+        if target is None or target.control is None:
+            raise ControlError(f"no worker {slot_text}")
+        reply = await self._ask(target, f"kick {conn_text}")
+        if not reply.get("ok"):
+            raise ControlError(str(reply.get("error")))
+        return {"kicked": args[0]}
+
+    async def _drain(self) -> dict[str, Any]:
+        """``drain``: every worker stops accepting; the supervisor ends with the last one."""
+        replies = await self._ask_all("drain")
+        self._stopping = True  # no restarts: the supervisor ends with its last worker
+        self.notifier.stopping("draining")
+        if not self._all:
+            self._idle.set()
+        return {"draining": sum(int(r.get("draining", 0)) for _, r in replies)}
 
 
 # -- a worker ----------------------------------------------------------------

@@ -86,13 +86,26 @@ class Lines(Codec[T, T]):
 
 
 class _LinesDecoder(Decoder[T], Generic[T]):
-    __slots__ = ("_buf", "_crlf", "_discarding", "_encoding", "_max", "_scan", "_sep", "_start")
+    __slots__ = (
+        "_buf",
+        "_crlf",
+        "_discarding",
+        "_encoding",
+        "_limit",
+        "_max",
+        "_scan",
+        "_sep",
+        "_start",
+    )
 
     def __init__(self, sep: bytes, crlf: bool, encoding: str | None, max_length: int) -> None:
         self._sep = sep
         self._crlf = crlf  # LF, with an optional CR before it
         self._encoding = encoding
         self._max = max_length
+        # The most bytes a line within max_length can leave undecoded with no separator
+        # found: the line plus a CR (LF mode) or all but the last byte of the separator.
+        self._limit = max_length + (1 if crlf else len(sep) - 1)
         self._buf: bytes | bytearray = b""
         self._start = 0  # first undecoded byte
         self._scan = 0  # where the next search for a separator resumes
@@ -128,11 +141,8 @@ class _LinesDecoder(Decoder[T], Generic[T]):
             # A separator may straddle the end of the buffer: search again from there.
             self._scan = max(start, len(buf) - len(sep) + 1)
             if self._discarding:
-                # Drop the overlong line's bytes, but keep a possible partial separator.
-                keep = len(sep) - 1
-                self._buf = bytes(buf[max(start, len(buf) - keep) :]) if keep else b""
-                self._start = self._scan = 0
-            elif pending > self._max + (1 if self._crlf else len(sep) - 1):
+                self._drop_overlong(buf, start)
+            elif pending > self._limit:
                 self._discard()
                 raise FrameTooLarge(pending, self._max, "line")
             return NEED_DATA
@@ -151,6 +161,12 @@ class _LinesDecoder(Decoder[T], Generic[T]):
             return line.decode(self._encoding)  # type: ignore[return-value]
         except UnicodeDecodeError as exc:
             raise MalformedFrame(f"line is not valid {self._encoding}: {exc.reason}") from exc
+
+    def _drop_overlong(self, buf: bytes | bytearray, start: int) -> None:
+        """Drop the overlong line's bytes, but keep a possible partial separator."""
+        keep = len(self._sep) - 1
+        self._buf = bytes(buf[max(start, len(buf) - keep) :]) if keep else b""
+        self._start = self._scan = 0
 
     def _discard(self) -> None:
         self._buf = b""

@@ -23,18 +23,9 @@ from radon import complexity as radon_cc  # type: ignore[import-untyped]
 MAX_LINES = 50
 MAX_COMPLEXITY = 12
 
-# Functions of the connection core (issue 16) that exceed a limit today, by
-# "path under DIR:qualified name". The core's redesign removes each entry as it
-# fixes the function; an entry that no longer exceeds is reported, so the list
-# stays exact until it is empty. Nothing outside the core goes here.
-ALLOWED: frozenset[str] = frozenset(
-    {
-        "_asyncio_stream.py:AsyncioSocketStream.receive",  # complexity 14
-        "_asyncio_stream.py:AsyncioSocketListener.accept",  # 54 lines, complexity 16
-        "_session.py:Session._deliver_next",  # complexity 16
-        "_trio_stream.py:TrioSocketStream.receive",  # complexity 18
-    }
-)
+# Functions allowed to exceed a limit, by "path under DIR:qualified name"; an
+# entry that no longer exceeds is reported, so the list stays exact. Empty: keep it so.
+ALLOWED: frozenset[str] = frozenset()
 
 FunctionNode = ast.FunctionDef | ast.AsyncFunctionDef
 

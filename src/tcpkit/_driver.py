@@ -166,7 +166,6 @@ class Driver:
     def _on_data(self, data: bytes) -> bool:
         """A turn run in the transport's data callback (see the module doc)."""
         session = self._session
-        transport = self._transport
         if not self._reading or self._writing or session.in_flight or not session.idle:
             return False  # the task takes it
         self._stats.bytes_in += len(data)
@@ -176,25 +175,26 @@ class Driver:
             nxt = session.turn(data)
         finally:
             _current.reset(token)
-        wake = nxt is not Next.READ  # the task does what needs an await
-        if not wake and session.out:
-            out = session.take_output()
-            try:
-                done = transport.write(out)
-            except _WRITE_ERRORS as exc:
-                session.fail(exc)
-                done = False
-            else:
-                self._stats.bytes_out += len(out)
-                session.counts.bytes_out += len(out)
-                if not done:
-                    session.in_flight = transport.buffered
-                elif session.wants_flushed and session.flushed():
-                    wake = True  # the task runs on_flushed
-            wake = wake or not done  # the task drains it (or closes)
-        if wake:
-            transport.interrupt_receive()
+        if nxt is not Next.READ or (session.out and not self._write_now()):
+            self._transport.interrupt_receive()  # the task does what needs an await
         return True
+
+    def _write_now(self) -> bool:
+        """Write an inline turn's output; ``False`` if the task must act (drain, on_flushed...)."""
+        session = self._session
+        transport = self._transport
+        out = session.take_output()
+        try:
+            done = transport.write(out)
+        except _WRITE_ERRORS as exc:
+            session.fail(exc)
+            return False
+        self._stats.bytes_out += len(out)
+        session.counts.bytes_out += len(out)
+        if not done:
+            session.in_flight = transport.buffered
+            return False
+        return not (session.wants_flushed and session.flushed())
 
     # -- handler coroutines -------------------------------------------------------------
 

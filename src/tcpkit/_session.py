@@ -172,7 +172,6 @@ class Session:
         """A turn has something to do besides input: a call, an error, an event."""
         return self.call is not None or bool(self._errors) or bool(self._events)
 
-
     @property
     def idle(self) -> bool:
         """Open, not paused, nothing to do but read: a turn may run in a data callback."""

@@ -22,6 +22,7 @@ Every connection, on every backend and stream, is driven by this code:
 from __future__ import annotations
 
 import logging
+import socket
 import ssl
 import time
 import types
@@ -30,14 +31,23 @@ from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
 import anyio
+from anyio.abc import SocketAttribute
 
 from ._session import Next, Session, State
+from ._socket import unsent_bytes
 from ._transport import ReceiveInterrupted, StreamTransport, Transport, socket_error
-from .exceptions import ConnectionClosed
+from .exceptions import (
+    ConnectionClosed,
+    ConnectionTimeout,
+    IdleTimeout,
+    MessageTimeout,
+    SendTimeout,
+)
 from .handlers import call
 
 if TYPE_CHECKING:
     from ._tasks import TaskPool
+    from ._watchdog import Watchdog
     from .connection import Connection
     from .observer import Observer
     from .settings import Settings
@@ -50,6 +60,11 @@ logger = logging.getLogger("tcpkit.connection")
 _SOCKET_ERRORS = (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError)
 # A write can also meet the end of the stream: TLS after the peer's EOF without close_notify.
 _WRITE_ERRORS = (*_SOCKET_ERRORS, anyio.EndOfStream)
+_TIMEOUT_REASONS: dict[type[ConnectionTimeout], str] = {
+    IdleTimeout: "idle-timeout",
+    MessageTimeout: "message-timeout",
+    SendTimeout: "send-timeout",
+}
 _current: ContextVar[Connection[Any, Any] | None] = ContextVar("tcpkit_connection", default=None)
 
 
@@ -70,6 +85,7 @@ class Driver:
         stats: ServerStats,
         pool: TaskPool,
         observer: Observer,
+        watchdog: Watchdog | None = None,
     ) -> None:
         self._conn = conn
         self._session = session
@@ -84,6 +100,12 @@ class Driver:
         self._change: anyio.Event | None = None
         self._helpers: set[anyio.CancelScope] = set()  # one per running helper task
         self._scope = anyio.CancelScope()  # the current phase's; close() cancels it
+        self._drain_scope: anyio.CancelScope | None = None  # a drain under way (send_timeout)
+        self._watchdog = watchdog
+        self.started_at = anyio.current_time()
+        self._raw_socket: socket.socket | None = transport.stream.extra(
+            SocketAttribute.raw_socket, None
+        )  # (for the watchdog: what the kernel still holds)
 
     @property
     def transport(self) -> Transport:
@@ -94,18 +116,22 @@ class Driver:
     async def run(self) -> None:
         """Run the connection to its end: on_connect, turns, the graceful close, on_disconnect."""
         _current.set(self._conn)  # for this task (a task has a context of its own)
+        watchdog = self._watchdog
+        if watchdog is not None:
+            watchdog.add(self)
         try:
             with self._scope:
                 await self._turns()
         finally:
+            if watchdog is not None:
+                watchdog.remove(self)
             await self._finish()
 
     async def _turns(self) -> None:
         session = self._session
         h = session.handlers.on_input
-        inline = (h is None or not h.is_async) and self._settings.idle_timeout is None
         transport = self._transport
-        inline = inline and transport.set_data_callback(self._on_data)
+        inline = (h is None or not h.is_async) and transport.set_data_callback(self._on_data)
         try:
             nxt = session.start()
             while True:
@@ -132,7 +158,7 @@ class Driver:
             return session.advance()
         self._reading = True
         try:
-            data = await self._receive()
+            data = await self._transport.receive(self._settings.read_size)
         except ReceiveInterrupted:
             return session.advance()
         except anyio.EndOfStream:
@@ -144,22 +170,9 @@ class Driver:
             return session.advance()
         finally:
             self._reading = False
-        if data is None:  # no input for idle_timeout seconds
-            logger.info("%s: idle timeout, shutting down", session.log_prefix)
-            session.shutdown("idle-timeout")
-            return session.advance()
         self._stats.bytes_in += len(data)
         session.counts.bytes_in += len(data)
         return session.turn(data)
-
-    async def _receive(self) -> bytes | None:
-        """The next input, or ``None`` after ``idle_timeout`` seconds without any."""
-        idle = self._settings.idle_timeout
-        if idle is None:
-            return await self._transport.receive(self._settings.read_size)
-        with anyio.move_on_after(idle):
-            return await self._transport.receive(self._settings.read_size)
-        return None
 
     # -- the inline fast path ---------------------------------------------------------
 
@@ -264,6 +277,8 @@ class Driver:
             await self._wait_change()
         session = self._session
         transport = self._transport
+        if session.state is State.CLOSED:
+            return  # closed: nothing more goes out
         data = session.take_output()
         if not data and not transport.buffered:
             if session.in_flight:  # what an inline turn left has gone out meanwhile
@@ -279,12 +294,17 @@ class Driver:
                 self._stats.bytes_out += len(data)
                 session.counts.bytes_out += len(data)
             if not done:
-                await transport.drain()
+                with anyio.CancelScope() as drain:  # send_timeout cancels it
+                    self._drain_scope = drain
+                    await transport.drain()
+                if drain.cancelled_caught:
+                    return
         except _WRITE_ERRORS as exc:
             session.fail(exc)
             return
         finally:
             self._writing = False
+            self._drain_scope = None
             session.in_flight = 0
             self._changed()
         if session.flushed():
@@ -311,6 +331,60 @@ class Driver:
             if session.state is State.CLOSED:
                 raise ConnectionClosed(f"connection #{self._conn.id} closed while sending")
             await self._write_out()
+
+    # -- time limits (see tcpkit._watchdog) ------------------------------------------------------
+
+    def __repr__(self) -> str:
+        return self._session.log_prefix
+
+    def progress(self) -> tuple[int, int, int]:
+        """Bytes read, bytes delivered, messages decoded: what the watchdog compares.
+
+        Delivered: handed to the OS, less what waits in the kernel's send
+        queue (so a download that the client reads from a full queue is
+        progress too).
+        """
+        counts = self._session.counts
+        sent = counts.bytes_out - self._transport.buffered - unsent_bytes(self._raw_socket)
+        return counts.bytes_in, sent, counts.messages_in
+
+    @property
+    def pending_output(self) -> int:
+        """Output not delivered yet: queued, in the transport, in the kernel's send queue."""
+        session = self._session
+        transport = self._transport
+        return session.out_size + transport.buffered + unsent_bytes(self._raw_socket)
+
+    @property
+    def message_in_progress(self) -> bool:
+        return self._session.decoder.in_progress
+
+    @property
+    def handler_running(self) -> bool:
+        """Whether an ``async def`` handler is running (its connection is not idle)."""
+        return self._session.call is not None
+
+    def time_out(self, exc: ConnectionTimeout, *, stuck: bool) -> None:
+        """A time limit passed: report ``exc`` to on_error and close this connection.
+
+        With output ``stuck`` (the client does not read), it closes at once
+        (a waiting ``send`` raises ``ConnectionClosed``); else gracefully.
+        """
+        session = self._session
+        reason = _TIMEOUT_REASONS[type(exc)]
+        if stuck or isinstance(exc, SendTimeout):
+            session.fail(exc, reason)
+            if self._drain_scope is not None:
+                self._drain_scope.cancel()
+        else:
+            session.time_out(exc, reason)
+        self.wake()
+
+    def end_of_life(self, seconds: float) -> None:
+        """``max_lifetime`` reached: shut down gracefully (logged, no error)."""
+        logger.info("%s: max_lifetime (%g s) reached, shutting down", self, seconds)
+        self._session.shutdown("max-lifetime")
+        self.wake()
 
     # -- waking and helpers --------------------------------------------------------------------
 

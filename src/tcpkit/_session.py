@@ -34,7 +34,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 from .codecs.base import NEED_DATA
-from .exceptions import ConnectionClosed, FrameError, WriteBufferFull
+from .exceptions import ConnectionClosed, ConnectionTimeout, FrameError, WriteBufferFull
 from .stats import ConnectionCounts
 
 if TYPE_CHECKING:
@@ -50,7 +50,7 @@ __all__ = ["Next", "Session", "State"]
 logger = logging.getLogger("tcpkit.connection")
 
 _MAX_FRAME_ERRORS_PER_READ = 64  # a decoder that keeps failing cannot hold a turn forever
-_PEER_ERRORS = (FrameError, WriteBufferFull, OSError)
+_PEER_ERRORS = (FrameError, WriteBufferFull, ConnectionTimeout, OSError)
 """Errors the peer causes: logged as one line, never with a traceback."""
 
 
@@ -426,11 +426,16 @@ class Session:
         self.out_size = 0
         self._tail.clear()
 
-    def fail(self, exc: BaseException) -> None:
+    def fail(self, exc: BaseException, reason: str = "error") -> None:
         """A fatal socket-level problem: close, and report ``exc`` to ``on_error`` at the end."""
         if self.fatal is None and self.state is not State.CLOSED:
             self.fatal = exc
-        self.close("error", exc)
+        self.close(reason, exc)
+
+    def time_out(self, exc: BaseException, reason: str) -> None:
+        """A time limit passed: report ``exc`` (next turn), then shut down gracefully."""
+        self._ending(reason, exc)
+        self._errors.append((exc, "timeout", True))
 
     def _ending(self, reason: str, error: BaseException | None) -> None:
         if self.close_reason is None:
@@ -498,7 +503,9 @@ class Session:
 
     def _log_error(self, exc: BaseException, source: str) -> None:
         prefix = self.log_prefix
-        if source == "socket":
+        if isinstance(exc, ConnectionTimeout):
+            logger.info("%s: %s", prefix, exc)
+        elif source == "socket":
             logger.info("%s: connection lost (%s: %s)", prefix, type(exc).__name__, exc)
         elif isinstance(exc, (FrameError, WriteBufferFull)):
             logger.warning("%s: %s: %s", prefix, type(exc).__name__, exc)

@@ -3,13 +3,48 @@
 from __future__ import annotations
 
 import socket
+import struct
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import anyio.abc
 from anyio.abc import SocketAttribute
 
-__all__ = ["FastListener", "convert_address", "socket_attributes"]
+__all__ = ["FastListener", "convert_address", "socket_attributes", "unsent_bytes"]
+
+
+def _send_queue_reader() -> Callable[[int], int] | None:
+    """Reads SIOCOUTQ (Linux): bytes in a socket's send queue the peer has not acknowledged."""
+    try:
+        import fcntl
+        import termios
+
+        request = termios.TIOCOUTQ  # (the same number as SIOCOUTQ)
+    except (ImportError, AttributeError):  # pragma: no cover - not on Linux
+        return None
+
+    def queued(fd: int) -> int:
+        value: int = struct.unpack("i", fcntl.ioctl(fd, request, b"\0\0\0\0"))[0]
+        return value
+
+    return queued
+
+
+_queued = _send_queue_reader()
+
+
+def unsent_bytes(sock: socket.socket | None) -> int:
+    """Bytes the OS took for ``sock`` that the peer has not acknowledged yet (0 if unknown).
+
+    They wait in the kernel's send queue while the peer does not read; as it
+    reads, they drain. Known on Linux (``SIOCOUTQ``), 0 elsewhere.
+    """
+    if _queued is None or sock is None:
+        return 0
+    try:
+        return _queued(sock.fileno())
+    except (OSError, ValueError):  # closed, or not a socket
+        return 0
 
 
 def convert_address(address: Any) -> Any:

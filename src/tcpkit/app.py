@@ -102,6 +102,10 @@ class AppOptions(TypedDict, total=False):
     connection_class: type[Connection[Any, Any]]
     shutdown_on_error: bool
     idle_timeout: float | None
+    message_timeout: float | None
+    send_timeout: float | None
+    max_lifetime: float | None
+    max_connections_per_ip: int | None
     write_buffer: tuple[int, int, int]
     setup_timeout: float | None
     proxy_protocol: bool
@@ -127,7 +131,23 @@ class App(Generic[In, Out]):
         connection_class: the :class:`Connection` subclass used (POE SessionType).
         shutdown_on_error: shut a connection down after ``on_error`` (POE
             ClientShutdownOnError); per connection as ``conn.shutdown_on_error``.
-        idle_timeout: seconds without input after which a connection is shut down.
+        idle_timeout: seconds without progress either way (no input read, no
+            output taken by the OS) after which a connection is closed, with
+            :class:`~tcpkit.IdleTimeout` reported to ``on_error``; a transfer
+            in progress is not idle. ``None``: no limit.
+        message_timeout: once a message's first byte has arrived, seconds
+            within which the whole message must arrive (a slow trickle is cut:
+            :class:`~tcpkit.MessageTimeout`). Uses the decoder's
+            ``in_progress``.
+        send_timeout: seconds pending output may make no progress (a client
+            that stopped reading) before the connection is closed with
+            :class:`~tcpkit.SendTimeout`; a waiting ``send()`` then raises
+            :class:`~tcpkit.ConnectionClosed`.
+        max_lifetime: seconds after which a connection is shut down gracefully
+            (logged; no error).
+        max_connections_per_ip: open connections allowed from one client
+            address (the real client's, after a PROXY header); one more is
+            closed at once and counted as rejected.
         write_buffer: ``(high, low, limit)`` in bytes; see :class:`WriteBuffer`.
         setup_timeout: seconds allowed for PROXY header, TLS handshake and
             ``pre_connect`` together; ``None`` for no limit.
@@ -194,6 +214,10 @@ class App(Generic[In, Out]):
         connection_class: type[Connection[Any, Any]] = Connection,
         shutdown_on_error: bool = True,
         idle_timeout: float | None = None,
+        message_timeout: float | None = None,
+        send_timeout: float | None = None,
+        max_lifetime: float | None = None,
+        max_connections_per_ip: int | None = None,
         write_buffer: tuple[int, int, int] = (1048576, 262144, 67108864),
         setup_timeout: float | None = 10.0,
         proxy_protocol: bool = False,
@@ -211,6 +235,10 @@ class App(Generic[In, Out]):
             connection_class=connection_class,
             shutdown_on_error=shutdown_on_error,
             idle_timeout=idle_timeout,
+            message_timeout=message_timeout,
+            send_timeout=send_timeout,
+            max_lifetime=max_lifetime,
+            max_connections_per_ip=max_connections_per_ip,
             write_buffer=WriteBuffer(*write_buffer),
             setup_timeout=setup_timeout,
             proxy_protocol=proxy_protocol,

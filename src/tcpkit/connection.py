@@ -34,6 +34,7 @@ from .observer import peer_of
 
 if TYPE_CHECKING:
     from ._tasks import TaskPool
+    from ._watchdog import Watchdog
     from .observer import Observer
     from .server import Server
     from .settings import Handlers, Settings
@@ -58,6 +59,8 @@ class ServerContext:
     stats: ServerStats
     observer: Observer
     pool: TaskPool
+    watchdog: Watchdog | None = None
+    """Checks the connections' time limits (``None``: the app sets none)."""
 
 
 class Connection(Generic[In, Out]):
@@ -312,6 +315,7 @@ class Connection(Generic[In, Out]):
             context.stats,
             context.pool,
             context.observer,
+            context.watchdog,
         )
         self.opened_at = time.monotonic()
         context.observer.connection_made(self)

@@ -10,7 +10,11 @@ The tree::
     ├── EncodeError             our own code asked a codec to encode something it cannot
     ├── ConnectionClosed        send/put on a connection that is shutting down or closed
     ├── WriteBufferFull         a connection's pending output passed its hard limit
-    ├── SetupTimeout            a connection did not finish its setup in time
+    ├── ConnectionTimeout       a connection overran one of its time limits
+    │   ├── SetupTimeout        ... its setup (PROXY header, TLS, pre_connect)
+    │   ├── IdleTimeout         ... no progress either way (idle_timeout)
+    │   ├── MessageTimeout      ... a message took too long to arrive (message_timeout)
+    │   └── SendTimeout         ... its output made no progress (send_timeout)
     ├── ProxyProtocolError      a missing or malformed PROXY protocol header
     ├── RegistrationError       a handler registered in a way that cannot work
     └── ServerError             the server could not start (e.g. the address is in use)
@@ -26,13 +30,17 @@ from typing import Any
 
 __all__ = [
     "ConnectionClosed",
+    "ConnectionTimeout",
     "EncodeError",
     "FrameError",
     "FrameTooLarge",
+    "IdleTimeout",
     "IncompleteFrame",
     "MalformedFrame",
+    "MessageTimeout",
     "ProxyProtocolError",
     "RegistrationError",
+    "SendTimeout",
     "ServerError",
     "SetupTimeout",
     "TcpkitError",
@@ -102,8 +110,39 @@ class WriteBufferFull(TcpkitError):
         )
 
 
-class SetupTimeout(TcpkitError):
+class ConnectionTimeout(TcpkitError):
+    """A connection overran one of its time limits; only that connection is closed."""
+
+
+class SetupTimeout(ConnectionTimeout):
     """A connection's setup (PROXY header, TLS handshake, pre_connect) took too long."""
+
+
+class IdleTimeout(ConnectionTimeout):
+    """No input was read and no output taken by the OS for ``idle_timeout`` seconds."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        super().__init__(f"no progress either way for {seconds:g} s (idle_timeout)")
+
+
+class MessageTimeout(ConnectionTimeout):
+    """A message begun ``message_timeout`` seconds ago is still not complete (a slow trickle)."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        super().__init__(f"a message took over {seconds:g} s to arrive (message_timeout)")
+
+
+class SendTimeout(ConnectionTimeout):
+    """Pending output made no progress for ``send_timeout`` seconds (the client stopped reading)."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        super().__init__(
+            f"pending output made no progress for {seconds:g} s: the client is not reading "
+            "(send_timeout)"
+        )
 
 
 class ProxyProtocolError(TcpkitError):

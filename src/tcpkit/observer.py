@@ -46,6 +46,9 @@ CLOSE_REASONS = (
     "shutdown",
     "close",
     "idle-timeout",
+    "message-timeout",
+    "send-timeout",
+    "max-lifetime",
     "error",
     "server-shutdown",
     "aborted",
@@ -54,14 +57,16 @@ CLOSE_REASONS = (
 
 * ``eof``: the client closed (or half-closed) its side first;
 * ``shutdown`` / ``close``: the app called ``conn.shutdown()`` / ``conn.close()``;
-* ``idle-timeout``: ``idle_timeout`` passed without input;
+* ``idle-timeout``, ``message-timeout``, ``send-timeout``: that time limit
+  passed (``idle_timeout``...); ``max-lifetime``: the connection reached
+  ``max_lifetime``;
 * ``error``: an error ended it (a reset, a codec or handler error with
   ``shutdown_on_error``, a full write buffer); ``conn.close_error`` names its type;
 * ``server-shutdown``: the server was stopping (a drain, a reload);
 * ``aborted``: the server aborted it (a drain timeout, a second signal).
 """
 
-REJECT_REASONS = ("rejected", "setup-timeout", "setup-failed")
+REJECT_REASONS = ("rejected", "setup-timeout", "setup-failed", "per-ip-limit")
 """Why a connection was refused during its setup (:attr:`Rejection.reason`)."""
 
 
@@ -81,7 +86,8 @@ class Rejection:
         server: the server's name.
         id: the id the connection would have had.
         remote_addr: the peer that connected (before any PROXY header).
-        reason: ``rejected`` (by ``pre_connect``), ``setup-timeout`` or ``setup-failed``.
+        reason: ``rejected`` (by ``pre_connect``), ``setup-timeout``, ``setup-failed``
+            or ``per-ip-limit`` (``max_connections_per_ip``).
         error: what failed, if anything did.
     """
 

@@ -156,6 +156,10 @@ DEFAULTS: dict[str, Any] = {
     "workers": None,
     "max_connections": None,
     "idle_timeout": None,
+    "message_timeout": None,
+    "send_timeout": None,
+    "max_lifetime": None,
+    "max_connections_per_ip": None,
     "setup_timeout": None,
     "busy_poll": None,
     "drain_timeout": 30.0,
@@ -284,10 +288,38 @@ _RUN_OPTIONS: tuple[tuple[str | None, tuple[_Option, ...]], ...] = (
                 help="open connections allowed at once (per worker); more wait in the backlog",
             ),
             _option(
+                "--max-connections-per-ip",
+                type=int_at_least(1),
+                metavar="N",
+                help="open connections allowed from one client address (after PROXY); "
+                "one more is closed at once and counted as rejected",
+            ),
+            _option(
                 "--idle-timeout",
                 type=float_at_least(0),
                 metavar="SECONDS",
-                help="shut a connection down after this long without input; 0 turns it off",
+                help="close a connection after this long with no progress either way "
+                "(no input, no output taken by the OS); 0 turns it off",
+            ),
+            _option(
+                "--message-timeout",
+                type=float_at_least(0),
+                metavar="SECONDS",
+                help="once a message has begun, the time it may take to arrive whole "
+                "(cuts a slow trickle); 0 turns it off",
+            ),
+            _option(
+                "--send-timeout",
+                type=float_at_least(0),
+                metavar="SECONDS",
+                help="close a connection whose pending output makes no progress this long "
+                "(a client that stopped reading); 0 turns it off",
+            ),
+            _option(
+                "--max-lifetime",
+                type=float_at_least(0),
+                metavar="SECONDS",
+                help="shut a connection down gracefully once it is this old; 0 turns it off",
             ),
             _option(
                 "--setup-timeout",
@@ -468,6 +500,10 @@ class RunConfig:
     workers: int | None = None
     max_connections: int | None = None
     idle_timeout: float | None = None
+    message_timeout: float | None = None
+    send_timeout: float | None = None
+    max_lifetime: float | None = None
+    max_connections_per_ip: int | None = None
     setup_timeout: float | None = None
     busy_poll: float | None = None
     drain_timeout: float = 30.0
@@ -596,8 +632,12 @@ def app_overrides(config: RunConfig) -> dict[str, Any]:
         out["proxy_protocol"] = True
     if config.busy_poll is not None:
         out["busy_poll"] = config.busy_poll
-    if config.idle_timeout is not None:
-        out["idle_timeout"] = config.idle_timeout or None
+    if config.max_connections_per_ip is not None:
+        out["max_connections_per_ip"] = config.max_connections_per_ip
+    for name in ("idle_timeout", "message_timeout", "send_timeout", "max_lifetime"):
+        seconds = getattr(config, name)
+        if seconds is not None:
+            out[name] = seconds or None  # 0 turns it off
     if config.setup_timeout is not None:
         out["setup_timeout"] = config.setup_timeout or None
     return out

@@ -33,8 +33,10 @@ from anyio.abc import SocketAttribute
 
 from . import _setup
 from ._busy_poll import busy_poller
+from ._limits import BurstLog, PerIpLimit
 from ._listeners import AcceptingListener, accepts, serve_listener
-from ._tasks import open_task_pool
+from ._tasks import TaskPool, open_task_pool
+from ._watchdog import Watchdog
 from .connection import Connection, ServerContext, current_connection
 from .exceptions import ConnectionClosed, RegistrationError, ServerError
 from .handlers import call
@@ -145,6 +147,9 @@ class Server(Generic[In, Out]):
         self._context: ServerContext | None = None  # while serving
         self._ssl: _ssl.SSLContext | None = None
         self._owned_paths: list[str] = []  # Unix socket files to remove at the end
+        limit = settings.max_connections_per_ip
+        self._per_ip = PerIpLimit(limit) if limit is not None else None
+        self._per_ip_log = BurstLog(logger)
 
     # -- POE HEAP / public state --------------------------------------------
 
@@ -448,9 +453,7 @@ class Server(Generic[In, Out]):
             with _unwrap_single():
                 async with anyio.create_task_group() as tg, open_task_pool(tg) as pool:
                     self._tg = tg
-                    self._context = ServerContext(
-                        self, self._settings, self._handlers, self.stats, self._observer, pool
-                    )
+                    self._context = self._serving_context(tg, pool)
                     await self._start_accepting(tg)
                     try:
                         yield self
@@ -463,6 +466,16 @@ class Server(Generic[In, Out]):
             self._context = None
             with anyio.CancelScope(shield=True):
                 await self._run_stopped()
+
+    def _serving_context(self, tg: anyio.abc.TaskGroup, pool: TaskPool) -> ServerContext:
+        """What connections get from the running server (and its watchdog's task, if any)."""
+        settings = self._settings
+        watchdog = Watchdog(settings, self.stats) if settings.watched else None
+        if watchdog is not None:
+            tg.start_soon(watchdog.run)
+        return ServerContext(
+            self, settings, self._handlers, self.stats, self._observer, pool, watchdog
+        )
 
     async def _start_accepting(self, tg: anyio.abc.TaskGroup) -> None:
         poller = busy_poller(self._settings.busy_poll, self.stats)
@@ -634,12 +647,16 @@ class Server(Generic[In, Out]):
             except Exception as exc:
                 await self._reject(stream, conn_id, exc)
                 return
+            if not self._admit_ip(source or remote):
+                await self._reject(stream, conn_id, None, source, "per-ip-limit")
+                return
             try:
                 await call(self._handlers.acceptor, used, source or remote)
             except Exception as exc:
                 logger.exception("%s: acceptor raised", self.name, exc_info=exc)
                 self._observer.unhandled_error(exc, "acceptor", None)
             finally:
+                self._release_ip(source or remote)
                 with anyio.CancelScope(shield=True):
                     await used.aclose()
         finally:
@@ -668,6 +685,9 @@ class Server(Generic[In, Out]):
             return
         if conn is None:
             conn = self._settings.connection_class(context, conn_id, used)
+        if not self._admit_ip(conn.remote_addr):
+            await self._reject(stream, conn_id, None, source, "per-ip-limit")
+            return
         if self._grace_expired:
             conn.shutdown()
         self._connections[conn_id] = conn
@@ -675,6 +695,28 @@ class Server(Generic[In, Out]):
             await conn.serve(used)
         finally:
             del self._connections[conn_id]
+            self._release_ip(conn.remote_addr)
+
+    def _admit_ip(self, remote: Any) -> bool:
+        """``max_connections_per_ip``: count the connection, or say it is one too many."""
+        limit = self._per_ip
+        if limit is None or not isinstance(remote, tuple):
+            return True
+        ip = str(remote[0])  # pyright: ignore[reportUnknownArgumentType]
+        if limit.admit(ip):
+            return True
+        self.stats.rejected_per_ip += 1
+        self._per_ip_log.log(
+            "%s: refusing connections from %s over max_connections_per_ip=%d",
+            self.name,
+            ip,
+            limit.limit,
+        )
+        return False
+
+    def _release_ip(self, remote: Any) -> None:
+        if self._per_ip is not None and isinstance(remote, tuple):
+            self._per_ip.release(str(remote[0]))  # pyright: ignore[reportUnknownArgumentType]
 
     async def _reject(
         self,
@@ -682,14 +724,17 @@ class Server(Generic[In, Out]):
         conn_id: int,
         exc: BaseException | None,
         source: tuple[str, int] | None = None,
+        reason: str = "rejected",
     ) -> None:
-        """Close a connection that failed its setup (or that ``pre_connect`` refused)."""
+        """Close a connection that failed its setup (or was refused: ``reason``)."""
         self.stats.rejected += 1
         remote = stream.extra(SocketAttribute.remote_address, None)  # the peer that connected
         prefix = f"{self.name} #{conn_id} {peer_of(source or remote)}"
-        if _setup.log_rejection(prefix, exc) and exc is not None:
+        logged = exc is not None or reason == "rejected"  # (a limit logs its own bursts)
+        if logged and _setup.log_rejection(prefix, exc) and exc is not None:
             self._observer.unhandled_error(exc, "pre_connect", None)
-        reason = "rejected" if exc is None else _setup.rejection_reason(exc)
+        if exc is not None:
+            reason = _setup.rejection_reason(exc)
         self._observer.connection_rejected(Rejection(self.name, conn_id, remote, reason, exc))
         with anyio.CancelScope(shield=True):
             try:

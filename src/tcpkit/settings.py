@@ -63,6 +63,10 @@ class Settings:
     connection_class: type[Connection[Any, Any]] = Connection
     shutdown_on_error: bool = True
     idle_timeout: float | None = None
+    message_timeout: float | None = None
+    send_timeout: float | None = None
+    max_lifetime: float | None = None
+    max_connections_per_ip: int | None = None
     write_buffer: WriteBuffer = WriteBuffer()
     setup_timeout: float | None = 10.0
     proxy_protocol: bool = False
@@ -79,6 +83,14 @@ class Settings:
         _check_ranges(self)
         _check_kinds(self)
 
+    @property
+    def watched(self) -> bool:
+        """Whether connections have a time limit that the server's watchdog checks."""
+        return any(
+            t is not None
+            for t in (self.idle_timeout, self.message_timeout, self.send_timeout, self.max_lifetime)
+        )
+
     def replace(self, **changes: Any) -> Settings:
         """A copy with ``changes`` applied (validated like the original).
 
@@ -89,10 +101,12 @@ class Settings:
         return dataclasses.replace(self, **changes)
 
 
+_TIMEOUTS = ("idle_timeout", "message_timeout", "send_timeout", "max_lifetime", "setup_timeout")
+
+
 def _check_ranges(settings: Settings) -> None:
-    if settings.max_connections is not None and settings.max_connections < 0:
-        raise ValueError("max_connections must be None or >= 0")
-    for name in ("idle_timeout", "setup_timeout"):
+    _check_limits(settings)
+    for name in _TIMEOUTS:
         value = getattr(settings, name)
         if value is not None and value <= 0:
             raise ValueError(f"{name} must be None or > 0")
@@ -100,6 +114,13 @@ def _check_ranges(settings: Settings) -> None:
         raise ValueError("busy_poll must be between 0 and 1 (seconds), or None")
     if settings.read_size < 1 or settings.linger < 0 or settings.linger_quiet < 0:
         raise ValueError("read_size must be >= 1, linger and linger_quiet >= 0")
+
+
+def _check_limits(settings: Settings) -> None:
+    if settings.max_connections is not None and settings.max_connections < 0:
+        raise ValueError("max_connections must be None or >= 0")
+    if settings.max_connections_per_ip is not None and settings.max_connections_per_ip < 1:
+        raise ValueError("max_connections_per_ip must be None or >= 1")
 
 
 def _check_kinds(settings: Settings) -> None:

@@ -14,7 +14,9 @@ class ServerStats:
     Attributes:
         current: sockets open now, from accept to close (setup included).
         total: sockets accepted since the server started.
-        rejected: connections refused by ``pre_connect`` or a failed setup.
+        rejected: connections refused: by ``pre_connect``, a failed setup, or
+            ``max_connections_per_ip``.
+        rejected_per_ip: of those, the ones over ``max_connections_per_ip``.
         bytes_in: bytes read from clients.
         bytes_out: bytes handed to the OS for clients.
         messages_in: messages decoded and delivered to ``on_input``.
@@ -23,6 +25,10 @@ class ServerStats:
         polled_reads: reads that arrived while the event loop was busy polling
             for input instead of sleeping (``App(busy_poll=...)``): each saved
             a sleep and a wake-up.
+        idle_timeouts: connections closed by ``idle_timeout``.
+        message_timeouts: connections closed by ``message_timeout``.
+        send_timeouts: connections closed by ``send_timeout``.
+        lifetimes_ended: connections shut down by ``max_lifetime``.
     """
 
     current: int = 0
@@ -34,6 +40,11 @@ class ServerStats:
     messages_out: int = 0
     errors: int = 0
     polled_reads: int = 0
+    rejected_per_ip: int = 0
+    idle_timeouts: int = 0
+    message_timeouts: int = 0
+    send_timeouts: int = 0
+    lifetimes_ended: int = 0
 
     def as_dict(self) -> dict[str, int]:
         """Return the counters as a plain dict (a snapshot)."""

@@ -121,9 +121,32 @@ class LeaksBytearray(Good):
             return message if message is NEED_DATA else bytearray(message)
 
 
+class ReportsProgress(Good):
+    """The reference codec, saying when a message is in progress (as it should)."""
+
+    class decoder_class(_Decoder):
+        @property
+        def in_progress(self) -> bool:
+            return bool(self.buf)
+
+
+class ForgetsTheHeader(Good):
+    """Says no message is in progress while only its length header is buffered."""
+
+    class decoder_class(_Decoder):
+        @property
+        def in_progress(self) -> bool:
+            return b":" in self.buf
+
+
+def test_a_codec_that_reports_progress_passes() -> None:
+    check_codec(ReportsProgress(), st.binary(max_size=20), max_examples=FAST)
+
+
 @pytest.mark.parametrize(
     ("codec", "options", "match"),
     [
+        (ForgetsTheHeader(), {}, "message in progress"),
         (DropsPartialFrameAtEof(), {}, "end of stream"),
         (LosesPendingBytes(), {}, "codec switch"),
         (AssumesWholeFrames(), {}, "round trip|re-chunking"),

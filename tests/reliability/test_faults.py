@@ -123,6 +123,23 @@ async def test_slowloris_partial_line_is_cut_by_idle_timeout() -> None:
         assert await client.recv_until_closed(timeout=5) == b""
 
 
+async def test_slowloris_partial_line_is_cut_by_message_timeout() -> None:
+    """A trickle is progress (idle_timeout never fires on it); message_timeout cuts it."""
+    app = echo_app(Lines(), idle_timeout=5, message_timeout=0.3)
+    async with app.start() as server, await LineClient.connect(server.port or 0) as client:
+        with anyio.fail_after(10):
+            for byte in b"a line that never ends, one byte at a time" * 4:
+                try:
+                    await client.send_raw(bytes([byte]))
+                except (anyio.BrokenResourceError, OSError):
+                    break
+                if server.stats.message_timeouts:
+                    break
+                await anyio.sleep(0.05)
+        assert await client.recv_until_closed(timeout=5) == b""
+        assert (server.stats.message_timeouts, server.stats.idle_timeouts) == (1, 0)
+
+
 async def test_setup_timeout_closes_a_stuck_pre_connect() -> None:
     app = echo_app(Lines(), setup_timeout=0.2)
 

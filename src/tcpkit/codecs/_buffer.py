@@ -59,6 +59,10 @@ class BufferedDecoder(Decoder[T_co]):
         self._clear()
         return pending
 
+    @property
+    def in_progress(self) -> bool:
+        return self._start < len(self._buf)
+
     def _clear(self) -> None:
         """Forget every buffered byte (subclasses also reset their own state)."""
         self._buf = b""

@@ -92,6 +92,21 @@ class Decoder(ABC, Generic[T_co]):
     def take_pending(self) -> bytes:
         """Remove and return every byte not yet decoded (for a codec switch)."""
 
+    @property
+    def in_progress(self) -> bool:
+        """Whether a message has begun and is not complete yet.
+
+        ``True`` once bytes of a frame are buffered (or an oversized one is
+        being skipped) and :meth:`next_message` has no whole message to give;
+        ``False`` when everything buffered has been decoded. A connection's
+        ``message_timeout`` runs from the first byte of such a message.
+
+        This default says ``False`` always: a decoder that does not override
+        it takes no part in ``message_timeout``. The built-in codecs do;
+        :func:`tcpkit.testing.check_codec` checks a decoder that overrides it.
+        """
+        return False
+
     def feed(self, data: bytes) -> list[T_co]:
         """Push ``data`` and return every message that is now complete.
 
@@ -235,6 +250,10 @@ class _StackedDecoder(Decoder[X]):
 
     def take_pending(self) -> bytes:
         return self._inner.take_pending()
+
+    @property
+    def in_progress(self) -> bool:
+        return self._inner.in_progress
 
 
 class _StackedEncoder(Encoder[Y]):

@@ -125,6 +125,10 @@ class _LengthPrefixedDecoder(BufferedDecoder[bytes]):
         self._skip = 0
         return super().take_pending()
 
+    @property
+    def in_progress(self) -> bool:
+        return self._skip > 0 or self._start < len(self._buf)
+
 
 class _LengthPrefixedEncoder(Encoder[bytes]):
     __slots__ = ("_max", "_pack", "_why")

@@ -180,6 +180,10 @@ class _LinesDecoder(Decoder[T], Generic[T]):
         self._discarding = False
         return pending
 
+    @property
+    def in_progress(self) -> bool:
+        return self._discarding or self._start < len(self._buf)
+
 
 class _LinesEncoder(Encoder[T], Generic[T]):
     __slots__ = ("_encoding", "_sep")

@@ -168,6 +168,10 @@ class _NetstringsDecoder(BufferedDecoder[bytes]):
         self._restart(0)
         self._skip = 0
 
+    @property
+    def in_progress(self) -> bool:
+        return self._skip > 0 or self._oversized or self._start < len(self._buf)
+
 
 class _NetstringsEncoder(Encoder[bytes]):
     __slots__ = ("_max",)

@@ -70,6 +70,9 @@ def check_codec(
     - **end of stream** (framed codecs): a stream cut inside a frame decodes
       the whole messages before the cut, then ``eof()`` raises
       :class:`~tcpkit.IncompleteFrame`.
+    - **message in progress** (framed codecs whose decoder overrides
+      ``Decoder.in_progress``): it is false at every message boundary and
+      true once part of a frame is buffered (``message_timeout`` relies on it).
 
     Args:
         codec: the codec under test (a prototype: it is asked for many decoders
@@ -108,6 +111,11 @@ def check_codec(
     codec_properties._hypothesis_internal_add_digest = repr(codec).encode()  # type: ignore[attr-defined]
     test = given(st.lists(messages, max_size=max_messages), st.data())(codec_properties)
     _settings(max_examples)(test)()
+
+
+def _reports_progress(decoder: Decoder[Any]) -> bool:
+    """Whether the decoder says when a message is in progress (overrides ``in_progress``)."""
+    return type(decoder).in_progress is not Decoder.in_progress
 
 
 def _settings(max_examples: int | None) -> settings:
@@ -153,6 +161,8 @@ class _Suite:
             self.limits(messages, data.draw(self.oversized, label="oversized"), data)
         if self.framed and messages:
             self.end_of_stream(messages, data)
+        if self.framed and _reports_progress(self.codec.decoder()):
+            self.progress(messages, data)
 
     # -- helpers -------------------------------------------------------------
 
@@ -308,6 +318,24 @@ class _Suite:
             self.same(prop, messages[len(before) :], after, context + " (after the switch)")
         else:
             self.same(prop, messages, before + after, context)
+
+    def progress(self, messages: list[Any], data: st.DataObject) -> None:
+        """``in_progress`` is false at every message boundary, true inside a frame."""
+        prop = "message in progress"
+        encoded = self.encode(prop, messages)
+        decoder = self.codec.decoder()
+        for index, frame in enumerate(encoded):
+            cut = data.draw(st.integers(0, len(frame)), label=f"cut_{index}")
+            self.decode(prop, decoder, [frame[:cut]], eof=False)
+            if decoder.in_progress != (0 < cut < len(frame)):
+                raise self.fail(
+                    prop,
+                    f"in_progress is {decoder.in_progress} after {cut} of the {len(frame)} "
+                    f"bytes of message #{index}",
+                )
+            self.decode(prop, decoder, [frame[cut:]], eof=False)
+            if decoder.in_progress:
+                raise self.fail(prop, f"in_progress is still true after message #{index}")
 
     def end_of_stream(self, messages: list[Any], data: st.DataObject) -> None:
         prop = "end of stream"

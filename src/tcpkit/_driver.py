@@ -76,6 +76,26 @@ def current_connection() -> Connection[Any, Any] | None:
 class Driver:
     """Runs one connection (see the module doc). Its task calls :meth:`run`."""
 
+    __slots__ = (
+        "_change",
+        "_conn",
+        "_drain_scope",
+        "_flush_scheduled",
+        "_helpers",
+        "_observer",
+        "_pool",
+        "_raw_socket",
+        "_reading",
+        "_scope",
+        "_session",
+        "_settings",
+        "_stats",
+        "_transport",
+        "_watchdog",
+        "_writing",
+        "started_at",
+    )
+
     def __init__(
         self,
         conn: Connection[Any, Any],

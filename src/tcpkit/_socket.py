@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import socket
 import struct
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import anyio.abc
@@ -54,25 +54,54 @@ def convert_address(address: Any) -> Any:
     return address  # pyright: ignore[reportUnknownVariableType]
 
 
+class SocketAttributes(Mapping[Any, Callable[[], Any]]):
+    """The ``extra_attributes`` of a socket (addresses already converted).
+
+    A small object rather than a dict of closures: a server keeps one per
+    connection, and a dict of six lambdas costs 1.5 KiB each.
+    """
+
+    __slots__ = ("_family", "_local", "_peer", "_raw")
+
+    def __init__(self, raw: socket.socket | None, family: int, local: Any, peer: Any) -> None:
+        self._raw = raw
+        self._family = family
+        self._local = local
+        self._peer = peer
+
+    def _values(self) -> dict[Any, Any]:
+        values: dict[Any, Any] = {
+            SocketAttribute.family: self._family,
+            SocketAttribute.local_address: self._local,
+            SocketAttribute.raw_socket: self._raw,
+        }
+        local: Any = self._local
+        peer: Any = self._peer
+        if peer is not None:
+            values[SocketAttribute.remote_address] = peer
+        if self._family in (socket.AF_INET, socket.AF_INET6):
+            if isinstance(local, tuple):
+                values[SocketAttribute.local_port] = local[1]
+            if isinstance(peer, tuple):
+                values[SocketAttribute.remote_port] = peer[1]
+        return values
+
+    def __getitem__(self, key: Any) -> Callable[[], Any]:
+        value = self._values()[key]
+        return lambda: value
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self._values())
+
+    def __len__(self) -> int:
+        return len(self._values())
+
+
 def socket_attributes(
     raw: socket.socket | None, family: int, local: Any, peer: Any
-) -> dict[Any, Callable[[], Any]]:
+) -> Mapping[Any, Callable[[], Any]]:
     """The ``extra_attributes`` of a connected stream (addresses already converted)."""
-    attributes: dict[Any, Callable[[], Any]] = {
-        SocketAttribute.family: lambda: family,
-        SocketAttribute.local_address: lambda: local,
-        SocketAttribute.raw_socket: lambda: raw,
-    }
-    if peer is not None:
-        attributes[SocketAttribute.remote_address] = lambda: peer
-    if family in (socket.AF_INET, socket.AF_INET6):
-        if isinstance(local, tuple):
-            local_port = local[1]  # pyright: ignore[reportUnknownVariableType]
-            attributes[SocketAttribute.local_port] = lambda: local_port  # pyright: ignore[reportUnknownLambdaType]
-        if isinstance(peer, tuple):
-            remote_port = peer[1]  # pyright: ignore[reportUnknownVariableType]
-            attributes[SocketAttribute.remote_port] = lambda: remote_port  # pyright: ignore[reportUnknownLambdaType]
-    return attributes
+    return SocketAttributes(raw, family, local, peer)
 
 
 class FastListener(anyio.abc.SocketListener):

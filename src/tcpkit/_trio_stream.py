@@ -105,7 +105,7 @@ class Reactor:
             epoll.close()
 
 
-def _socket_attributes(sock: socket.socket) -> dict[Any, Callable[[], Any]]:
+def _socket_attributes(sock: socket.socket) -> Mapping[Any, Callable[[], Any]]:
     try:
         peer: Any = convert_address(sock.getpeername())
     except OSError:

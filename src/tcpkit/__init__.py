@@ -52,6 +52,7 @@ if _typing.TYPE_CHECKING:
         ServerError,
         SetupTimeout,
         TcpkitError,
+        UntrustedProxyPeer,
         WriteBufferFull,
     )
     from .observer import Observer
@@ -94,6 +95,7 @@ __all__ = [
     "Settings",
     "SetupTimeout",
     "TcpkitError",
+    "UntrustedProxyPeer",
     "WriteBuffer",
     "WriteBufferFull",
     "__version__",
@@ -135,6 +137,7 @@ _LAZY = {
     "SetupTimeout": "exceptions",
     "Settings": "settings",
     "TcpkitError": "exceptions",
+    "UntrustedProxyPeer": "exceptions",
     "WriteBuffer": "settings",
     "WriteBufferFull": "exceptions",
     "connect": "client",

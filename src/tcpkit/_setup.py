@@ -6,6 +6,10 @@ does the TLS handshake; ``pre_connect`` (default connections only) comes
 after, with the connection's addresses already the real ones. ``setup_timeout``
 bounds the whole setup (:func:`setup_deadline`). A setup that fails is the
 client's fault (one quiet log line) unless ``pre_connect`` itself raised.
+
+With a PROXY allowlist (``proxy_protocol=[networks]``), a connection from
+any other peer is refused before a byte of it is read; such refusals are
+logged once per burst (:class:`RefusalLog`), not once per connection.
 """
 
 from __future__ import annotations
@@ -13,19 +17,21 @@ from __future__ import annotations
 import logging
 import math
 import ssl as _ssl
-from collections.abc import Generator
+import time
+from collections.abc import Callable, Generator
 from contextlib import contextmanager
 from typing import Any
 
 import anyio
 import anyio.abc
 
-from .exceptions import ProxyProtocolError, SetupTimeout
+from .exceptions import ProxyProtocolError, SetupTimeout, UntrustedProxyPeer
 from .handlers import Handler, call
 from .settings import Settings
 
 __all__ = [
     "PEER_SETUP_ERRORS",
+    "RefusalLog",
     "log_rejection",
     "pre_connect",
     "rejection_reason",
@@ -47,7 +53,7 @@ PEER_SETUP_ERRORS = (
 
 def needs_setup(settings: Settings, ssl: _ssl.SSLContext | None, pre: Handler | None) -> bool:
     """Whether connections have setup steps at all (else no timer per connection)."""
-    return settings.proxy_protocol or ssl is not None or pre is not None
+    return bool(settings.proxy_protocol) or ssl is not None or pre is not None
 
 
 @contextmanager
@@ -59,20 +65,78 @@ def setup_deadline(timeout: float | None) -> Generator[None, None, None]:
         raise SetupTimeout(f"setup took over {timeout} s")
 
 
+class RefusalLog:
+    """Logs the refusals of untrusted PROXY peers once per burst (one per server).
+
+    The first refusal after a quiet ``window`` is logged (WARNING) with its
+    peer; the ones that follow within the window are only counted, and the
+    count is logged with the next refusal logged ("N more refused in the last
+    S s"). Every refusal is still counted in ``server.stats.rejected`` and
+    reported to observers.
+    """
+
+    WINDOW = 10.0
+    """Seconds during which refusals after a logged one are counted, not logged."""
+
+    def __init__(self, name: str, clock: Callable[[], float] = time.monotonic) -> None:
+        self._name = name
+        self._clock = clock
+        self._logged_at = -math.inf
+        self._suppressed = 0
+
+    def refused(self, exc: BaseException) -> None:
+        """One more connection refused (``exc`` names its peer)."""
+        now = self._clock()
+        if now - self._logged_at < self.WINDOW:
+            self._suppressed += 1
+            return
+        if self._suppressed:
+            logger.warning(
+                "%s: %d more connection(s) from untrusted peers refused in the last %.0f s",
+                self._name,
+                self._suppressed,
+                now - self._logged_at,
+            )
+        logger.warning(
+            "%s: %s; more refusals in the next %.0f s are counted, not logged",
+            self._name,
+            exc,
+            self.WINDOW,
+        )
+        self._logged_at = now
+        self._suppressed = 0
+
+
 async def set_up_stream(
-    stream: anyio.abc.ByteStream, settings: Settings, ssl: _ssl.SSLContext | None
+    stream: anyio.abc.ByteStream,
+    settings: Settings,
+    ssl: _ssl.SSLContext | None,
+    refusals: RefusalLog | None = None,
 ) -> tuple[anyio.abc.ByteStream, tuple[str, int] | None]:
     """PROXY header, then TLS: the stream to use and the real client (from PROXY), if any.
 
+    The stream returned carries the PROXY header as
+    ``extra(ProxyAttribute.header)``. A peer outside the PROXY allowlist is
+    refused before anything is read (and told to ``refusals``).
+
     Raises:
+        UntrustedProxyPeer: the peer may not send a PROXY header.
         ProxyProtocolError: a missing or malformed PROXY header.
         ssl.SSLError, anyio.BrokenResourceError, anyio.EndOfStream, OSError:
             the client failed its handshake or went away.
     """
     source: tuple[str, int] | None = None
     if settings.proxy_protocol:
-        from .proxy import read_proxy_header
+        from .proxy import check_trusted, read_proxy_header
 
+        trust = settings.proxy_trust
+        if trust is not None:
+            try:
+                check_trusted(stream, trust)
+            except UntrustedProxyPeer as exc:
+                if refusals is not None:
+                    refusals.refused(exc)
+                raise
         stream, source = await read_proxy_header(stream)
     if ssl is not None:
         from anyio.streams.tls import TLSStream
@@ -111,6 +175,8 @@ def log_rejection(prefix: str, exc: BaseException | None) -> bool:
     """
     if exc is None:
         logger.debug("%s: rejected by pre_connect", prefix)
+    elif rejection_reason(exc) == "untrusted-proxy":  # (logged once per burst: RefusalLog)
+        logger.debug("%s: %s", prefix, exc)
     elif isinstance(exc, SetupTimeout):
         logger.info("%s: %s", prefix, exc)
     elif isinstance(exc, PEER_SETUP_ERRORS):  # the peer's fault: one quiet line
@@ -124,5 +190,10 @@ def log_rejection(prefix: str, exc: BaseException | None) -> bool:
 
 
 def rejection_reason(exc: BaseException) -> str:
-    """``setup-timeout`` or ``setup-failed`` (see :data:`tcpkit.observer.REJECT_REASONS`)."""
-    return "setup-timeout" if isinstance(exc, SetupTimeout) else "setup-failed"
+    """``setup-timeout``, ``untrusted-proxy`` or ``setup-failed`` (see
+    :data:`tcpkit.observer.REJECT_REASONS`)."""
+    if isinstance(exc, SetupTimeout):
+        return "setup-timeout"
+    if isinstance(exc, UntrustedProxyPeer):
+        return "untrusted-proxy"
+    return "setup-failed"

@@ -104,8 +104,10 @@ class AppOptions(TypedDict, total=False):
     idle_timeout: float | None
     write_buffer: tuple[int, int, int]
     setup_timeout: float | None
-    proxy_protocol: bool
+    proxy_protocol: bool | Sequence[str]
     busy_poll: float | None
+    tcp_nodelay: bool
+    tcp_keepalive: int | None
 
 
 class App(Generic[In, Out]):
@@ -131,13 +133,25 @@ class App(Generic[In, Out]):
         write_buffer: ``(high, low, limit)`` in bytes; see :class:`WriteBuffer`.
         setup_timeout: seconds allowed for PROXY header, TLS handshake and
             ``pre_connect`` together; ``None`` for no limit.
-        proxy_protocol: expect a PROXY protocol v1/v2 header on every connection.
+        proxy_protocol: expect a PROXY protocol v1/v2 header on every
+            connection, from any peer (``True``: safe only when nothing but
+            the proxy can reach the port), or only from the peers of an
+            allowlist (``["10.0.0.0/8", "127.0.0.1", "::1"]``, ``"unix"`` for
+            Unix sockets): a connection from any other peer is closed before
+            a byte is read. ``conn.proxy`` is the parsed header.
         busy_poll: after a read, keep the event loop polling for input (instead
             of sleeping) for up to this many seconds, a window that adapts to
             the traffic (it closes when clients are sparse); ``0`` or ``None``
             turns it off. It saves a sleep and wake-up per request in
             request-response traffic, and costs at most one window of CPU per
             read. See the Performance page.
+        tcp_nodelay: set ``TCP_NODELAY`` on accepted TCP sockets (small
+            writes leave at once); ``False`` lets the kernel coalesce them
+            (Nagle's algorithm).
+        tcp_keepalive: turn TCP keepalive on, with probes after this many
+            seconds of silence, then every third of it, three times: a peer
+            that vanished (power loss, a dropped NAT entry) is noticed within
+            about twice this. ``None`` (default): the OS default, off.
     """
 
     @overload
@@ -196,8 +210,10 @@ class App(Generic[In, Out]):
         idle_timeout: float | None = None,
         write_buffer: tuple[int, int, int] = (1048576, 262144, 67108864),
         setup_timeout: float | None = 10.0,
-        proxy_protocol: bool = False,
+        proxy_protocol: bool | Sequence[str] = False,
         busy_poll: float | None = 0.0001,
+        tcp_nodelay: bool = True,
+        tcp_keepalive: int | None = None,
     ) -> None:
         base: Codec[Any, Any] = resolve_codec(codec) if codec is not None else Lines()
         self._settings = Settings(
@@ -215,6 +231,8 @@ class App(Generic[In, Out]):
             setup_timeout=setup_timeout,
             proxy_protocol=proxy_protocol,
             busy_poll=busy_poll,
+            tcp_nodelay=tcp_nodelay,
+            tcp_keepalive=tcp_keepalive,
         )
         self._handlers: dict[str, Handler] = {}
         self._events: dict[str, Handler] = {}

@@ -61,8 +61,15 @@ CLOSE_REASONS = (
 * ``aborted``: the server aborted it (a drain timeout, a second signal).
 """
 
-REJECT_REASONS = ("rejected", "setup-timeout", "setup-failed")
-"""Why a connection was refused during its setup (:attr:`Rejection.reason`)."""
+REJECT_REASONS = ("rejected", "setup-timeout", "setup-failed", "untrusted-proxy")
+"""Why a connection was refused during its setup (:attr:`Rejection.reason`):
+
+* ``rejected``: ``pre_connect`` refused it;
+* ``setup-timeout``: its setup took over ``setup_timeout``;
+* ``setup-failed``: its PROXY header or TLS handshake failed, or it went away;
+* ``untrusted-proxy``: it came from a peer outside the PROXY allowlist
+  (``proxy_protocol=[...]``), and was closed unread.
+"""
 
 
 def peer_of(remote_addr: Any) -> str:
@@ -81,7 +88,7 @@ class Rejection:
         server: the server's name.
         id: the id the connection would have had.
         remote_addr: the peer that connected (before any PROXY header).
-        reason: ``rejected`` (by ``pre_connect``), ``setup-timeout`` or ``setup-failed``.
+        reason: one of :data:`REJECT_REASONS`.
         error: what failed, if anything did.
     """
 

@@ -50,7 +50,7 @@ from anyio import TypedAttributeSet, typed_attribute
 from anyio.abc import SocketAttribute
 
 from ._transport import DataCallback, Transport
-from .exceptions import ProxyProtocolError
+from .exceptions import ProxyProtocolError, UntrustedProxyPeer
 from .streams import ReplayStream
 
 __all__ = [
@@ -610,29 +610,6 @@ def _check_crc32c(whole: bytes, start: int) -> None:
 
 
 # -- whom to believe ------------------------------------------------------------
-
-
-class UntrustedProxyPeer(ProxyProtocolError):
-    """A connection came from a peer that may not send a PROXY header (see :class:`ProxyTrust`).
-
-    Attributes:
-        peer: the peer's address as the socket gives it (``(ip, port)``, a
-            Unix socket's name, or ``None``).
-    """
-
-    def __init__(self, peer: Any) -> None:
-        self.peer = peer
-        super().__init__(
-            f"refused a connection from {_describe_peer(peer)}: not a trusted PROXY peer "
-            "(not in the proxy_protocol allowlist)"
-        )
-
-
-def _describe_peer(peer: Any) -> str:
-    if isinstance(peer, tuple):
-        host, port = peer[0], peer[1]  # pyright: ignore[reportUnknownVariableType]
-        return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"  # pyright: ignore[reportUnknownArgumentType]
-    return f"unix:{peer}" if isinstance(peer, str) else "a peer with no address"
 
 
 _Network = ipaddress.IPv4Network | ipaddress.IPv6Network

@@ -34,6 +34,7 @@ from anyio.abc import SocketAttribute
 from . import _setup
 from ._busy_poll import busy_poller
 from ._listeners import AcceptingListener, accepts, serve_listener
+from ._socket import SocketOptions
 from ._tasks import open_task_pool
 from .connection import Connection, ServerContext, current_connection
 from .exceptions import ConnectionClosed, RegistrationError, ServerError
@@ -144,6 +145,7 @@ class Server(Generic[In, Out]):
         self._tg: anyio.abc.TaskGroup | None = None
         self._context: ServerContext | None = None  # while serving
         self._ssl: _ssl.SSLContext | None = None
+        self._refusals = _setup.RefusalLog(self.name)  # untrusted PROXY peers, once per burst
         self._owned_paths: list[str] = []  # Unix socket files to remove at the end
 
     # -- POE HEAP / public state --------------------------------------------
@@ -468,7 +470,8 @@ class Server(Generic[In, Out]):
         poller = busy_poller(self._settings.busy_poll, self.stats)
         if poller is not None:
             tg.start_soon(poller.run)
-        served = [serve_listener(listener, poller) for listener in self._listeners]
+        options = SocketOptions(self._settings.tcp_nodelay, self._settings.tcp_keepalive)
+        served = [serve_listener(listener, poller, options) for listener in self._listeners]
         self._listeners = [s.listener for s in served]
         for s in served:
             tg.start_soon(self._serve_listener, s.listener)
@@ -621,7 +624,7 @@ class Server(Generic[In, Out]):
         self, stream: anyio.abc.ByteStream
     ) -> tuple[anyio.abc.ByteStream, tuple[str, int] | None]:
         """PROXY header and TLS (``setup_timeout`` is the caller's)."""
-        return await _setup.set_up_stream(stream, self._settings, self._ssl)
+        return await _setup.set_up_stream(stream, self._settings, self._ssl, self._refusals)
 
     async def _run_acceptor(self, stream: anyio.abc.ByteStream, conn_id: int) -> None:
         """A custom acceptor gets the stream after the same setup (PROXY header, TLS)."""

@@ -114,6 +114,20 @@ def host_port(text: str) -> str:
     return text
 
 
+def proxy_network(text: str) -> str:
+    """An argparse type: a network or address a PROXY header is trusted from (or ``unix``)."""
+    from .proxy import ProxyTrust
+
+    try:
+        (entry,) = ProxyTrust([text]).entries
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a network or address such as 10.0.0.0/8, 127.0.0.1 or ::1 "
+            f"(or unix), got {text!r}"
+        ) from None
+    return entry
+
+
 def log_level(text: str) -> str:
     """An argparse type: a level name in any case (``INFO``, ``info``, ``Info``)."""
     value = text.strip().lower()
@@ -160,6 +174,9 @@ DEFAULTS: dict[str, Any] = {
     "busy_poll": None,
     "drain_timeout": 30.0,
     "proxy_protocol": False,
+    "proxy_trust": (),
+    "tcp_nodelay": None,
+    "tcp_keepalive": None,
     "ssl_certfile": None,
     "ssl_keyfile": None,
     "ssl_keyfile_password": None,
@@ -314,7 +331,30 @@ _RUN_OPTIONS: tuple[tuple[str | None, tuple[_Option, ...]], ...] = (
                 "--proxy-protocol",
                 action=_FLAG,
                 help="expect a PROXY v1/v2 header on every connection "
-                "(behind HAProxy, nginx, an LB)",
+                "(behind HAProxy, nginx, an LB), from any peer: only when nothing but "
+                "the proxy can reach the port (else use --proxy-trust)",
+            ),
+            _option(
+                "--proxy-trust",
+                action="append",
+                type=proxy_network,
+                metavar="NET",
+                help="expect a PROXY header, and only from this network or address "
+                "(10.0.0.0/8, 127.0.0.1, ::1, or unix for Unix sockets); repeat for "
+                "several; other peers are closed unread",
+            ),
+            _option(
+                "--tcp-nodelay",
+                action=_FLAG,
+                help="send small writes at once (TCP_NODELAY; the app's default: on)",
+            ),
+            _option(
+                "--tcp-keepalive",
+                type=int_at_least(0, 32767),
+                metavar="SECONDS",
+                help="TCP keepalive probes after this long without traffic (a vanished "
+                "peer is noticed within about twice that); 0 turns it off (the app's "
+                "default: off)",
             ),
         ),
     ),
@@ -472,6 +512,9 @@ class RunConfig:
     busy_poll: float | None = None
     drain_timeout: float = 30.0
     proxy_protocol: bool = False
+    proxy_trust: tuple[str, ...] = ()
+    tcp_nodelay: bool | None = None
+    tcp_keepalive: int | None = None
     ssl_certfile: str | None = None
     ssl_keyfile: str | None = None
     ssl_keyfile_password: str | None = None
@@ -592,8 +635,14 @@ def app_overrides(config: RunConfig) -> dict[str, Any]:
     out: dict[str, Any] = {}
     if config.max_connections is not None:
         out["max_connections"] = config.max_connections
-    if config.proxy_protocol:
+    if config.proxy_trust:
+        out["proxy_protocol"] = tuple(config.proxy_trust)  # (the allowlist wins over True)
+    elif config.proxy_protocol:
         out["proxy_protocol"] = True
+    if config.tcp_nodelay is not None:
+        out["tcp_nodelay"] = config.tcp_nodelay
+    if config.tcp_keepalive is not None:
+        out["tcp_keepalive"] = config.tcp_keepalive or None
     if config.busy_poll is not None:
         out["busy_poll"] = config.busy_poll
     if config.idle_timeout is not None:

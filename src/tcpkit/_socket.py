@@ -81,6 +81,19 @@ class SocketOptions:
             if hasattr(socket, "TCP_KEEPCNT"):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, KEEPALIVE_PROBES)
 
+    def apply_after_transport(self, sock: Any) -> None:
+        """Undo what an event loop set on its own when it made the socket's transport.
+
+        uvloop turns ``TCP_NODELAY`` on for every TCP transport; with
+        ``nodelay=False`` it is turned off again here. Errors are ignored
+        (the connection may already be gone).
+        """
+        if not self.nodelay and sock is not None:
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 0)
+            except OSError:
+                pass
+
 
 class FastListener(anyio.abc.SocketListener):
     """What the fast listeners of both backends share: the socket, its attributes, options.

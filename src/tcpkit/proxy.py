@@ -78,7 +78,6 @@ __all__ = [
     "ProxyHeaderParser",
     "ProxySSL",
     "ProxyTrust",
-    "UntrustedProxyPeer",
     "crc32c",
     "read_proxy_header",
 ]

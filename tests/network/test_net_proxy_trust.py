@@ -15,6 +15,7 @@ from netutil import needs_ipv6, proxy_v1, proxy_v2
 from tcpkit import App, Connection, UntrustedProxyPeer
 from tcpkit._setup import RefusalLog
 from tcpkit._transport import StreamTransport, Transport
+from tcpkit.observe import AccessLog, Recorder
 from tcpkit.observer import Observer, Rejection
 from tcpkit.proxy import ProxyAttribute, ProxyHeader
 
@@ -157,6 +158,22 @@ async def test_a_burst_of_untrusted_peers_is_logged_once(
     refusals = [r for r in caplog.records if "not a trusted PROXY peer" in r.getMessage()]
     assert len(refusals) == 1, [r.getMessage() for r in refusals]
     assert server.stats.rejected == 20
+
+
+async def test_refusals_reach_the_metrics_and_the_access_log(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    app, _ = header_app(proxy_protocol=["10.0.0.0/8"])
+    recorder = Recorder()
+    async with app.start(observers=[recorder, AccessLog()]) as server:
+        with caplog.at_level(logging.INFO, logger="tcpkit.access"):
+            async with await connect(server.port or 0) as client:
+                assert await client.recv_until_closed() == b""
+            await wait_rejected(server, 1)
+    assert recorder.rejected["untrusted-proxy"] == 1
+    assert recorder.rejected["setup-failed"] == 0
+    (line,) = [r.getMessage() for r in caplog.records if r.name == "tcpkit.access"]
+    assert line.endswith(": rejected (untrusted-proxy)")
 
 
 async def test_a_wrong_checksum_closes_only_that_connection(

@@ -56,6 +56,7 @@ if _typing.TYPE_CHECKING:
         ServerError,
         SetupTimeout,
         TcpkitError,
+        UntrustedProxyPeer,
         WriteBufferFull,
     )
     from .observer import Observer
@@ -102,6 +103,7 @@ __all__ = [
     "Settings",
     "SetupTimeout",
     "TcpkitError",
+    "UntrustedProxyPeer",
     "WriteBuffer",
     "WriteBufferFull",
     "__version__",
@@ -147,6 +149,7 @@ _LAZY = {
     "SendTimeout": "exceptions",
     "Settings": "settings",
     "TcpkitError": "exceptions",
+    "UntrustedProxyPeer": "exceptions",
     "WriteBuffer": "settings",
     "WriteBufferFull": "exceptions",
     "connect": "client",

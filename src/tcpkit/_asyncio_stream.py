@@ -504,6 +504,8 @@ class AsyncioSocketListener(FastListener):
             protocol = _BufferedStreamProtocol(self._read_buffer, self._poll)
             transport = make(client, protocol)
             transport.set_write_buffer_limits(0, 0)
+            if not self.options.nodelay and self._tcp:  # (asyncio sets it if proto is TCP)
+                self.options.apply_after_transport(client)
         except BaseException:
             client.close()
             raise
@@ -574,6 +576,8 @@ class AsyncioSocketListener(FastListener):
             transport, protocol = waiting_for.value
         else:
             transport, protocol = await _finish(attach, waiting_for)
+        if not self.options.nodelay and self._tcp:  # (uvloop sets TCP_NODELAY on every transport)
+            self.options.apply_after_transport(transport.get_extra_info("socket"))
         return AsyncioSocketStream(transport, protocol, self._loop)
 
     async def aclose(self) -> None:

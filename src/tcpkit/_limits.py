@@ -11,9 +11,11 @@ reconnecting cannot flood the log.
 from __future__ import annotations
 
 import logging
-from typing import Any
+import math
+import time
+from collections.abc import Callable
 
-import anyio
+logger = logging.getLogger("tcpkit.server")
 
 __all__ = ["BurstLog", "PerIpLimit"]
 
@@ -49,24 +51,46 @@ class PerIpLimit:
 
 
 class BurstLog:
-    """Logs an event once per burst: the first one, then a count when a quiet spell ends it."""
+    """Logs one kind of event once per burst (WARNING), not once per occurrence.
 
-    __slots__ = ("_level", "_logger", "_quiet", "_suppressed", "_until")
+    The first event after a quiet :attr:`WINDOW` is logged with its message;
+    the ones that follow within the window are only counted, and the count is
+    logged with the next event logged ("N more KIND in the last S s"). A
+    client that keeps reconnecting cannot flood the log; whoever logs still
+    counts every event in ``server.stats``.
+    """
 
-    def __init__(self, logger: logging.Logger, level: int = logging.WARNING, quiet: float = 10.0):
-        self._logger = logger
-        self._level = level
-        self._quiet = quiet  # seconds without the event that end a burst
-        self._until = -1.0
+    __slots__ = ("_clock", "_kind", "_logged_at", "_name", "_suppressed")
+
+    WINDOW = 10.0
+    """Seconds during which events after a logged one are counted, not logged."""
+
+    def __init__(self, name: str, kind: str, clock: Callable[[], float] = time.monotonic) -> None:
+        self._name = name  # the server's
+        self._kind = kind  # what the count line counts ("refusals of ...")
+        self._clock = clock
+        self._logged_at = -math.inf
         self._suppressed = 0
 
-    def log(self, message: str, *args: Any) -> None:
-        now = anyio.current_time()
-        if now < self._until:
+    def log(self, message: str) -> None:
+        """One more event; ``message`` describes it (logged if it starts a burst)."""
+        now = self._clock()
+        if now - self._logged_at < self.WINDOW:
             self._suppressed += 1
-        else:
-            if self._suppressed:
-                self._logger.log(self._level, "(%d more like it before)", self._suppressed)
-                self._suppressed = 0
-            self._logger.log(self._level, message, *args)
-        self._until = now + self._quiet
+            return
+        if self._suppressed:
+            logger.warning(
+                "%s: %d more %s in the last %.0f s",
+                self._name,
+                self._suppressed,
+                self._kind,
+                now - self._logged_at,
+            )
+        logger.warning(
+            "%s: %s; more in the next %.0f s are counted, not logged",
+            self._name,
+            message,
+            self.WINDOW,
+        )
+        self._logged_at = now
+        self._suppressed = 0

@@ -21,6 +21,7 @@ import anyio.abc
 from anyio.abc import SocketAttribute
 
 from ._busy_poll import BusyPoller
+from ._socket import SocketOptions
 
 __all__ = ["AcceptingListener", "ServedListener", "accepts", "serve_listener"]
 
@@ -72,11 +73,14 @@ class ServedListener:
 
 
 def serve_listener(
-    listener: anyio.abc.Listener[anyio.abc.ByteStream], poller: BusyPoller | None = None
+    listener: anyio.abc.Listener[anyio.abc.ByteStream],
+    poller: BusyPoller | None = None,
+    options: SocketOptions | None = None,
 ) -> ServedListener:
     """``listener`` wrapped in the fast listener of the running backend, if it is a socket's.
 
-    Its streams tell ``poller`` about every read that brings bytes.
+    Its streams tell ``poller`` about every read that brings bytes, and its
+    accepted TCP sockets get ``options`` (default: ``TCP_NODELAY`` only).
     """
     if listener.extra(SocketAttribute.raw_socket, None) is None:
         return ServedListener(listener)
@@ -87,7 +91,10 @@ def serve_listener(
     else:
         from ._asyncio_stream import AsyncioSocketListener
 
-        return ServedListener(AsyncioSocketListener(listener, poller))
+        fast_asyncio = AsyncioSocketListener(listener, poller)
+        if options is not None:
+            fast_asyncio.options = options
+        return ServedListener(fast_asyncio)
     try:
         import trio
 
@@ -97,4 +104,6 @@ def serve_listener(
     from ._trio_stream import TrioSocketListener
 
     fast = TrioSocketListener(listener, poller)
+    if options is not None:
+        fast.options = options
     return ServedListener(fast, fast.run_reactor)

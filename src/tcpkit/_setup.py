@@ -6,6 +6,10 @@ does the TLS handshake; ``pre_connect`` (default connections only) comes
 after, with the connection's addresses already the real ones. ``setup_timeout``
 bounds the whole setup (:func:`setup_deadline`). A setup that fails is the
 client's fault (one quiet log line) unless ``pre_connect`` itself raised.
+
+With a PROXY allowlist (``proxy_protocol=[networks]``), a connection from
+any other peer is refused before a byte of it is read; such refusals are
+logged once per burst (:class:`~tcpkit._limits.BurstLog`), not once per connection.
 """
 
 from __future__ import annotations
@@ -20,7 +24,8 @@ from typing import Any
 import anyio
 import anyio.abc
 
-from .exceptions import ProxyProtocolError, SetupTimeout
+from ._limits import BurstLog
+from .exceptions import ProxyProtocolError, SetupTimeout, UntrustedProxyPeer
 from .handlers import Handler, call
 from .settings import Settings
 
@@ -47,7 +52,7 @@ PEER_SETUP_ERRORS = (
 
 def needs_setup(settings: Settings, ssl: _ssl.SSLContext | None, pre: Handler | None) -> bool:
     """Whether connections have setup steps at all (else no timer per connection)."""
-    return settings.proxy_protocol or ssl is not None or pre is not None
+    return bool(settings.proxy_protocol) or ssl is not None or pre is not None
 
 
 @contextmanager
@@ -60,19 +65,35 @@ def setup_deadline(timeout: float | None) -> Generator[None, None, None]:
 
 
 async def set_up_stream(
-    stream: anyio.abc.ByteStream, settings: Settings, ssl: _ssl.SSLContext | None
+    stream: anyio.abc.ByteStream,
+    settings: Settings,
+    ssl: _ssl.SSLContext | None,
+    refusals: BurstLog | None = None,
 ) -> tuple[anyio.abc.ByteStream, tuple[str, int] | None]:
     """PROXY header, then TLS: the stream to use and the real client (from PROXY), if any.
 
+    The stream returned carries the PROXY header as
+    ``extra(ProxyAttribute.header)``. A peer outside the PROXY allowlist is
+    refused before anything is read (and told to ``refusals``).
+
     Raises:
+        UntrustedProxyPeer: the peer may not send a PROXY header.
         ProxyProtocolError: a missing or malformed PROXY header.
         ssl.SSLError, anyio.BrokenResourceError, anyio.EndOfStream, OSError:
             the client failed its handshake or went away.
     """
     source: tuple[str, int] | None = None
     if settings.proxy_protocol:
-        from .proxy import read_proxy_header
+        from .proxy import check_trusted, read_proxy_header
 
+        trust = settings.proxy_trust
+        if trust is not None:
+            try:
+                check_trusted(stream, trust)
+            except UntrustedProxyPeer as exc:
+                if refusals is not None:
+                    refusals.log(str(exc))
+                raise
         stream, source = await read_proxy_header(stream)
     if ssl is not None:
         from anyio.streams.tls import TLSStream
@@ -111,6 +132,8 @@ def log_rejection(prefix: str, exc: BaseException | None) -> bool:
     """
     if exc is None:
         logger.debug("%s: rejected by pre_connect", prefix)
+    elif rejection_reason(exc) == "untrusted-proxy":  # (logged once per burst: BurstLog)
+        logger.debug("%s: %s", prefix, exc)
     elif isinstance(exc, SetupTimeout):
         logger.info("%s: %s", prefix, exc)
     elif isinstance(exc, PEER_SETUP_ERRORS):  # the peer's fault: one quiet line
@@ -124,5 +147,10 @@ def log_rejection(prefix: str, exc: BaseException | None) -> bool:
 
 
 def rejection_reason(exc: BaseException) -> str:
-    """``setup-timeout`` or ``setup-failed`` (see :data:`tcpkit.observer.REJECT_REASONS`)."""
-    return "setup-timeout" if isinstance(exc, SetupTimeout) else "setup-failed"
+    """``setup-timeout``, ``untrusted-proxy`` or ``setup-failed`` (see
+    :data:`tcpkit.observer.REJECT_REASONS`)."""
+    if isinstance(exc, SetupTimeout):
+        return "setup-timeout"
+    if isinstance(exc, UntrustedProxyPeer):
+        return "untrusted-proxy"
+    return "setup-failed"

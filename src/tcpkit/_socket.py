@@ -1,16 +1,23 @@
-"""What tcpkit's own socket streams (asyncio and trio) share: their attributes."""
+"""What tcpkit's own socket streams (asyncio and trio) share: their attributes, socket options."""
 
 from __future__ import annotations
 
 import socket
 import struct
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import anyio.abc
 from anyio.abc import SocketAttribute
 
-__all__ = ["FastListener", "convert_address", "socket_attributes", "unsent_bytes"]
+__all__ = [
+    "FastListener",
+    "SocketOptions",
+    "convert_address",
+    "socket_attributes",
+    "unsent_bytes",
+]
 
 
 def _send_queue_reader() -> Callable[[int], int] | None:
@@ -104,6 +111,60 @@ def socket_attributes(
     return SocketAttributes(raw, family, local, peer)
 
 
+KEEPALIVE_PROBES = 3
+"""Unanswered keepalive probes after which the kernel drops a connection."""
+
+
+@dataclass(frozen=True)
+class SocketOptions:
+    """The options set on every accepted TCP socket (``App(tcp_nodelay=, tcp_keepalive=)``).
+
+    Attributes:
+        nodelay: set ``TCP_NODELAY`` (else the kernel's default, Nagle's
+            algorithm, is left alone).
+        keepalive: ``None`` leaves keepalive to the OS (off); seconds turn it
+            on: the first probe after that long without traffic, then one every
+            third of it (at least 1 s), :data:`KEEPALIVE_PROBES` in all.
+    """
+
+    nodelay: bool = True
+    keepalive: int | None = None
+
+    def apply(self, sock: socket.socket) -> None:
+        """Set the options on the accepted TCP socket ``sock``.
+
+        Raises:
+            OSError: the kernel refused one.
+        """
+        if self.nodelay:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        idle = self.keepalive
+        if idle is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+            idle_option = getattr(socket, "TCP_KEEPIDLE", None) or getattr(
+                socket, "TCP_KEEPALIVE", None
+            )  # (macOS names it TCP_KEEPALIVE)
+            if idle_option is not None:
+                sock.setsockopt(socket.IPPROTO_TCP, idle_option, idle)
+            if hasattr(socket, "TCP_KEEPINTVL"):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, max(1, idle // 3))
+            if hasattr(socket, "TCP_KEEPCNT"):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, KEEPALIVE_PROBES)
+
+    def apply_after_transport(self, sock: Any) -> None:
+        """Undo what an event loop set on its own when it made the socket's transport.
+
+        uvloop turns ``TCP_NODELAY`` on for every TCP transport; with
+        ``nodelay=False`` it is turned off again here. Errors are ignored
+        (the connection may already be gone).
+        """
+        if not self.nodelay and sock is not None:
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 0)
+            except OSError:
+                pass
+
+
 class FastListener(anyio.abc.SocketListener):
     """What the fast listeners of both backends share: the socket, its attributes, options.
 
@@ -121,6 +182,8 @@ class FastListener(anyio.abc.SocketListener):
         self._tcp = self._sock.family in (socket.AF_INET, socket.AF_INET6)
         self._closed = False
         self._streak = 0  # accepts in a row that did not wait
+        self.options = SocketOptions()
+        """What :meth:`_configure` sets on accepted TCP sockets (the server sets it once)."""
 
     @property
     def _raw_socket(self) -> socket.socket:
@@ -132,7 +195,7 @@ class FastListener(anyio.abc.SocketListener):
         return socket_attributes(sock, sock.family, convert_address(sock.getsockname()), None)
 
     def _configure(self, client: socket.socket) -> None:
-        """An accepted socket: non-blocking, and no Nagle delay on TCP."""
+        """An accepted socket: non-blocking, and on TCP the :attr:`options` (``TCP_NODELAY``...)."""
         client.setblocking(False)
-        if self._tcp:  # (asyncio sets it only for sockets made with proto=IPPROTO_TCP)
-            client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if self._tcp:  # (asyncio sets TCP_NODELAY only for sockets made with proto=IPPROTO_TCP)
+            self.options.apply(client)

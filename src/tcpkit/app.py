@@ -108,8 +108,10 @@ class AppOptions(TypedDict, total=False):
     max_connections_per_ip: int | None
     write_buffer: tuple[int, int, int]
     setup_timeout: float | None
-    proxy_protocol: bool
+    proxy_protocol: bool | Sequence[str]
     busy_poll: float | None
+    tcp_nodelay: bool
+    tcp_keepalive: int | None
 
 
 class App(Generic[In, Out]):
@@ -151,13 +153,25 @@ class App(Generic[In, Out]):
         write_buffer: ``(high, low, limit)`` in bytes; see :class:`WriteBuffer`.
         setup_timeout: seconds allowed for PROXY header, TLS handshake and
             ``pre_connect`` together; ``None`` for no limit.
-        proxy_protocol: expect a PROXY protocol v1/v2 header on every connection.
+        proxy_protocol: expect a PROXY protocol v1/v2 header on every
+            connection, from any peer (``True``: safe only when nothing but
+            the proxy can reach the port), or only from the peers of an
+            allowlist (``["10.0.0.0/8", "127.0.0.1", "::1"]``, ``"unix"`` for
+            Unix sockets): a connection from any other peer is closed before
+            a byte is read. ``conn.proxy`` is the parsed header.
         busy_poll: after a read, keep the event loop polling for input (instead
             of sleeping) for up to this many seconds, a window that adapts to
             the traffic (it closes when clients are sparse); ``0`` or ``None``
             turns it off. It saves a sleep and wake-up per request in
             request-response traffic, and costs at most one window of CPU per
             read. See the Performance page.
+        tcp_nodelay: set ``TCP_NODELAY`` on accepted TCP sockets (small
+            writes leave at once); ``False`` lets the kernel coalesce them
+            (Nagle's algorithm).
+        tcp_keepalive: turn TCP keepalive on, with probes after this many
+            seconds of silence, then every third of it, three times: a peer
+            that vanished (power loss, a dropped NAT entry) is noticed within
+            about twice this. ``None`` (default): the OS default, off.
     """
 
     @overload
@@ -206,43 +220,19 @@ class App(Generic[In, Out]):
         *,
         input_codec: CodecSpec[Any, Any] | None = None,
         output_codec: CodecSpec[Any, Any] | None = None,
-        name: str = "tcpkit",
-        max_connections: int | None = None,
-        state: Callable[[], Any] | None = None,
-        client_args: Sequence[Any] = (),
-        listener_args: Sequence[Any] = (),
-        connection_class: type[Connection[Any, Any]] = Connection,
-        shutdown_on_error: bool = True,
-        idle_timeout: float | None = None,
-        message_timeout: float | None = None,
-        send_timeout: float | None = None,
-        max_lifetime: float | None = None,
-        max_connections_per_ip: int | None = None,
-        write_buffer: tuple[int, int, int] = (1048576, 262144, 67108864),
-        setup_timeout: float | None = 10.0,
-        proxy_protocol: bool = False,
-        busy_poll: float | None = 0.0001,
+        **options: Unpack[AppOptions],
     ) -> None:
         base: Codec[Any, Any] = resolve_codec(codec) if codec is not None else Lines()
+        values: dict[str, Any] = dict(options)
+        for name in ("client_args", "listener_args"):
+            if name in values:
+                values[name] = tuple(values[name])
+        if "write_buffer" in values:
+            values["write_buffer"] = WriteBuffer(*values["write_buffer"])
         self._settings = Settings(
             input_codec=resolve_codec(input_codec) if input_codec is not None else base,
             output_codec=resolve_codec(output_codec) if output_codec is not None else base,
-            name=name,
-            max_connections=max_connections,
-            state=state,
-            client_args=tuple(client_args),
-            listener_args=tuple(listener_args),
-            connection_class=connection_class,
-            shutdown_on_error=shutdown_on_error,
-            idle_timeout=idle_timeout,
-            message_timeout=message_timeout,
-            send_timeout=send_timeout,
-            max_lifetime=max_lifetime,
-            max_connections_per_ip=max_connections_per_ip,
-            write_buffer=WriteBuffer(*write_buffer),
-            setup_timeout=setup_timeout,
-            proxy_protocol=proxy_protocol,
-            busy_poll=busy_poll,
+            **values,
         )
         self._handlers: dict[str, Handler] = {}
         self._events: dict[str, Handler] = {}

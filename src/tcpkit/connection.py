@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from ._tasks import TaskPool
     from ._watchdog import Watchdog
     from .observer import Observer
+    from .proxy import ProxyHeader
     from .server import Server
     from .settings import Handlers, Settings
     from .stats import ConnectionCounts, ServerStats
@@ -156,6 +157,50 @@ class Connection(Generic[In, Out]):
         """The byte stream in use (after ``pre_connect`` and TLS, the wrapped one)."""
         driver = self._driver
         return self._stream if driver is None else driver.transport.stream
+
+    # -- what the setup learned (PROXY header, TLS) ------------------------------------
+
+    @property
+    def proxy(self) -> ProxyHeader | None:
+        """The PROXY header this connection began with (``App(proxy_protocol=...)``), or ``None``.
+
+        Its ``source`` is ``remote_addr``; for version 2, its TLVs are read by
+        name: ``conn.proxy.alpn``, ``authority``, ``unique_id``, ``ssl``
+        (what the proxy knew of the client's TLS), ``netns``. (It is the
+        stream's ``extra(ProxyAttribute.header)``: a stream ``pre_connect``
+        wraps must pass its inner stream's attributes on, as anyio's do.)
+        """
+        from .proxy import ProxyAttribute
+
+        return self.stream.extra(ProxyAttribute.header, None)
+
+    @property
+    def peer_certificate(self) -> dict[str, Any] | None:
+        """The client's TLS certificate, as ``ssl.SSLSocket.getpeercert()`` gives it.
+
+        ``None`` without TLS, or when the client sent no certificate (the
+        server's context asks for one with ``verify_mode`` ``CERT_OPTIONAL``
+        or ``CERT_REQUIRED``: ``--ssl-cert-reqs``). With ``CERT_REQUIRED`` a
+        client without a valid certificate never gets this far: its
+        handshake fails.
+        """
+        from anyio.streams.tls import TLSAttribute
+
+        return self.stream.extra(TLSAttribute.peer_certificate, None)
+
+    @property
+    def tls_version(self) -> str | None:
+        """The TLS version in use (``"TLSv1.3"``), or ``None`` without TLS."""
+        from anyio.streams.tls import TLSAttribute
+
+        return self.stream.extra(TLSAttribute.tls_version, None)
+
+    @property
+    def cipher(self) -> tuple[str, str, int] | None:
+        """The TLS cipher in use, as ``(name, protocol, secret bits)``, or ``None`` without TLS."""
+        from anyio.streams.tls import TLSAttribute
+
+        return self.stream.extra(TLSAttribute.cipher, None)
 
     # -- output -------------------------------------------------------------------------
 

@@ -146,7 +146,30 @@ class SendTimeout(ConnectionTimeout):
 
 
 class ProxyProtocolError(TcpkitError):
-    """The PROXY protocol header is missing, malformed or too long."""
+    """The PROXY protocol header is missing, malformed or too long, or its checksum is wrong."""
+
+
+class UntrustedProxyPeer(ProxyProtocolError):
+    """A connection came from a peer outside the PROXY allowlist (``proxy_protocol=[...]``).
+
+    It was closed before a byte of it was read.
+
+    Attributes:
+        peer: the peer's address as the socket gives it (``(ip, port)``, a
+            Unix socket's name, or ``None``).
+    """
+
+    def __init__(self, peer: object) -> None:
+        self.peer = peer
+        if isinstance(peer, tuple):
+            host, port = peer[0], peer[1]  # pyright: ignore[reportUnknownVariableType]
+            where = f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"  # pyright: ignore[reportUnknownArgumentType]
+        else:
+            where = f"unix:{peer}" if isinstance(peer, str) else "a peer with no address"
+        super().__init__(
+            f"refused a connection from {where}: not a trusted PROXY peer "
+            "(not in the proxy_protocol allowlist)"
+        )
 
 
 class RegistrationError(TcpkitError):

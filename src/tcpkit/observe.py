@@ -158,7 +158,8 @@ class AccessLog(Observer):
     def connection_rejected(self, rejection: Rejection) -> None:
         reason = rejection.reason
         error = type(rejection.error).__name__ if rejection.error is not None else None
-        shown = reason if error is None or reason == "setup-timeout" else f"{reason}: {error}"
+        plain = error is None or reason in ("setup-timeout", "untrusted-proxy")  # (says it all)
+        shown = reason if plain else f"{reason}: {error}"
         self.logger.info(
             "%s #%d %s: rejected (%s)",
             rejection.server,

@@ -66,8 +66,16 @@ CLOSE_REASONS = (
 * ``aborted``: the server aborted it (a drain timeout, a second signal).
 """
 
-REJECT_REASONS = ("rejected", "setup-timeout", "setup-failed", "per-ip-limit")
-"""Why a connection was refused during its setup (:attr:`Rejection.reason`)."""
+REJECT_REASONS = ("rejected", "setup-timeout", "setup-failed", "untrusted-proxy", "per-ip-limit")
+"""Why a connection was refused during its setup (:attr:`Rejection.reason`):
+
+* ``rejected``: ``pre_connect`` refused it;
+* ``setup-timeout``: its setup took over ``setup_timeout``;
+* ``setup-failed``: its PROXY header or TLS handshake failed, or it went away;
+* ``untrusted-proxy``: it came from a peer outside the PROXY allowlist
+  (``proxy_protocol=[...]``), and was closed unread;
+* ``per-ip-limit``: its client already had ``max_connections_per_ip`` open.
+"""
 
 
 def peer_of(remote_addr: Any) -> str:
@@ -86,8 +94,7 @@ class Rejection:
         server: the server's name.
         id: the id the connection would have had.
         remote_addr: the peer that connected (before any PROXY header).
-        reason: ``rejected`` (by ``pre_connect``), ``setup-timeout``, ``setup-failed``
-            or ``per-ip-limit`` (``max_connections_per_ip``).
+        reason: one of :data:`REJECT_REASONS`.
         error: what failed, if anything did.
     """
 

@@ -114,6 +114,20 @@ def host_port(text: str) -> str:
     return text
 
 
+def proxy_network(text: str) -> str:
+    """An argparse type: a network or address a PROXY header is trusted from (or ``unix``)."""
+    from .proxy import ProxyTrust
+
+    try:
+        (entry,) = ProxyTrust([text]).entries
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a network or address such as 10.0.0.0/8, 127.0.0.1 or ::1 "
+            f"(or unix), got {text!r}"
+        ) from None
+    return entry
+
+
 def log_level(text: str) -> str:
     """An argparse type: a level name in any case (``INFO``, ``info``, ``Info``)."""
     value = text.strip().lower()
@@ -164,6 +178,9 @@ DEFAULTS: dict[str, Any] = {
     "busy_poll": None,
     "drain_timeout": 30.0,
     "proxy_protocol": False,
+    "proxy_trust": (),
+    "tcp_nodelay": None,
+    "tcp_keepalive": None,
     "ssl_certfile": None,
     "ssl_keyfile": None,
     "ssl_keyfile_password": None,
@@ -346,7 +363,30 @@ _RUN_OPTIONS: tuple[tuple[str | None, tuple[_Option, ...]], ...] = (
                 "--proxy-protocol",
                 action=_FLAG,
                 help="expect a PROXY v1/v2 header on every connection "
-                "(behind HAProxy, nginx, an LB)",
+                "(behind HAProxy, nginx, an LB), from any peer: only when nothing but "
+                "the proxy can reach the port (else use --proxy-trust)",
+            ),
+            _option(
+                "--proxy-trust",
+                action="append",
+                type=proxy_network,
+                metavar="NET",
+                help="expect a PROXY header, and only from this network or address "
+                "(10.0.0.0/8, 127.0.0.1, ::1, or unix for Unix sockets); repeat for "
+                "several; other peers are closed unread",
+            ),
+            _option(
+                "--tcp-nodelay",
+                action=_FLAG,
+                help="send small writes at once (TCP_NODELAY; the app's default: on)",
+            ),
+            _option(
+                "--tcp-keepalive",
+                type=int_at_least(0, 32767),
+                metavar="SECONDS",
+                help="TCP keepalive probes after this long without traffic (a vanished "
+                "peer is noticed within about twice that); 0 turns it off (the app's "
+                "default: off)",
             ),
         ),
     ),
@@ -508,6 +548,9 @@ class RunConfig:
     busy_poll: float | None = None
     drain_timeout: float = 30.0
     proxy_protocol: bool = False
+    proxy_trust: tuple[str, ...] = ()
+    tcp_nodelay: bool | None = None
+    tcp_keepalive: int | None = None
     ssl_certfile: str | None = None
     ssl_keyfile: str | None = None
     ssl_keyfile_password: str | None = None
@@ -620,26 +663,38 @@ class RunConfig:
 # -- flags -> App options: the one place ----------------------------------------
 
 
+_PASSED_ON = ("max_connections", "tcp_nodelay", "busy_poll", "max_connections_per_ip")
+"""Flags whose value is the App option's as it is."""
+
+_ZERO_IS_OFF = (
+    "idle_timeout",
+    "message_timeout",
+    "send_timeout",
+    "max_lifetime",
+    "setup_timeout",
+    "tcp_keepalive",
+)
+"""Flags where 0 turns the App option off (``None``)."""
+
+
 def app_overrides(config: RunConfig) -> dict[str, Any]:
     """The App options that the flags set, by App option name (``Settings.replace``'s).
 
     Only the options given are present.
     """
     out: dict[str, Any] = {}
-    if config.max_connections is not None:
-        out["max_connections"] = config.max_connections
-    if config.proxy_protocol:
+    for name in _PASSED_ON:
+        value = getattr(config, name)
+        if value is not None:
+            out[name] = value
+    for name in _ZERO_IS_OFF:
+        value = getattr(config, name)
+        if value is not None:
+            out[name] = value or None
+    if config.proxy_trust:
+        out["proxy_protocol"] = tuple(config.proxy_trust)  # (the allowlist wins over True)
+    elif config.proxy_protocol:
         out["proxy_protocol"] = True
-    if config.busy_poll is not None:
-        out["busy_poll"] = config.busy_poll
-    if config.max_connections_per_ip is not None:
-        out["max_connections_per_ip"] = config.max_connections_per_ip
-    for name in ("idle_timeout", "message_timeout", "send_timeout", "max_lifetime"):
-        seconds = getattr(config, name)
-        if seconds is not None:
-            out[name] = seconds or None  # 0 turns it off
-    if config.setup_timeout is not None:
-        out["setup_timeout"] = config.setup_timeout or None
     return out
 
 

@@ -35,6 +35,7 @@ from . import _setup
 from ._busy_poll import busy_poller
 from ._limits import BurstLog, PerIpLimit
 from ._listeners import AcceptingListener, accepts, serve_listener
+from ._socket import SocketOptions
 from ._tasks import TaskPool, open_task_pool
 from ._watchdog import Watchdog
 from .connection import Connection, ServerContext, current_connection
@@ -146,10 +147,11 @@ class Server(Generic[In, Out]):
         self._tg: anyio.abc.TaskGroup | None = None
         self._context: ServerContext | None = None  # while serving
         self._ssl: _ssl.SSLContext | None = None
+        self._refusals = BurstLog(self.name, "refusals of untrusted PROXY peers")
         self._owned_paths: list[str] = []  # Unix socket files to remove at the end
         limit = settings.max_connections_per_ip
         self._per_ip = PerIpLimit(limit) if limit is not None else None
-        self._per_ip_log = BurstLog(logger)
+        self._per_ip_log = BurstLog(self.name, "refusals over max_connections_per_ip")
 
     # -- POE HEAP / public state --------------------------------------------
 
@@ -481,7 +483,8 @@ class Server(Generic[In, Out]):
         poller = busy_poller(self._settings.busy_poll, self.stats)
         if poller is not None:
             tg.start_soon(poller.run)
-        served = [serve_listener(listener, poller) for listener in self._listeners]
+        options = SocketOptions(self._settings.tcp_nodelay, self._settings.tcp_keepalive)
+        served = [serve_listener(listener, poller, options) for listener in self._listeners]
         self._listeners = [s.listener for s in served]
         for s in served:
             tg.start_soon(self._serve_listener, s.listener)
@@ -634,7 +637,7 @@ class Server(Generic[In, Out]):
         self, stream: anyio.abc.ByteStream
     ) -> tuple[anyio.abc.ByteStream, tuple[str, int] | None]:
         """PROXY header and TLS (``setup_timeout`` is the caller's)."""
-        return await _setup.set_up_stream(stream, self._settings, self._ssl)
+        return await _setup.set_up_stream(stream, self._settings, self._ssl, self._refusals)
 
     async def _run_acceptor(self, stream: anyio.abc.ByteStream, conn_id: int) -> None:
         """A custom acceptor gets the stream after the same setup (PROXY header, TLS)."""
@@ -707,10 +710,7 @@ class Server(Generic[In, Out]):
             return True
         self.stats.rejected_per_ip += 1
         self._per_ip_log.log(
-            "%s: refusing connections from %s over max_connections_per_ip=%d",
-            self.name,
-            ip,
-            limit.limit,
+            f"refused a connection from {ip} over max_connections_per_ip={limit.limit}"
         )
         return False
 

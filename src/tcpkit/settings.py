@@ -11,14 +11,17 @@ handlers are snapshotted into :class:`Handlers` when the app starts serving
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .codecs.base import Codec
 from .codecs.lines import Lines
 from .connection import Connection
 from .handlers import Handler
+
+if TYPE_CHECKING:
+    from .proxy import ProxyTrust
 
 __all__ = ["Handlers", "Settings", "WriteBuffer"]
 
@@ -48,9 +51,11 @@ class Settings:
     Build a variant with :meth:`replace`; it validates the same way.
 
     Raises:
-        ValueError: a value is out of its range.
-        TypeError: ``state`` is not callable, or ``connection_class`` is not a
-            :class:`~tcpkit.Connection` subclass.
+        ValueError: a value is out of its range, or an entry of the
+            ``proxy_protocol`` allowlist is not a network (it is named).
+        TypeError: ``state`` is not callable, ``connection_class`` is not a
+            :class:`~tcpkit.Connection` subclass, ``proxy_protocol`` is a
+            single string, or ``tcp_keepalive`` is not whole seconds.
     """
 
     input_codec: Codec[Any, Any] = field(default_factory=Lines)
@@ -69,8 +74,14 @@ class Settings:
     max_connections_per_ip: int | None = None
     write_buffer: WriteBuffer = WriteBuffer()
     setup_timeout: float | None = 10.0
-    proxy_protocol: bool = False
+    proxy_protocol: bool | Sequence[str] = False
+    """``True`` (trust a header from any peer), ``False``, or an allowlist of
+    networks (kept as a tuple, normalised: ``("10.0.0.0/8", "127.0.0.1/32")``)."""
     busy_poll: float | None = 100e-6
+    tcp_nodelay: bool = True
+    """Send small writes at once (``TCP_NODELAY``) on accepted TCP sockets."""
+    tcp_keepalive: int | None = None
+    """Seconds of silence before TCP keepalive probes start (``None``: off, the OS default)."""
     read_size: int = 65536
     """The most one read from a socket takes."""
     linger: float = 2.0
@@ -78,10 +89,18 @@ class Settings:
     that the client gets our last bytes instead of a reset."""
     linger_quiet: float = 0.1
     """Lingering stops earlier once the client has sent nothing for this long."""
+    _proxy_trust: ProxyTrust | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         _check_ranges(self)
         _check_kinds(self)
+        _check_proxy(self)
+        _check_tcp(self)
+
+    @property
+    def proxy_trust(self) -> ProxyTrust | None:
+        """The PROXY allowlist, parsed (``None`` when every peer is trusted, or PROXY is off)."""
+        return self._proxy_trust
 
     @property
     def watched(self) -> bool:
@@ -129,6 +148,35 @@ def _check_kinds(settings: Settings) -> None:
         raise TypeError("connection_class must be a subclass of tcpkit.Connection")
     if settings.state is not None and not callable(settings.state):
         raise TypeError("state must be a zero-argument factory (a class or a function)")
+
+
+TCP_KEEPALIVE_MAX = 32767
+"""The longest keepalive idle time and interval Linux takes, in seconds."""
+
+
+def _check_proxy(settings: Settings) -> None:
+    """Parse an allowlist once (a bad entry is named) and keep it normalised."""
+    value: Any = settings.proxy_protocol
+    if isinstance(value, bool):
+        return
+    from .proxy import ProxyTrust
+
+    trust = ProxyTrust(value)  # (TypeError for a lone string, ValueError naming a bad entry)
+    object.__setattr__(settings, "proxy_protocol", trust.entries)
+    object.__setattr__(settings, "_proxy_trust", trust)
+
+
+def _check_tcp(settings: Settings) -> None:
+    keepalive: Any = settings.tcp_keepalive
+    if keepalive is None:
+        return
+    if isinstance(keepalive, bool) or not isinstance(keepalive, int):
+        raise TypeError(f"tcp_keepalive must be None or whole seconds, got {keepalive!r}")
+    if not 1 <= keepalive <= TCP_KEEPALIVE_MAX:
+        raise ValueError(
+            f"tcp_keepalive must be None or between 1 and {TCP_KEEPALIVE_MAX} seconds, "
+            f"got {keepalive}"
+        )
 
 
 @dataclass(frozen=True)

@@ -62,8 +62,13 @@ def proxy_v2(
     local: bool = False,
     tlvs: Sequence[tuple[int, bytes]] = (),
     udp: bool = False,
+    crc: bool | int | None = None,
 ) -> bytes:
-    """A v2 header: PROXY (or LOCAL) over TCP4/TCP6/UDP, or UNSPEC when ``src`` is None."""
+    """A v2 header: PROXY (or LOCAL) over TCP4/TCP6/UDP, or UNSPEC when ``src`` is None.
+
+    ``crc=True`` appends a ``PP2_TYPE_CRC32C`` TLV with the right checksum, an
+    int appends one carrying that value instead.
+    """
     command = 0x20 if local else 0x21
     if src is None or dst is None:
         family, addresses = 0x00, b""
@@ -72,8 +77,24 @@ def proxy_v2(
         family = (0x21 if a.version == 6 else 0x11) + (1 if udp else 0)
         addresses = a.packed + b.packed + struct.pack("!HH", sport, dport)
     extensions = b"".join(struct.pack("!BH", kind, len(value)) + value for kind, value in tlvs)
+    if crc is not None:
+        extensions += struct.pack("!BH", 0x03, 4) + bytes(4)  # the checksum, zeroed for now
     payload = addresses + extensions
-    return V2_SIGNATURE + struct.pack("!BBH", command, family, len(payload)) + payload
+    header = V2_SIGNATURE + struct.pack("!BBH", command, family, len(payload)) + payload
+    if crc is None:
+        return header
+    value = crc if crc is not True else bitwise_crc32c(header)
+    return header[:-4] + int(value).to_bytes(4, "big")
+
+
+def bitwise_crc32c(data: bytes) -> int:
+    """CRC-32C (Castagnoli) bit by bit: an implementation independent of tcpkit's table."""
+    crc = 0xFFFFFFFF
+    for byte in data:
+        crc ^= byte
+        for _ in range(8):
+            crc = (crc >> 1) ^ (0x82F63B78 & -(crc & 1))
+    return crc ^ 0xFFFFFFFF
 
 
 # -- apps --------------------------------------------------------------------

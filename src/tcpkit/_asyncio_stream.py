@@ -265,32 +265,33 @@ class AsyncioSocketStream(anyio.abc.SocketStream, Transport):
         if self._streak > STREAK:
             self._streak = 0
             await asyncio.sleep(0)  # fairness; nothing is consumed yet, so safe to cancel
-        if not protocol.buffer:
-            self._streak = 0
-            await self._wait_for_input()
-        return protocol.take(max_bytes)
-
-    async def _wait_for_input(self) -> None:
-        """Wait until bytes are buffered; raise what ends the wait otherwise."""
-        protocol = self._protocol
         while not protocol.buffer:
-            if protocol.interrupted:
-                protocol.interrupted = False
-                raise ReceiveInterrupted
-            if self._closed:
-                raise anyio.ClosedResourceError
-            if protocol.eof or protocol.lost:
-                if protocol.exception is not None and not protocol.eof:
-                    raise anyio.BrokenResourceError from protocol.exception
-                raise anyio.EndOfStream
-            if protocol.read_waiter is not None:
-                raise anyio.BusyResourceError("reading from")
-            waiter = protocol.read_waiter = self._loop.create_future()
+            self._streak = 0
+            waiter = self._read_waiter()
             try:
                 await waiter
             finally:
                 if protocol.read_waiter is waiter:
                     protocol.read_waiter = None
+        return protocol.take(max_bytes)
+
+    def _read_waiter(self) -> asyncio.Future[None]:
+        """A future the protocol completes when bytes come; raise what ends the wait instead."""
+        protocol = self._protocol
+        if protocol.interrupted:
+            protocol.interrupted = False
+            raise ReceiveInterrupted
+        if self._closed:
+            raise anyio.ClosedResourceError
+        if protocol.eof or protocol.lost:
+            if protocol.exception is not None and not protocol.eof:
+                raise anyio.BrokenResourceError from protocol.exception
+            raise anyio.EndOfStream
+        if protocol.read_waiter is not None:
+            raise anyio.BusyResourceError("reading from")
+        waiter: asyncio.Future[None] = self._loop.create_future()
+        protocol.read_waiter = waiter
+        return waiter
 
     # handling input in the protocol callback ------------------------------------
 

@@ -248,15 +248,14 @@ class Driver:
                 await coro
             except Exception as exc:
                 session.call_done(exc)
+                nxt = session.advance()
             except BaseException:
                 session.call_done()
                 raise
             else:
                 if timed and timer is not None:
                     timer(time.perf_counter() - started)
-                if session.next_call():
-                    continue
-            nxt = session.advance()
+                nxt = session.after_call()
             if nxt is not Next.CALL:
                 return nxt
 
@@ -306,14 +305,15 @@ class Driver:
                 session.flushed()
             return
         self._writing = True
-        session.in_flight = len(data) + transport.buffered
         try:
             done = False
             if data:
+                size = len(data)
                 done = transport.write(data)
-                self._stats.bytes_out += len(data)
-                session.counts.bytes_out += len(data)
+                self._stats.bytes_out += size
+                session.counts.bytes_out += size
             if not done:
+                session.in_flight = transport.buffered  # what send's backpressure sees
                 with anyio.CancelScope() as drain:  # send_timeout cancels it
                     self._drain_scope = drain
                     await transport.drain()
@@ -327,7 +327,7 @@ class Driver:
             self._drain_scope = None
             session.in_flight = 0
             self._changed()
-        if session.flushed():
+        if session.wants_flushed and session.flushed():
             self.wake()
 
     def flush_soon(self) -> None:

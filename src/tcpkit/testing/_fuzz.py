@@ -1,0 +1,618 @@
+"""Fuzzing an app: :func:`fuzz_app`, and the two pieces it is made of.
+
+:func:`fuzz_scripts` is a hypothesis strategy of :class:`FuzzScript`: what a
+few clients send (valid frames, partial frames, junk, split anywhere) and how
+each one ends (half-close, reset, close), interleaved. :meth:`FuzzScript.run`
+plays one script against an app through :class:`~tcpkit.testing.TestServer`
+and checks that the app let no exception escape and that the server still
+serves a fresh client. :func:`fuzz_app` ties them together in a synchronous
+call that runs each example in its own event loop, for an ordinary test.
+
+This module imports hypothesis; :mod:`tcpkit.testing` imports it only when
+one of these names is first used, so hypothesis is never a runtime dependency.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import itertools
+import math
+import sys
+from collections import deque
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from contextlib import suppress
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, get_args
+
+import anyio
+import anyio.abc
+
+try:
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import seed as hypothesis_seed
+    from hypothesis import strategies as st
+except ImportError as exc:  # pragma: no cover - exercised in a test with hypothesis hidden
+    raise ImportError("tcpkit.testing.fuzz_app needs hypothesis: pip install hypothesis") from exc
+
+from ..codecs.base import Codec, Encoder
+from ..exceptions import EncodeError, FrameError
+from ._client import TestClient, TestServer, client_codec
+
+if TYPE_CHECKING:
+    from ..app import App
+
+__all__ = ["FuzzAction", "FuzzScript", "fuzz_app", "fuzz_scripts"]
+
+In = TypeVar("In")
+Out = TypeVar("Out")
+
+ActionKind = Literal["send", "eof", "reset", "close"]
+"""What a client does in one :class:`FuzzAction`."""
+
+Probe = Callable[[TestClient[Any, Any]], Awaitable[None]]
+"""An async check that a fresh client is served: it gets the client and raises if not."""
+
+MAX_STREAM = 32 * 1024
+"""The most bytes one fuzzed client sends: half a test connection's buffer, so a
+send never waits on a server that does not read (a full buffer would stall the
+script, not the app)."""
+
+DEFAULT_JUNK: st.SearchStrategy[bytes] = st.one_of(
+    st.sampled_from([b"\n", b"\r\n", b"\r", b"\x00", b":", b",", b" ", b"\xff"]),
+    st.binary(max_size=32),
+    st.text(max_size=32).map(lambda text: text.encode("utf-8", "surrogatepass")),
+)
+"""Junk bytes: separators of common framings, random bytes, and UTF-8 text."""
+
+_ENDINGS: tuple[ActionKind, ...] = ("eof", "reset", "close")
+_METHODS = {"eof": "send_eof", "reset": "reset", "close": "aclose"}
+_CLIENT_END = (anyio.EndOfStream, anyio.ClosedResourceError, anyio.BrokenResourceError)
+
+
+# -- scripts ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FuzzAction:
+    """One step of a :class:`FuzzScript`: what one client does.
+
+    Attributes:
+        client: which client acts (0, 1, ...). A client connects just before its
+            first action, and the server sees the clients in that order.
+        kind: ``"send"`` (``data``, raw: ``TestClient.send_bytes``), ``"eof"``
+            (half-close: ``send_eof``), ``"reset"`` (abortive close, read by the
+            server as ``ConnectionResetError``: ``reset``) or ``"close"``
+            (``aclose``). After ``"reset"`` or ``"close"`` the client does nothing.
+        data: the bytes a ``"send"`` sends.
+
+    Raises:
+        ValueError: an unknown ``kind``, a negative ``client``, or ``data``
+            with another kind than ``"send"``.
+    """
+
+    client: int
+    kind: ActionKind
+    data: bytes = b""
+
+    def __post_init__(self) -> None:
+        if self.kind not in get_args(ActionKind):
+            raise ValueError(f"unknown action kind {self.kind!r}")
+        if self.client < 0:
+            raise ValueError("client must be 0 or more")
+        if self.data and self.kind != "send":
+            raise ValueError(f"a {self.kind!r} action sends no data")
+
+    def code(self) -> str:
+        """This action as a line of a test (``await client0.send_bytes(b'...')``)."""
+        if self.kind == "send":
+            return f"await client{self.client}.send_bytes({self.data!r})"
+        return f"await client{self.client}.{_METHODS[self.kind]}()"
+
+
+@dataclass(frozen=True)
+class FuzzScript:
+    """What a few clients do to an app, in order: a fuzzing example.
+
+    :func:`fuzz_scripts` draws them; :meth:`run` plays one against an app.
+    ``str(script)`` (and :meth:`code`) is the same as ``TestClient`` calls, to
+    paste into a regression test.
+
+    Attributes:
+        actions: the steps, in order.
+    """
+
+    actions: tuple[FuzzAction, ...]
+
+    @property
+    def clients(self) -> int:
+        """How many clients act."""
+        return len({action.client for action in self.actions})
+
+    def code(self) -> str:
+        """The script as the body of a test: ``TestServer``, ``connect`` and client calls.
+
+        Clients left open by the script get ``send_eof()`` at the end, as
+        :meth:`run` does.
+        """
+        lines = ["async with TestServer(app) as server:"]
+        opened: list[int] = []
+        ended: set[int] = set()
+        for action in self.actions:
+            if action.client not in opened:
+                opened.append(action.client)
+                lines.append(f"    client{action.client} = await server.connect()")
+            lines.append(f"    {action.code()}")
+            if action.kind != "send":
+                ended.add(action.client)
+        lines += [f"    await client{n}.send_eof()" for n in opened if n not in ended]
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.code()
+
+    async def run(
+        self,
+        app: App[In, Out],
+        *,
+        probe: Callable[[TestClient[In, Out]], Awaitable[None]] | None = None,
+        timeout: float = 5.0,  # noqa: ASYNC109 (one bound for the whole example)
+    ) -> None:
+        """Play this script against ``app`` and check that the app survived it.
+
+        The app is served by a :class:`~tcpkit.testing.TestServer` (with
+        ``raise_app_exceptions``). Each client connects at its first action;
+        what the server sends is read (and dropped) as it comes. Then:
+
+        1. every client the script left open half-closes, and the server must
+           close each fuzzed connection;
+        2. ``server.connection_count`` must return to 0;
+        3. the server must still serve: a fresh client connects, and ``probe``
+           (given that client) must return; with no ``probe``, the fresh
+           client must be set up (``wait_connected``), then half-close and be
+           closed by the server;
+        4. ``server.connection_count`` must return to 0 again, and the app
+           shuts down.
+
+        At no point may the app let an exception escape (one tcpkit could only
+        log: a handler's exception that reached the default ``on_error``, or
+        one raised by ``on_error``, ``on_disconnect``, ``pre_connect``,
+        ``on_stopped``...). Errors caused by the peer (a ``FrameError``, a
+        reset) are expected and are not failures.
+
+        Args:
+            app: the app under test.
+            probe: an async check run with a fresh client after the fuzzed ones
+                ended (e.g. send a valid request, check the answer). It
+                replaces the default check of step 3.
+            timeout: seconds the whole run may take; past it the app is
+                reported stuck, with the step it was at.
+
+        Raises:
+            AssertionError: a check failed. The message says which, while doing
+                what, and shows the script as test code; the app's exception
+                (or the probe's) is the ``__cause__``.
+        """
+        runner = _Runner(app, self, probe, timeout)
+        try:
+            await runner.main()
+        except Exception as exc:  # raised by the app at shutdown
+            runner.failure = runner.failure or exc
+        if isinstance(runner.failure, _NotServing):
+            raise self._failure(app, str(runner.failure)) from runner.failure.__cause__
+        if runner.failure is not None:
+            raise self._failure(
+                app,
+                f"the app let an exception escape, one tcpkit could only log: "
+                f"{runner.failure!r} (seen while {runner.phase})",
+            ) from runner.failure
+        if runner.stuck:
+            raise self._failure(
+                app,
+                f"stuck {runner.phase} for {timeout} s "
+                "(a handler that never returns? a slow app needs a larger timeout)",
+            )
+
+    def _failure(self, app: App[Any, Any], problem: str) -> AssertionError:
+        body = "\n".join(f"    {line}" for line in self.code().splitlines())
+        return AssertionError(
+            f"fuzzing {app!r}: {problem}\n\nThe clients did (as TestClient calls):\n\n{body}\n"
+        )
+
+
+# -- running a script --------------------------------------------------------------
+
+
+class _NotServing(Exception):
+    """The server stopped serving (internal: :meth:`FuzzScript.run` reports it)."""
+
+
+class _Runner:
+    """One run of a script: the clients, their readers, the phase reached."""
+
+    def __init__(
+        self, app: App[Any, Any], script: FuzzScript, probe: Probe | None, timeout: float
+    ) -> None:
+        self.app = app
+        self.script = script
+        self.probe = probe
+        self.timeout = timeout
+        self.phase = "starting the app"
+        self.stuck = False
+        self.clients: dict[int, TestClient[Any, Any]] = {}
+        self.ended: set[int] = set()
+        self.error: Exception | None = None  # what a client's reader got
+        self.failure: Exception | None = None
+
+    async def main(self) -> None:
+        """Every step within the timeout; sets :attr:`failure` or :attr:`stuck`."""
+        deadline = anyio.current_time() + self.timeout
+        with anyio.CancelScope(deadline=deadline) as bound:  # starting and stopping
+            async with TestServer(self.app) as test_server:
+                bound.deadline = math.inf
+                with anyio.CancelScope(deadline=deadline) as steps:
+                    try:
+                        await self.steps(test_server)
+                    except Exception as exc:  # the first failure: the shutdown may raise more
+                        self.failure = exc
+                if self.failure is not None or steps.cancelled_caught:
+                    # What is stuck or broken must not hold the shutdown for its drain
+                    # time: end every connection now (a stuck on_disconnect has 5 s).
+                    self.stuck = steps.cancelled_caught
+                    test_server.server.abort()
+                    deadline = anyio.current_time() + self.timeout
+                else:
+                    self.phase = "shutting the app down"
+                bound.deadline = deadline
+        if bound.cancelled_caught:
+            self.stuck = True
+
+    async def steps(self, test_server: TestServer[Any, Any]) -> None:
+        await self.play(test_server)
+        if self.error is not None:
+            raise self.error
+        await self.until_no_connection(test_server, "after the fuzzed clients ended")
+        self.raise_pending()
+        await self.serve_fresh_client(test_server)
+        await self.until_no_connection(test_server, "after the fresh client ended")
+
+    async def play(self, test_server: TestServer[Any, Any]) -> None:
+        """The script's actions, with a reader per client; then the server ends each one."""
+        async with anyio.create_task_group() as tg:
+            self.phase = "running the script"
+            for action in self.script.actions:
+                client = self.clients.get(action.client)
+                if client is None:
+                    client = self.clients[action.client] = await test_server.connect()
+                    tg.start_soon(self.read, client, tg)
+                await self.act(client, action)
+            for n, client in self.clients.items():
+                if n not in self.ended:
+                    with suppress(*_CLIENT_END):
+                        await client.send_eof()
+            self.phase = "waiting for the server to close the fuzzed connections"
+
+    async def act(self, client: TestClient[Any, Any], action: FuzzAction) -> None:
+        if action.client in self.ended and action.kind != "eof":
+            return  # a closed client does nothing more
+        with suppress(*_CLIENT_END):  # the server may have closed it: fine
+            if action.kind == "send":
+                await client.send_bytes(action.data)
+                return
+            self.ended.add(action.client)
+            if action.kind == "eof":
+                await client.send_eof()
+            elif action.kind == "reset":
+                await client.reset()
+            else:
+                await client.aclose()
+
+    async def read(self, client: TestClient[Any, Any], tg: anyio.abc.TaskGroup) -> None:
+        """Read what the server sends until it closes; an app exception stops the run."""
+        try:
+            while True:
+                await client.receive_bytes(timeout=None)
+        except _CLIENT_END:
+            return
+        except Exception as exc:
+            if self.error is None:
+                self.error = exc
+            tg.cancel_scope.cancel()
+
+    def raise_pending(self) -> None:
+        """Raise an app exception recorded but not raised yet (a client's receive raises it)."""
+        for client in self.clients.values():
+            with suppress(anyio.WouldBlock, FrameError, *_CLIENT_END):
+                client.receive_nowait()
+            return
+
+    async def until_no_connection(self, test_server: TestServer[Any, Any], when: str) -> None:
+        self.phase = f"waiting for server.connection_count to return to 0 {when}"
+        delay = 0.0
+        while test_server.server.connection_count:
+            await anyio.sleep(delay)
+            delay = min(2 * delay or 0.0005, 0.01)
+
+    async def serve_fresh_client(self, test_server: TestServer[Any, Any]) -> None:
+        server = test_server.server
+        self.phase = "serving a fresh client after the fuzzed ones"
+        if server.closing:
+            raise _NotServing("the server is shutting down after the fuzzed clients")
+        if server.max_connections == 0:
+            raise _NotServing("server.max_connections is 0 after the fuzzed clients")
+        client = await test_server.connect()
+        try:
+            if self.probe is not None:
+                await self.probe(client)
+            else:
+                await self.default_probe(client)
+        except Exception as exc:
+            what = "the probe" if self.probe is not None else "a fresh client"
+            raise _NotServing(f"{what} failed after the fuzzed clients ended: {exc!r}") from exc
+        finally:
+            await client.aclose()
+
+    async def default_probe(self, client: TestClient[Any, Any]) -> None:
+        """The fresh client is set up, half-closes, and the server closes it."""
+        if self.app.handlers.acceptor is None:
+            await client.wait_connected(timeout=None)
+        await client.send_eof()
+        with suppress(*_CLIENT_END):
+            while True:
+                await client.receive_bytes(timeout=None)
+
+
+# -- drawing scripts ------------------------------------------------------------------
+
+
+def fuzz_scripts(
+    app: App[In, Any],
+    messages: st.SearchStrategy[In] | None = None,
+    *,
+    clients: int = 2,
+    junk: st.SearchStrategy[bytes] | None = None,
+    max_pieces: int = 8,
+) -> st.SearchStrategy[FuzzScript]:
+    """A hypothesis strategy of :class:`FuzzScript` for ``app``.
+
+    Each script has 1 to ``clients`` clients. Each client's byte stream is up
+    to ``max_pieces`` pieces, each one a valid frame (a message drawn from
+    ``messages``, encoded with the app's input codec), a partial frame (the
+    start of one), or junk; the stream is split into chunks anywhere, ends
+    with a half-close, a reset or a close, and the clients' actions are
+    interleaved. Hypothesis shrinks towards fewer clients, pieces and chunks,
+    valid frames, and half-closes.
+
+    Use it in your own ``@given`` test, with :meth:`FuzzScript.run`::
+
+        @given(script=fuzz_scripts(app, st.text()))
+        async def test_fuzz(script: FuzzScript) -> None:
+            await script.run(app)
+
+    Args:
+        app: the app whose clients are simulated (its input codec encodes the
+            frames: :func:`~tcpkit.testing.client_codec`).
+        messages: a strategy of messages the app's input codec can encode
+            (what its ``on_input`` receives). ``None``: junk only.
+        clients: the most clients in one script.
+        junk: a strategy of bytes that are not (necessarily) frames; default
+            :data:`DEFAULT_JUNK`, separators of common framings, random bytes
+            and UTF-8 text.
+        max_pieces: the most pieces in one client's stream. A stream is cut
+            at :data:`MAX_STREAM` bytes.
+
+    Raises:
+        ValueError: ``clients`` or ``max_pieces`` is below 1.
+    """
+    if clients < 1:
+        raise ValueError("clients must be at least 1")
+    if max_pieces < 1:
+        raise ValueError("max_pieces must be at least 1")
+    codec: Codec[Any, In] = client_codec(app)
+    return _scripts(codec, messages, DEFAULT_JUNK if junk is None else junk, clients, max_pieces)
+
+
+@st.composite
+def _scripts(
+    draw: st.DrawFn,
+    codec: Codec[Any, Any],
+    messages: st.SearchStrategy[Any] | None,
+    junk: st.SearchStrategy[bytes],
+    clients: int,
+    max_pieces: int,
+) -> FuzzScript:
+    count = draw(st.integers(1, clients), label="clients")
+    plans: list[deque[FuzzAction]] = []
+    for n in range(count):
+        stream = _stream(draw, codec.encoder(), messages, junk, max_pieces)
+        plans.append(deque(_chunks(draw, n, stream)))
+        plans[-1].append(FuzzAction(n, draw(st.sampled_from(_ENDINGS), label="ending")))
+    return FuzzScript(_interleave(draw, plans))
+
+
+def _stream(
+    draw: st.DrawFn,
+    encoder: Encoder[Any],
+    messages: st.SearchStrategy[Any] | None,
+    junk: st.SearchStrategy[bytes],
+    max_pieces: int,
+) -> bytes:
+    """One client's bytes: frames, partial frames and junk, in a drawn order."""
+    kinds = ("frame", "partial", "junk") if messages is not None else ("junk",)
+    stream = bytearray()
+    for kind in draw(st.lists(st.sampled_from(kinds), max_size=max_pieces), label="pieces"):
+        if kind == "junk" or messages is None:
+            stream += draw(junk, label="junk")
+            continue
+        message = draw(messages, label="message")
+        try:
+            frame = encoder.encode(message)
+        except EncodeError as exc:
+            raise ValueError(
+                f"the messages strategy drew {message!r}, which the app's input codec "
+                f"cannot encode: {exc}"
+            ) from exc
+        if kind == "partial" and len(frame) > 1:
+            frame = frame[: draw(st.integers(1, len(frame) - 1), label="cut")]
+        stream += frame
+    return bytes(stream[:MAX_STREAM])
+
+
+def _chunks(draw: st.DrawFn, client: int, stream: bytes) -> list[FuzzAction]:
+    """``stream`` split at drawn places, as send actions (no empty chunk)."""
+    cuts = draw(st.lists(st.integers(0, len(stream)), max_size=16), label="cuts")
+    bounds = sorted({0, len(stream), *cuts})
+    return [
+        FuzzAction(client, "send", stream[start:end])
+        for start, end in itertools.pairwise(bounds)
+        if end > start
+    ]
+
+
+def _interleave(draw: st.DrawFn, plans: Sequence[deque[FuzzAction]]) -> tuple[FuzzAction, ...]:
+    """The clients' actions merged in a drawn order (each client's own order kept)."""
+    actions: list[FuzzAction] = []
+    while active := [plan for plan in plans if plan]:
+        pick = draw(st.integers(0, len(active) - 1), label="next client") if len(active) > 1 else 0
+        actions.append(active[pick].popleft())
+    # Number the clients in the order they connect, as the server sees them.
+    order = {client: n for n, client in enumerate(dict.fromkeys(a.client for a in actions))}
+    return tuple(FuzzAction(order[a.client], a.kind, a.data) for a in actions)
+
+
+# -- the synchronous entry point --------------------------------------------------------
+
+Backend = str | tuple[str, Mapping[str, Any]]
+
+_BACKENDS: dict[str, tuple[str, dict[str, Any]]] = {
+    "asyncio": ("asyncio", {}),
+    "uvloop": ("asyncio", {"use_uvloop": True}),
+    "trio": ("trio", {}),
+}
+
+
+def fuzz_app(
+    app: App[In, Out],
+    messages: st.SearchStrategy[In] | None = None,
+    *,
+    probe: Callable[[TestClient[In, Out]], Awaitable[None]] | None = None,
+    clients: int = 2,
+    junk: st.SearchStrategy[bytes] | None = None,
+    max_pieces: int = 8,
+    backend: Backend = "asyncio",
+    max_examples: int | None = None,
+    seed: int | None = None,
+    timeout: float = 5.0,
+) -> None:
+    """Fuzz ``app`` with hypothesis: abusive clients must not break it.
+
+    Call it from an ordinary (synchronous) test::
+
+        def test_the_app_survives_fuzzing() -> None:
+            fuzz_app(app, st.text(max_size=20), backend="trio")
+
+    Each example is a :class:`FuzzScript` drawn by :func:`fuzz_scripts` (up
+    to ``clients`` clients sending valid frames, partial frames and junk, split
+    anywhere, ending with a half-close, a reset or a close) and played by
+    :meth:`FuzzScript.run` in a new event loop of ``backend``. It fails when
+    the app lets an exception escape, when the server does not close a
+    connection after its client's end, does not get back to no connection,
+    or does not serve a fresh client afterwards (``probe``). Hypothesis then
+    shrinks the script, and the ``AssertionError`` shows the smallest one as
+    ``TestClient`` calls, with the app's exception as its cause.
+
+    It runs its own event loops, so it cannot be called from an async test:
+    there, use :func:`fuzz_scripts` with ``@given`` and :meth:`FuzzScript.run`.
+
+    Args:
+        app: the app under test.
+        messages: a strategy of messages for the app's input codec (what its
+            ``on_input`` receives), for the valid frames; ``None``: junk only.
+        probe: an async check given a fresh client once the fuzzed clients
+            ended; it raises if the app does not serve it properly. Default: the
+            fresh client is set up, half-closes, and the server closes it.
+        clients: the most clients in one example.
+        junk: a strategy of junk bytes (see :func:`fuzz_scripts`).
+        max_pieces: the most frames and junk pieces one client sends.
+        backend: ``"asyncio"``, ``"uvloop"``, ``"trio"``, or anyio's
+            ``(name, options)`` pair (what an ``anyio_backend`` fixture gives).
+        max_examples: how many scripts to run; ``None`` keeps the current
+            hypothesis profile's setting.
+        seed: a fixed hypothesis seed, for a reproducible run.
+        timeout: seconds one example may take before the app is reported stuck.
+
+    Raises:
+        AssertionError: a check failed (see :meth:`FuzzScript.run`), for the
+            smallest script hypothesis found.
+        RuntimeError: called from a running event loop.
+        ValueError: an unknown ``backend``, or ``clients``/``max_pieces`` below 1.
+    """
+    name, options = _backend(backend)
+    _refuse_running_loop()
+    scripts = fuzz_scripts(app, messages, clients=clients, junk=junk, max_pieces=max_pieces)
+    run = functools.partial(_run_one, app, probe, timeout, name, options)
+
+    def fuzz_example(script: FuzzScript) -> None:
+        run(script)
+
+    # Hypothesis keys its example database on the test function: the app and the
+    # backend in the key give each its own saved failures (as check_codec does).
+    key = f"{app!r} {name} {sorted(options.items())} {messages!r}".encode()
+    fuzz_example._hypothesis_internal_add_digest = key  # type: ignore[attr-defined]
+    test = _settings(max_examples)(given(script=scripts)(fuzz_example))
+    if seed is not None:
+        test = hypothesis_seed(seed)(test)
+    test()
+
+
+def _run_one(
+    app: App[In, Out],
+    probe: Callable[[TestClient[In, Out]], Awaitable[None]] | None,
+    timeout: float,
+    backend: str,
+    options: dict[str, Any],
+    script: FuzzScript,
+) -> None:
+    play = functools.partial(script.run, app, probe=probe, timeout=timeout)
+    anyio.run(play, backend=backend, backend_options=options)
+
+
+def _backend(backend: Backend) -> tuple[str, dict[str, Any]]:
+    if isinstance(backend, str):
+        if backend not in _BACKENDS:
+            raise ValueError(f"unknown backend {backend!r}; choose among {', '.join(_BACKENDS)}")
+        name, options = _BACKENDS[backend]
+        return name, dict(options)
+    name, given_options = backend
+    if name not in ("asyncio", "trio"):
+        raise ValueError(f"unknown backend {name!r}; anyio's backends are 'asyncio' and 'trio'")
+    return name, dict(given_options)
+
+
+def _refuse_running_loop() -> None:
+    library = None
+    with suppress(RuntimeError):
+        asyncio.get_running_loop()
+        library = "asyncio"
+    trio = sys.modules.get("trio")
+    if trio is not None and trio.lowlevel.in_trio_run():
+        library = "trio"
+    if library is not None:
+        raise RuntimeError(
+            f"fuzz_app runs an event loop per example and cannot run inside {library}'s: "
+            "call it from a synchronous test, or use fuzz_scripts() with @given and "
+            "`await script.run(app)` in an async one"
+        )
+
+
+def _settings(max_examples: int | None) -> settings:
+    parent = settings()  # the current profile
+    checks = [*parent.suppress_health_check, HealthCheck.too_slow, HealthCheck.data_too_large]
+    options: dict[str, Any] = {
+        "deadline": None,
+        "suppress_health_check": checks,
+        "report_multiple_bugs": False,  # one AssertionError, the smallest script
+    }
+    if max_examples is not None:
+        options["max_examples"] = max_examples
+    return settings(parent, **options)

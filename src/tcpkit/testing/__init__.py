@@ -21,10 +21,11 @@ from ._memory import MemoryByteStream, MemoryListener, memory_stream_pair
 
 if TYPE_CHECKING:
     from ._codecs import check_codec
-    from ._fuzz import FuzzAction, FuzzScript, fuzz_app, fuzz_scripts
+    from ._fuzz import FuzzAction, FuzzFailure, FuzzScript, fuzz_app, fuzz_scripts
 
 __all__ = [
     "FuzzAction",
+    "FuzzFailure",
     "FuzzScript",
     "LiveServer",
     "MemoryByteStream",
@@ -40,7 +41,7 @@ __all__ = [
 ]
 
 
-_FUZZ_NAMES = frozenset({"FuzzAction", "FuzzScript", "fuzz_app", "fuzz_scripts"})
+_FUZZ_NAMES = frozenset({"FuzzAction", "FuzzFailure", "FuzzScript", "fuzz_app", "fuzz_scripts"})
 
 
 def __getattr__(name: str) -> Any:

@@ -19,17 +19,17 @@ import functools
 import itertools
 import math
 import sys
-from collections import deque
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal, TypeVar, get_args
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, TypeVar, get_args
 
 import anyio
 import anyio.abc
+import anyio.lowlevel
 
 try:
-    from hypothesis import HealthCheck, given, settings
+    from hypothesis import HealthCheck, Phase, given, settings
     from hypothesis import seed as hypothesis_seed
     from hypothesis import strategies as st
 except ImportError as exc:  # pragma: no cover - exercised in a test with hypothesis hidden
@@ -42,12 +42,12 @@ from ._client import TestClient, TestServer, client_codec
 if TYPE_CHECKING:
     from ..app import App
 
-__all__ = ["FuzzAction", "FuzzScript", "fuzz_app", "fuzz_scripts"]
+__all__ = ["FuzzAction", "FuzzFailure", "FuzzScript", "fuzz_app", "fuzz_scripts"]
 
 In = TypeVar("In")
 Out = TypeVar("Out")
 
-ActionKind = Literal["send", "eof", "reset", "close"]
+ActionKind = Literal["send", "wait", "eof", "reset", "close"]
 """What a client does in one :class:`FuzzAction`."""
 
 Probe = Callable[[TestClient[Any, Any]], Awaitable[None]]
@@ -65,8 +65,15 @@ DEFAULT_JUNK: st.SearchStrategy[bytes] = st.one_of(
 )
 """Junk bytes: separators of common framings, random bytes, and UTF-8 text."""
 
-_ENDINGS: tuple[ActionKind, ...] = ("eof", "reset", "close")
+_ENDINGS: tuple[ActionKind, ...] = ("eof", "close", "reset")
+MAX_REDUCE_RUNS = 200
+"""The most runs :func:`fuzz_app` spends making hypothesis' smallest failing script smaller."""
+
+WAIT_TURNS = 10
+"""Scheduler turns a ``"wait"`` action gives the server: enough for it to read and
+handle what it got (it takes two or three)."""
 _METHODS = {"eof": "send_eof", "reset": "reset", "close": "aclose"}
+_ENDS = frozenset(_METHODS)
 _CLIENT_END = (anyio.EndOfStream, anyio.ClosedResourceError, anyio.BrokenResourceError)
 
 
@@ -80,8 +87,10 @@ class FuzzAction:
     Attributes:
         client: which client acts (0, 1, ...). A client connects just before its
             first action, and the server sees the clients in that order.
-        kind: ``"send"`` (``data``, raw: ``TestClient.send_bytes``), ``"eof"``
-            (half-close: ``send_eof``), ``"reset"`` (abortive close, read by the
+        kind: ``"send"`` (``data``, raw: ``TestClient.send_bytes``),
+            ``"wait"`` (:data:`WAIT_TURNS` scheduler turns, in which the server
+            handles what it got), ``"eof"`` (half-close: ``send_eof``; the
+            client sends nothing more), ``"reset"`` (abortive close, read by the
             server as ``ConnectionResetError``: ``reset``) or ``"close"``
             (``aclose``). After ``"reset"`` or ``"close"`` the client does nothing.
         data: the bytes a ``"send"`` sends.
@@ -104,9 +113,14 @@ class FuzzAction:
             raise ValueError(f"a {self.kind!r} action sends no data")
 
     def code(self) -> str:
-        """This action as a line of a test (``await client0.send_bytes(b'...')``)."""
+        """This action as test code (``await client0.send_bytes(b'...')``)."""
         if self.kind == "send":
             return f"await client{self.client}.send_bytes({self.data!r})"
+        if self.kind == "wait":
+            return (
+                f"for _ in range({WAIT_TURNS}):  # the server catches up\n"
+                "    await anyio.lowlevel.checkpoint()"
+            )
         return f"await client{self.client}.{_METHODS[self.kind]}()"
 
 
@@ -142,10 +156,12 @@ class FuzzScript:
             if action.client not in opened:
                 opened.append(action.client)
                 lines.append(f"    client{action.client} = await server.connect()")
-            lines.append(f"    {action.code()}")
-            if action.kind != "send":
+            lines += [f"    {line}" for line in action.code().splitlines()]
+            if action.kind in _ENDS:
                 ended.add(action.client)
         lines += [f"    await client{n}.send_eof()" for n in opened if n not in ended]
+        if not opened:
+            lines.append("    pass")
         return "\n".join(lines)
 
     def __str__(self) -> str:
@@ -189,35 +205,85 @@ class FuzzScript:
                 reported stuck, with the step it was at.
 
         Raises:
-            AssertionError: a check failed. The message says which, while doing
-                what, and shows the script as test code; the app's exception
-                (or the probe's) is the ``__cause__``.
+            FuzzFailure: a check failed (an ``AssertionError``). The message says
+                which, while doing what, and shows the script as test code; the
+                app's exception (or the probe's) is the ``__cause__``.
         """
         runner = _Runner(app, self, probe, timeout)
         try:
             await runner.main()
         except Exception as exc:  # raised by the app at shutdown
             runner.failure = runner.failure or exc
-        if isinstance(runner.failure, _NotServing):
-            raise self._failure(app, str(runner.failure)) from runner.failure.__cause__
-        if runner.failure is not None:
-            raise self._failure(
-                app,
-                f"the app let an exception escape, one tcpkit could only log: "
-                f"{runner.failure!r} (seen while {runner.phase})",
-            ) from runner.failure
-        if runner.stuck:
-            raise self._failure(
-                app,
-                f"stuck {runner.phase} for {timeout} s "
-                "(a handler that never returns? a slow app needs a larger timeout)",
+        failure = runner.failure
+        fresh = _fresh_client_code(probe) if runner.fresh_client else ""
+        if isinstance(failure, _NotServing):
+            raise FuzzFailure(app, self, "not serving", str(failure), fresh) from failure.__cause__
+        if failure is not None:
+            problem = (
+                f"the app let an exception escape, one tcpkit could only log: {failure!r} "
+                f"(seen while {runner.phase})"
             )
+            raise FuzzFailure(app, self, "exception", problem, fresh) from failure
+        if runner.stuck:
+            problem = (
+                f"stuck {runner.phase} for {timeout} s "
+                "(a handler that never returns? a slow app needs a larger timeout)"
+            )
+            raise FuzzFailure(app, self, "stuck", problem, fresh)
 
-    def _failure(self, app: App[Any, Any], problem: str) -> AssertionError:
-        body = "\n".join(f"    {line}" for line in self.code().splitlines())
-        return AssertionError(
-            f"fuzzing {app!r}: {problem}\n\nThe clients did (as TestClient calls):\n\n{body}\n"
+
+def _fresh_client_code(probe: Probe | None) -> str:
+    """The fresh client of :meth:`FuzzScript.run`, as test code."""
+    if probe is None:
+        return (
+            "fresh = await server.connect()  # the default probe:\n"
+            "await fresh.wait_connected()\n"
+            "await fresh.send_eof()\n"
+            "async for _ in fresh: ..."
         )
+    name = getattr(probe, "__name__", "probe")
+    return f"fresh = await server.connect()\nawait {name}(fresh)  # the probe"
+
+
+FailureKind = Literal["exception", "stuck", "not serving"]
+"""What a :class:`FuzzFailure` found."""
+
+
+class FuzzFailure(AssertionError):
+    """A fuzzing check failed: :meth:`FuzzScript.run` and :func:`fuzz_app` raise it.
+
+    Its message says what failed and shows the script as test code; the app's
+    exception (or the probe's) is its ``__cause__``.
+
+    Attributes:
+        script: the script that made it fail.
+        kind: ``"exception"`` (the app let one escape), ``"stuck"`` (a step did
+            not finish within the timeout) or ``"not serving"`` (the server
+            stopped serving, or the probe failed).
+        problem: what failed, in words.
+    """
+
+    def __init__(
+        self,
+        app: App[Any, Any],
+        script: FuzzScript,
+        kind: FailureKind,
+        problem: str,
+        fresh_client: str = "",
+    ) -> None:
+        code = script.code()
+        if fresh_client:  # it failed while (or after) the fresh client was served
+            code = code.rsplit("\n", 1)[0] if code.endswith("    pass") else code
+            code += "".join(f"\n    {line}" for line in fresh_client.splitlines())
+        body = "".join(f"\n    {line}" for line in code.splitlines())
+        super().__init__(f"fuzzing {app!r}: {problem}\n\nThe clients did:\n{body}\n")
+        self.script = script
+        self.kind = kind
+        self.problem = problem
+
+    def same_as(self, other: FuzzFailure) -> bool:
+        """Whether ``other`` is the same failure: same kind, same type of cause."""
+        return self.kind == other.kind and type(self.__cause__) is type(other.__cause__)
 
 
 # -- running a script --------------------------------------------------------------
@@ -239,8 +305,10 @@ class _Runner:
         self.timeout = timeout
         self.phase = "starting the app"
         self.stuck = False
+        self.fresh_client = False  # the fresh client's step was reached
         self.clients: dict[int, TestClient[Any, Any]] = {}
-        self.ended: set[int] = set()
+        self.half_closed: set[int] = set()
+        self.closed: set[int] = set()
         self.error: Exception | None = None  # what a client's reader got
         self.failure: Exception | None = None
 
@@ -272,7 +340,9 @@ class _Runner:
         if self.error is not None:
             raise self.error
         await self.until_no_connection(test_server, "after the fuzzed clients ended")
-        self.raise_pending()
+        for client in self.clients.values():
+            _raise_pending(client)  # what the app raised as the last ones ended
+        self.fresh_client = True
         await self.serve_fresh_client(test_server)
         await self.until_no_connection(test_server, "after the fresh client ended")
 
@@ -287,25 +357,27 @@ class _Runner:
                     tg.start_soon(self.read, client, tg)
                 await self.act(client, action)
             for n, client in self.clients.items():
-                if n not in self.ended:
+                if n not in self.closed and n not in self.half_closed:
                     with suppress(*_CLIENT_END):
                         await client.send_eof()
             self.phase = "waiting for the server to close the fuzzed connections"
 
     async def act(self, client: TestClient[Any, Any], action: FuzzAction) -> None:
-        if action.client in self.ended and action.kind != "eof":
+        if action.client in self.closed:
             return  # a closed client does nothing more
+        if action.kind == "wait":
+            for _ in range(WAIT_TURNS):
+                await anyio.lowlevel.checkpoint()
+            return
         with suppress(*_CLIENT_END):  # the server may have closed it: fine
             if action.kind == "send":
                 await client.send_bytes(action.data)
-                return
-            self.ended.add(action.client)
-            if action.kind == "eof":
+            elif action.kind == "eof":
+                self.half_closed.add(action.client)
                 await client.send_eof()
-            elif action.kind == "reset":
-                await client.reset()
             else:
-                await client.aclose()
+                self.closed.add(action.client)
+                await (client.reset() if action.kind == "reset" else client.aclose())
 
     async def read(self, client: TestClient[Any, Any], tg: anyio.abc.TaskGroup) -> None:
         """Read what the server sends until it closes; an app exception stops the run."""
@@ -318,13 +390,6 @@ class _Runner:
             if self.error is None:
                 self.error = exc
             tg.cancel_scope.cancel()
-
-    def raise_pending(self) -> None:
-        """Raise an app exception recorded but not raised yet (a client's receive raises it)."""
-        for client in self.clients.values():
-            with suppress(anyio.WouldBlock, FrameError, *_CLIENT_END):
-                client.receive_nowait()
-            return
 
     async def until_no_connection(self, test_server: TestServer[Any, Any], when: str) -> None:
         self.phase = f"waiting for server.connection_count to return to 0 {when}"
@@ -342,24 +407,41 @@ class _Runner:
             raise _NotServing("server.max_connections is 0 after the fuzzed clients")
         client = await test_server.connect()
         try:
-            if self.probe is not None:
-                await self.probe(client)
-            else:
+            if self.probe is None:
                 await self.default_probe(client)
-        except Exception as exc:
-            what = "the probe" if self.probe is not None else "a fresh client"
-            raise _NotServing(f"{what} failed after the fuzzed clients ended: {exc!r}") from exc
+                return
+            try:
+                await self.probe(client)
+            except Exception as exc:
+                raise _NotServing(
+                    f"the probe failed after the fuzzed clients ended: {exc!r}"
+                ) from exc
         finally:
             await client.aclose()
 
     async def default_probe(self, client: TestClient[Any, Any]) -> None:
-        """The fresh client is set up, half-closes, and the server closes it."""
+        """The fresh client is set up, half-closes, and the server closes it.
+
+        What the app raises meanwhile comes out as itself (an escaped exception).
+        """
         if self.app.handlers.acceptor is None:
-            await client.wait_connected(timeout=None)
+            _raise_pending(client)  # so that a RuntimeError below is the client's
+            try:
+                await client.wait_connected(timeout=None)
+            except RuntimeError as exc:  # rejected, or closed during its setup
+                raise _NotServing(
+                    f"a fresh client was not served after the fuzzed clients ended: {exc}"
+                ) from exc
         await client.send_eof()
         with suppress(*_CLIENT_END):
             while True:
                 await client.receive_bytes(timeout=None)
+
+
+def _raise_pending(client: TestClient[Any, Any]) -> None:
+    """Raise an app exception recorded but not raised yet (a client's receive raises it)."""
+    with suppress(anyio.WouldBlock, FrameError, *_CLIENT_END):
+        client.receive_nowait()
 
 
 # -- drawing scripts ------------------------------------------------------------------
@@ -371,17 +453,19 @@ def fuzz_scripts(
     *,
     clients: int = 2,
     junk: st.SearchStrategy[bytes] | None = None,
-    max_pieces: int = 8,
+    max_steps: int = 12,
 ) -> st.SearchStrategy[FuzzScript]:
     """A hypothesis strategy of :class:`FuzzScript` for ``app``.
 
-    Each script has 1 to ``clients`` clients. Each client's byte stream is up
-    to ``max_pieces`` pieces, each one a valid frame (a message drawn from
-    ``messages``, encoded with the app's input codec), a partial frame (the
-    start of one), or junk; the stream is split into chunks anywhere, ends
-    with a half-close, a reset or a close, and the clients' actions are
-    interleaved. Hypothesis shrinks towards fewer clients, pieces and chunks,
-    valid frames, and half-closes.
+    A script is a list of up to ``max_steps`` steps, each one by one of up to
+    ``clients`` clients: sending a piece, or ending (a half-close, a reset or
+    a close; a client that does not end half-closes after the last step). A
+    piece is a valid frame (a message drawn from ``messages``, encoded with
+    the app's input codec by that client's encoder) three times in five, else
+    a partial frame (the start of one) or junk; it is sent in two writes cut
+    anywhere, the server catching up (a ``"wait"``) between them or not.
+    Hypothesis shrinks towards fewer steps, client 0, valid frames and
+    simpler messages, and no ends.
 
     Use it in your own ``@given`` test, with :meth:`FuzzScript.run`::
 
@@ -394,90 +478,116 @@ def fuzz_scripts(
             frames: :func:`~tcpkit.testing.client_codec`).
         messages: a strategy of messages the app's input codec can encode
             (what its ``on_input`` receives). ``None``: junk only.
-        clients: the most clients in one script.
+        clients: how many clients a script may use.
         junk: a strategy of bytes that are not (necessarily) frames; default
             :data:`DEFAULT_JUNK`, separators of common framings, random bytes
             and UTF-8 text.
-        max_pieces: the most pieces in one client's stream. A stream is cut
-            at :data:`MAX_STREAM` bytes.
+        max_steps: the most steps in one script. A client sends at most
+            :data:`MAX_STREAM` bytes.
 
     Raises:
-        ValueError: ``clients`` or ``max_pieces`` is below 1.
+        ValueError: ``clients`` or ``max_steps`` is below 1.
     """
     if clients < 1:
         raise ValueError("clients must be at least 1")
-    if max_pieces < 1:
-        raise ValueError("max_pieces must be at least 1")
+    if max_steps < 1:
+        raise ValueError("max_steps must be at least 1")
     codec: Codec[Any, In] = client_codec(app)
-    return _scripts(codec, messages, DEFAULT_JUNK if junk is None else junk, clients, max_pieces)
+    steps = _steps(messages, DEFAULT_JUNK if junk is None else junk, clients)
+    return st.lists(steps, min_size=1, max_size=max_steps).map(
+        lambda drawn: _ScriptBuilder(codec).build(drawn)
+    )
 
 
-@st.composite
-def _scripts(
-    draw: st.DrawFn,
-    codec: Codec[Any, Any],
-    messages: st.SearchStrategy[Any] | None,
-    junk: st.SearchStrategy[bytes],
-    clients: int,
-    max_pieces: int,
-) -> FuzzScript:
-    count = draw(st.integers(1, clients), label="clients")
-    plans: list[deque[FuzzAction]] = []
-    for n in range(count):
-        stream = _stream(draw, codec.encoder(), messages, junk, max_pieces)
-        plans.append(deque(_chunks(draw, n, stream)))
-        plans[-1].append(FuzzAction(n, draw(st.sampled_from(_ENDINGS), label="ending")))
-    return FuzzScript(_interleave(draw, plans))
+class _Piece(NamedTuple):
+    """A step: a client sends a piece of its stream."""
+
+    client: int
+    kind: str  # "frame", "partial" or "junk"
+    content: Any  # the message (a frame, a partial frame) or the junk bytes
+    split: int  # the piece goes in two writes, cut after `split` bytes,
+    wait: bool  # with a wait between them or not
+    cut: int = 0  # a partial frame is its first `cut` bytes (all but one at most)
 
 
-def _stream(
-    draw: st.DrawFn,
-    encoder: Encoder[Any],
-    messages: st.SearchStrategy[Any] | None,
-    junk: st.SearchStrategy[bytes],
-    max_pieces: int,
-) -> bytes:
-    """One client's bytes: frames, partial frames and junk, in a drawn order."""
-    kinds = ("frame", "partial", "junk") if messages is not None else ("junk",)
-    stream = bytearray()
-    for kind in draw(st.lists(st.sampled_from(kinds), max_size=max_pieces), label="pieces"):
-        if kind == "junk" or messages is None:
-            stream += draw(junk, label="junk")
-            continue
-        message = draw(messages, label="message")
+class _End(NamedTuple):
+    """A step: a client ends (``"eof"``, ``"close"`` or ``"reset"``)."""
+
+    client: int
+    kind: ActionKind
+
+
+def _steps(
+    messages: st.SearchStrategy[Any] | None, junk: st.SearchStrategy[bytes], clients: int
+) -> st.SearchStrategy[_Piece | _End]:
+    client = st.integers(0, clients - 1)
+    split = st.integers(0, 64)
+    junks = st.builds(_Piece, client, st.just("junk"), junk, split, st.booleans())
+    ends = st.builds(_End, client, st.sampled_from(_ENDINGS))
+    if messages is None:
+        return st.one_of(junks, junks, junks, ends)
+    frames = st.builds(_Piece, client, st.just("frame"), messages, split, st.booleans())
+    partials = st.builds(
+        _Piece, client, st.just("partial"), messages, split, st.booleans(), st.integers(1, 256)
+    )
+    # Small steps of a few kinds shrink well. Valid frames half of the time, to get
+    # past the framing often: junk that does not decode usually ends its connection.
+    return st.one_of(frames, frames, frames, partials, junks, ends)
+
+
+class _ScriptBuilder:
+    """Turns drawn steps into a script: frames encoded, clients numbered as they connect."""
+
+    def __init__(self, codec: Codec[Any, Any]) -> None:
+        self.codec = codec
+        self.encoders: dict[int, Encoder[Any]] = {}
+        self.sent: dict[int, int] = {}
+        self.ended: set[int] = set()
+        self.numbers: dict[int, int] = {}
+        self.actions: list[FuzzAction] = []
+
+    def build(self, steps: list[_Piece | _End]) -> FuzzScript:
+        for step in steps:
+            if step.client in self.ended:
+                continue  # an ended client does nothing more
+            if isinstance(step, _End):
+                self.ended.add(step.client)
+                self.act(step.client, step.kind)
+            else:
+                self.send(step)
+        if not self.actions:  # what was drawn sends nothing: a client that just leaves
+            self.act(0, "eof")
+        return FuzzScript(tuple(self.actions))
+
+    def act(self, client: int, kind: ActionKind, data: bytes = b"") -> None:
+        number = self.numbers.setdefault(client, len(self.numbers))
+        self.actions.append(FuzzAction(number, kind, data))
+
+    def send(self, piece: _Piece) -> None:
+        sent = self.sent.get(piece.client, 0)
+        data = self.encode(piece)[: MAX_STREAM - sent]
+        self.sent[piece.client] = sent + len(data)
+        first, rest = data[: piece.split], data[piece.split :]
+        if first:
+            self.act(piece.client, "send", first)
+        if piece.wait:
+            self.act(piece.client, "wait")
+        if rest:
+            self.act(piece.client, "send", rest)
+
+    def encode(self, piece: _Piece) -> bytes:
+        if piece.kind == "junk":
+            data: bytes = piece.content
+            return data
+        encoder = self.encoders.setdefault(piece.client, self.codec.encoder())
         try:
-            frame = encoder.encode(message)
+            frame = encoder.encode(piece.content)
         except EncodeError as exc:
             raise ValueError(
-                f"the messages strategy drew {message!r}, which the app's input codec "
-                f"cannot encode: {exc}"
+                f"the messages strategy drew {piece.content!r}, which the app's input "
+                f"codec cannot encode: {exc}"
             ) from exc
-        if kind == "partial" and len(frame) > 1:
-            frame = frame[: draw(st.integers(1, len(frame) - 1), label="cut")]
-        stream += frame
-    return bytes(stream[:MAX_STREAM])
-
-
-def _chunks(draw: st.DrawFn, client: int, stream: bytes) -> list[FuzzAction]:
-    """``stream`` split at drawn places, as send actions (no empty chunk)."""
-    cuts = draw(st.lists(st.integers(0, len(stream)), max_size=16), label="cuts")
-    bounds = sorted({0, len(stream), *cuts})
-    return [
-        FuzzAction(client, "send", stream[start:end])
-        for start, end in itertools.pairwise(bounds)
-        if end > start
-    ]
-
-
-def _interleave(draw: st.DrawFn, plans: Sequence[deque[FuzzAction]]) -> tuple[FuzzAction, ...]:
-    """The clients' actions merged in a drawn order (each client's own order kept)."""
-    actions: list[FuzzAction] = []
-    while active := [plan for plan in plans if plan]:
-        pick = draw(st.integers(0, len(active) - 1), label="next client") if len(active) > 1 else 0
-        actions.append(active[pick].popleft())
-    # Number the clients in the order they connect, as the server sees them.
-    order = {client: n for n, client in enumerate(dict.fromkeys(a.client for a in actions))}
-    return tuple(FuzzAction(order[a.client], a.kind, a.data) for a in actions)
+        return frame[: min(piece.cut, len(frame) - 1)] if piece.kind == "partial" else frame
 
 
 # -- the synchronous entry point --------------------------------------------------------
@@ -498,7 +608,7 @@ def fuzz_app(
     probe: Callable[[TestClient[In, Out]], Awaitable[None]] | None = None,
     clients: int = 2,
     junk: st.SearchStrategy[bytes] | None = None,
-    max_pieces: int = 8,
+    max_steps: int = 12,
     backend: Backend = "asyncio",
     max_examples: int | None = None,
     seed: int | None = None,
@@ -533,7 +643,7 @@ def fuzz_app(
             fresh client is set up, half-closes, and the server closes it.
         clients: the most clients in one example.
         junk: a strategy of junk bytes (see :func:`fuzz_scripts`).
-        max_pieces: the most frames and junk pieces one client sends.
+        max_steps: the most steps (pieces sent, ends) in one example.
         backend: ``"asyncio"``, ``"uvloop"``, ``"trio"``, or anyio's
             ``(name, options)`` pair (what an ``anyio_backend`` fixture gives).
         max_examples: how many scripts to run; ``None`` keeps the current
@@ -545,15 +655,20 @@ def fuzz_app(
         AssertionError: a check failed (see :meth:`FuzzScript.run`), for the
             smallest script hypothesis found.
         RuntimeError: called from a running event loop.
-        ValueError: an unknown ``backend``, or ``clients``/``max_pieces`` below 1.
+        ValueError: an unknown ``backend``, or ``clients``/``max_steps`` below 1.
     """
     name, options = _backend(backend)
     _refuse_running_loop()
-    scripts = fuzz_scripts(app, messages, clients=clients, junk=junk, max_pieces=max_pieces)
+    scripts = fuzz_scripts(app, messages, clients=clients, junk=junk, max_steps=max_steps)
     run = functools.partial(_run_one, app, probe, timeout, name, options)
+    failures: list[FuzzFailure] = []
 
     def fuzz_example(script: FuzzScript) -> None:
-        run(script)
+        try:
+            run(script)
+        except FuzzFailure as failure:
+            failures.append(failure)
+            raise
 
     # Hypothesis keys its example database on the test function: the app and the
     # backend in the key give each its own saved failures (as check_codec does).
@@ -562,7 +677,58 @@ def fuzz_app(
     test = _settings(max_examples)(given(script=scripts)(fuzz_example))
     if seed is not None:
         test = hypothesis_seed(seed)(test)
-    test()
+    try:
+        test()
+    except FuzzFailure as failure:
+        if not failures or failures[-1] is not failure or failure.kind == "stuck":
+            raise
+        raise _reduced(failure, run) from failure.__cause__
+
+
+def _reduced(failure: FuzzFailure, run: Callable[[FuzzScript], None]) -> FuzzFailure:
+    """``failure`` with a smaller script if one fails the same way.
+
+    Hypothesis' shrinking can stop on a script with a step too many (its steps
+    are many choices each); this drops single actions and joins a client's
+    consecutive sends while the failure stays the same, as delta debugging
+    does. At most :data:`MAX_REDUCE_RUNS` runs.
+    """
+    runs = 0
+    smaller = True
+    while smaller and runs < MAX_REDUCE_RUNS:
+        smaller = False
+        for candidate in _candidates(failure.script):
+            runs += 1
+            try:
+                run(candidate)
+            except FuzzFailure as other:
+                if other.same_as(failure):
+                    failure, smaller = other, True
+                    break
+            if runs >= MAX_REDUCE_RUNS:
+                break
+    return failure
+
+
+def _candidates(script: FuzzScript) -> Iterator[FuzzScript]:
+    """Scripts one step smaller than ``script``: an action dropped, two sends joined."""
+    actions = script.actions
+    for i in range(len(actions) if len(actions) > 1 else 0):  # one client at least
+        yield _renumbered(actions[:i] + actions[i + 1 :])
+    for i, (first, second) in enumerate(itertools.pairwise(actions)):
+        if first.kind == second.kind == "send" and first.client == second.client:
+            joined = FuzzAction(first.client, "send", first.data + second.data)
+            yield FuzzScript((*actions[:i], joined, *actions[i + 2 :]))
+
+
+def _renumbered(actions: Sequence[FuzzAction]) -> FuzzScript:
+    """The script of ``actions``, its clients numbered in the order they connect."""
+    numbers: dict[int, int] = {}
+    return FuzzScript(
+        tuple(
+            FuzzAction(numbers.setdefault(a.client, len(numbers)), a.kind, a.data) for a in actions
+        )
+    )
 
 
 def _run_one(
@@ -612,6 +778,9 @@ def _settings(max_examples: int | None) -> settings:
         "deadline": None,
         "suppress_health_check": checks,
         "report_multiple_bugs": False,  # one AssertionError, the smallest script
+        # The explain phase varies the shrunk script to comment on it: a script
+        # already reads as what the clients did, and it would cost many more runs.
+        "phases": [phase for phase in parent.phases if phase is not Phase.explain],
     }
     if max_examples is not None:
         options["max_examples"] = max_examples

@@ -106,7 +106,7 @@ def double(conn: Connection[str, str], line: str) -> None:
 def test_a_handler_exception_is_found_with_the_smallest_script(backend: str) -> None:
     if backend == "uvloop":
         pytest.importorskip("uvloop")
-    failure = failure_of(calc, backend=backend, max_examples=50)
+    failure = failure_of(calc, backend=backend, max_examples=200)
     assert failure.kind == "exception"
     assert isinstance(failure.__cause__, ValueError)
     assert failure.script == FuzzScript((FuzzAction(0, "send", b"\n"),))
@@ -122,7 +122,7 @@ def test_a_handler_exception_is_found_with_the_smallest_script(backend: str) -> 
 
 
 def test_the_report_is_a_regression_test_that_reproduces_the_bug() -> None:
-    failure = failure_of(calc, st.text(max_size=5), max_examples=50)
+    failure = failure_of(calc, st.text(max_size=5), max_examples=200)
     namespace: dict[str, Any] = {"TestServer": TestServer, "app": calc, "anyio": anyio}
     body = "\n".join(f"    {line}" for line in failure.script.code().splitlines())
     exec(f"async def regression():\n{body}\n", namespace)
@@ -191,7 +191,7 @@ def echo_block(conn: Connection[bytes, bytes], block: bytes) -> None:
 
 @pytest.mark.parametrize("backend", ["asyncio", "trio"])
 def test_a_decoder_that_crashes_is_found(backend: str) -> None:
-    failure = failure_of(counted, st.binary(max_size=10), backend=backend, max_examples=50)
+    failure = failure_of(counted, st.binary(max_size=10), backend=backend, max_examples=200)
     assert isinstance(failure.__cause__, ValueError)
     # Shrunk to a few bytes that end in a length that is not a number: b":", b"1:0:"...
     (send,) = [action for action in failure.script.actions if action.kind == "send"]
@@ -281,7 +281,7 @@ def obey(conn: Connection[str, str], line: str) -> None:
 @pytest.mark.parametrize("backend", ["asyncio", "trio"])
 def test_a_client_that_stops_the_server_is_found(backend: str) -> None:
     lines = st.sampled_from(["hi", "shutdown"])
-    failure = failure_of(quitter, lines, backend=backend, max_examples=50)
+    failure = failure_of(quitter, lines, backend=backend, max_examples=200)
     assert failure.kind == "not serving"
     assert "the server is shutting down after the fuzzed clients" in str(failure)
     assert failure.script == FuzzScript((FuzzAction(0, "send", b"shutdown\r\n"),))
@@ -314,7 +314,7 @@ def ban(conn: Connection[str, str], line: str) -> None:
 
 
 def test_the_default_probe_finds_a_server_that_refuses_everyone() -> None:
-    failure = failure_of(bouncer, st.sampled_from(["hi", "spam"]), max_examples=50)
+    failure = failure_of(bouncer, st.sampled_from(["hi", "spam"]), max_examples=200)
     assert failure.kind == "not serving"
     assert "a fresh client was not served after the fuzzed clients ended" in str(failure)
     assert "rejected" in str(failure.__cause__)
@@ -347,7 +347,7 @@ async def welcomed(client: TestClient[str, str]) -> None:
 @pytest.mark.parametrize("backend", ["asyncio", "trio"])
 def test_a_probe_finds_a_server_spoiled_by_a_client(backend: str) -> None:
     lines = st.sampled_from(["hi", "boo"])
-    failure = failure_of(host, lines, probe=welcomed, backend=backend, max_examples=50)
+    failure = failure_of(host, lines, probe=welcomed, backend=backend, max_examples=200)
     assert failure.kind == "not serving"
     assert "the probe failed after the fuzzed clients ended" in str(failure)
     assert "        await welcomed(fresh)  # the probe\n" in str(failure)

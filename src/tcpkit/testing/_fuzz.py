@@ -17,10 +17,11 @@ from __future__ import annotations
 import asyncio
 import functools
 import itertools
+import logging
 import math
 import sys
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
-from contextlib import suppress
+from collections.abc import Awaitable, Callable, Generator, Iterator, Mapping, Sequence
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple, TypeVar, get_args
 
@@ -66,6 +67,8 @@ DEFAULT_JUNK: st.SearchStrategy[bytes] = st.one_of(
 """Junk bytes: separators of common framings, random bytes, and UTF-8 text."""
 
 _ENDINGS: tuple[ActionKind, ...] = ("eof", "close", "reset")
+_QUIET_LOGGERS = ("tcpkit.connection", "tcpkit.server")
+
 MAX_REDUCE_RUNS = 200
 """The most runs :func:`fuzz_app` spends making hypothesis' smallest failing script smaller."""
 
@@ -209,6 +212,7 @@ class FuzzScript:
                 which, while doing what, and shows the script as test code; the
                 app's exception (or the probe's) is the ``__cause__``.
         """
+        __tracebackhide__ = True  # pytest shows the app's traceback, not these frames
         runner = _Runner(app, self, probe, timeout)
         try:
             await runner.main()
@@ -217,19 +221,19 @@ class FuzzScript:
         failure = runner.failure
         fresh = _fresh_client_code(probe) if runner.fresh_client else ""
         if isinstance(failure, _NotServing):
-            raise FuzzFailure(app, self, "not serving", str(failure), fresh) from failure.__cause__
+            raise _failure(app, self, "not serving", str(failure), fresh) from failure.__cause__
         if failure is not None:
             problem = (
                 f"the app let an exception escape, one tcpkit could only log: {failure!r} "
                 f"(seen while {runner.phase})"
             )
-            raise FuzzFailure(app, self, "exception", problem, fresh) from failure
+            raise _failure(app, self, "exception", problem, fresh) from failure
         if runner.stuck:
             problem = (
                 f"stuck {runner.phase} for {timeout} s "
                 "(a handler that never returns? a slow app needs a larger timeout)"
             )
-            raise FuzzFailure(app, self, "stuck", problem, fresh)
+            raise _failure(app, self, "stuck", problem, fresh)
 
 
 def _fresh_client_code(probe: Probe | None) -> str:
@@ -263,20 +267,10 @@ class FuzzFailure(AssertionError):
         problem: what failed, in words.
     """
 
-    def __init__(
-        self,
-        app: App[Any, Any],
-        script: FuzzScript,
-        kind: FailureKind,
-        problem: str,
-        fresh_client: str = "",
-    ) -> None:
-        code = script.code()
-        if fresh_client:  # it failed while (or after) the fresh client was served
-            code = code.rsplit("\n", 1)[0] if code.endswith("    pass") else code
-            code += "".join(f"\n    {line}" for line in fresh_client.splitlines())
-        body = "".join(f"\n    {line}" for line in code.splitlines())
-        super().__init__(f"fuzzing {app!r}: {problem}\n\nThe clients did:\n{body}\n")
+    __module__ = "tcpkit.testing"  # where users import it from (tracebacks show this)
+
+    def __init__(self, message: str, script: FuzzScript, kind: FailureKind, problem: str) -> None:
+        super().__init__(message)
         self.script = script
         self.kind = kind
         self.problem = problem
@@ -284,6 +278,19 @@ class FuzzFailure(AssertionError):
     def same_as(self, other: FuzzFailure) -> bool:
         """Whether ``other`` is the same failure: same kind, same type of cause."""
         return self.kind == other.kind and type(self.__cause__) is type(other.__cause__)
+
+
+def _failure(
+    app: App[Any, Any], script: FuzzScript, kind: FailureKind, problem: str, fresh_client: str
+) -> FuzzFailure:
+    """The failure, its message ending with the clients' actions as test code."""
+    code = script.code()
+    if fresh_client:  # it failed while (or after) the fresh client was served
+        code = code.removesuffix("\n    pass")
+        code += "".join(f"\n    {line}" for line in fresh_client.splitlines())
+    body = "".join(f"\n    {line}" for line in code.splitlines())
+    message = f"fuzzing {app!r}: {problem}\n\nThe clients did:\n{body}\n"
+    return FuzzFailure(message, script, kind, problem)
 
 
 # -- running a script --------------------------------------------------------------
@@ -613,6 +620,7 @@ def fuzz_app(
     max_examples: int | None = None,
     seed: int | None = None,
     timeout: float = 5.0,
+    quiet: bool = True,
 ) -> None:
     """Fuzz ``app`` with hypothesis: abusive clients must not break it.
 
@@ -650,13 +658,19 @@ def fuzz_app(
             hypothesis profile's setting.
         seed: a fixed hypothesis seed, for a reproducible run.
         timeout: seconds one example may take before the app is reported stuck.
+        quiet: silence tcpkit's ``tcpkit.connection`` and ``tcpkit.server``
+            loggers while fuzzing: the fuzzed clients cause thousands of
+            expected errors (and the app's exception is the failure's cause).
 
     Raises:
-        AssertionError: a check failed (see :meth:`FuzzScript.run`), for the
-            smallest script hypothesis found.
+        FuzzFailure: a check failed (an ``AssertionError``; see
+            :meth:`FuzzScript.run`), for the smallest script found: hypothesis
+            shrinks it, then single actions are dropped and a client's
+            consecutive sends joined while it fails the same way.
         RuntimeError: called from a running event loop.
         ValueError: an unknown ``backend``, or ``clients``/``max_steps`` below 1.
     """
+    __tracebackhide__ = True
     name, options = _backend(backend)
     _refuse_running_loop()
     scripts = fuzz_scripts(app, messages, clients=clients, junk=junk, max_steps=max_steps)
@@ -664,6 +678,7 @@ def fuzz_app(
     failures: list[FuzzFailure] = []
 
     def fuzz_example(script: FuzzScript) -> None:
+        __tracebackhide__ = True
         try:
             run(script)
         except FuzzFailure as failure:
@@ -678,11 +693,35 @@ def fuzz_app(
     if seed is not None:
         test = hypothesis_seed(seed)(test)
     try:
-        test()
-    except FuzzFailure as failure:
-        if not failures or failures[-1] is not failure or failure.kind == "stuck":
-            raise
-        raise _reduced(failure, run) from failure.__cause__
+        with _quiet(quiet):
+            test()
+    except FuzzFailure as exc:
+        failure = exc
+    else:
+        return
+    if failures and failures[-1] is failure and failure.kind != "stuck":
+        with _quiet(quiet):  # not in the except block: what it raises has no context
+            failure = _reduced(failure, run)
+    # Raised afresh: its traceback is the test's, its cause the app's exception.
+    again = FuzzFailure(str(failure), failure.script, failure.kind, failure.problem)
+    raise again from failure.__cause__
+
+
+@contextmanager
+def _quiet(quiet: bool) -> Generator[None, None, None]:
+    """Drop the records of tcpkit's connection and server loggers (``quiet``)."""
+    loggers = [logging.getLogger(name) for name in _QUIET_LOGGERS] if quiet else []
+    for logger in loggers:
+        logger.addFilter(_drop)
+    try:
+        yield
+    finally:
+        for logger in loggers:
+            logger.removeFilter(_drop)
+
+
+def _drop(record: logging.LogRecord) -> bool:
+    return False
 
 
 def _reduced(failure: FuzzFailure, run: Callable[[FuzzScript], None]) -> FuzzFailure:
@@ -739,6 +778,7 @@ def _run_one(
     options: dict[str, Any],
     script: FuzzScript,
 ) -> None:
+    __tracebackhide__ = True
     play = functools.partial(script.run, app, probe=probe, timeout=timeout)
     anyio.run(play, backend=backend, backend_options=options)
 

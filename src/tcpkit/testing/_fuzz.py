@@ -272,7 +272,7 @@ class FuzzFailure(AssertionError):
     def __init__(self, message: str, script: FuzzScript, kind: FailureKind, problem: str) -> None:
         super().__init__(message)
         self.script = script
-        self.kind = kind
+        self.kind: FailureKind = kind
         self.problem = problem
 
     def same_as(self, other: FuzzFailure) -> bool:

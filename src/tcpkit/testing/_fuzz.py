@@ -42,6 +42,7 @@ from ._client import TestClient, TestServer, client_codec
 
 if TYPE_CHECKING:
     from ..app import App
+    from ..server import Server
 
 __all__ = ["FuzzAction", "FuzzFailure", "FuzzScript", "fuzz_app", "fuzz_scripts"]
 
@@ -62,7 +63,7 @@ script, not the app)."""
 DEFAULT_JUNK: st.SearchStrategy[bytes] = st.one_of(
     st.sampled_from([b"\n", b"\r\n", b"\r", b"\x00", b":", b",", b" ", b"\xff"]),
     st.binary(max_size=32),
-    st.text(max_size=32).map(lambda text: text.encode("utf-8", "surrogatepass")),
+    st.text(max_size=32).map(str.encode),
 )
 """Junk bytes: separators of common framings, random bytes, and UTF-8 text."""
 
@@ -175,7 +176,7 @@ class FuzzScript:
         app: App[In, Out],
         *,
         probe: Callable[[TestClient[In, Out]], Awaitable[None]] | None = None,
-        timeout: float = 5.0,  # noqa: ASYNC109 (one bound for the whole example)
+        timeout: float = 2.0,  # noqa: ASYNC109 (one bound for the whole example)
     ) -> None:
         """Play this script against ``app`` and check that the app survived it.
 
@@ -229,10 +230,7 @@ class FuzzScript:
             )
             raise _failure(app, self, "exception", problem, fresh) from failure
         if runner.stuck:
-            problem = (
-                f"stuck {runner.phase} for {timeout} s "
-                "(a handler that never returns? a slow app needs a larger timeout)"
-            )
+            problem = f"stuck {runner.phase} for {timeout} s ({runner.hint})"
             raise _failure(app, self, "stuck", problem, fresh)
 
 
@@ -296,6 +294,18 @@ def _failure(
 # -- running a script --------------------------------------------------------------
 
 
+def _stuck_hint(server: Server[Any, Any]) -> str:
+    """Why the server may be stuck, as far as its state tells."""
+    if server.closing:
+        return "the server is shutting down"
+    if server.max_connections == 0:
+        return "server.max_connections is 0: clients wait in the backlog"
+    return _SLOW
+
+
+_SLOW = "a handler that never returns? a slow app needs a larger timeout"
+
+
 class _NotServing(Exception):
     """The server stopped serving (internal: :meth:`FuzzScript.run` reports it)."""
 
@@ -313,6 +323,7 @@ class _Runner:
         self.phase = "starting the app"
         self.stuck = False
         self.fresh_client = False  # the fresh client's step was reached
+        self.hint = _SLOW  # why it may be stuck
         self.clients: dict[int, TestClient[Any, Any]] = {}
         self.half_closed: set[int] = set()
         self.closed: set[int] = set()
@@ -334,6 +345,7 @@ class _Runner:
                     # What is stuck or broken must not hold the shutdown for its drain
                     # time: end every connection now (a stuck on_disconnect has 5 s).
                     self.stuck = steps.cancelled_caught
+                    self.hint = _stuck_hint(test_server.server)
                     test_server.server.abort()
                     deadline = anyio.current_time() + self.timeout
                 else:
@@ -619,7 +631,7 @@ def fuzz_app(
     backend: Backend = "asyncio",
     max_examples: int | None = None,
     seed: int | None = None,
-    timeout: float = 5.0,
+    timeout: float = 2.0,
     quiet: bool = True,
 ) -> None:
     """Fuzz ``app`` with hypothesis: abusive clients must not break it.

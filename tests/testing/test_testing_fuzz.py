@@ -291,6 +291,11 @@ def test_a_client_that_closes_the_door_is_found() -> None:
     failure = play(quitter, FuzzAction(0, "send", b"close\n"))
     assert failure is not None and failure.kind == "not serving"
     assert "server.max_connections is 0" in str(failure)
+    # A client that comes after the door closed waits in the backlog: stuck, and why.
+    closed = FuzzAction(0, "send", b"close\n"), FuzzAction(0, "wait"), FuzzAction(1, "eof")
+    failure = play(quitter, *closed, timeout=0.2)
+    assert failure is not None and failure.kind == "stuck"
+    assert "(server.max_connections is 0: clients wait in the backlog)" in str(failure)
 
 
 BANNED: set[str] = set()

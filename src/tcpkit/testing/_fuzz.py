@@ -92,8 +92,8 @@ class FuzzAction:
         client: which client acts (0, 1, ...). A client connects just before its
             first action, and the server sees the clients in that order.
         kind: ``"send"`` (``data``, raw: ``TestClient.send_bytes``),
-            ``"wait"`` (:data:`WAIT_TURNS` scheduler turns, in which the server
-            handles what it got), ``"eof"`` (half-close: ``send_eof``; the
+            ``"wait"`` (ten scheduler turns, in which the server handles what
+            it got), ``"eof"`` (half-close: ``send_eof``; the
             client sends nothing more), ``"reset"`` (abortive close, read by the
             server as ``ConnectionResetError``: ``reset``) or ``"close"``
             (``aclose``). After ``"reset"`` or ``"close"`` the client does nothing.
@@ -498,11 +498,9 @@ def fuzz_scripts(
         messages: a strategy of messages the app's input codec can encode
             (what its ``on_input`` receives). ``None``: junk only.
         clients: how many clients a script may use.
-        junk: a strategy of bytes that are not (necessarily) frames; default
-            :data:`DEFAULT_JUNK`, separators of common framings, random bytes
-            and UTF-8 text.
-        max_steps: the most steps in one script. A client sends at most
-            :data:`MAX_STREAM` bytes.
+        junk: a strategy of bytes that are not (necessarily) frames; default:
+            separators of common framings, random bytes and UTF-8 text.
+        max_steps: the most steps in one script. A client sends at most 32 KiB.
 
     Raises:
         ValueError: ``clients`` or ``max_steps`` is below 1.
@@ -742,7 +740,7 @@ def _reduced(failure: FuzzFailure, run: Callable[[FuzzScript], None]) -> FuzzFai
     Hypothesis' shrinking can stop on a script with a step too many (its steps
     are many choices each); this drops single actions and joins a client's
     consecutive sends while the failure stays the same, as delta debugging
-    does. At most :data:`MAX_REDUCE_RUNS` runs.
+    does. At most ``MAX_REDUCE_RUNS`` runs.
     """
     runs = 0
     smaller = True

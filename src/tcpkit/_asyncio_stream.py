@@ -54,7 +54,7 @@ from typing import Any, cast
 import anyio
 import anyio.abc
 
-from ._asyncio_private import socket_transport_maker
+from ._asyncio_private import as_task, can_run_as_task, socket_transport_maker
 from ._busy_poll import BusyPoller
 from ._socket import FastListener, convert_address, socket_attributes
 from ._transport import ReceiveInterrupted, Transport
@@ -298,10 +298,18 @@ class AsyncioSocketStream(anyio.abc.SocketStream, Transport):
     def set_data_callback(self, callback: Callable[[bytes], bool] | None) -> bool:
         """Offer arriving bytes to ``callback`` first, in the protocol's ``data_received``.
 
-        See :meth:`tcpkit._transport.Transport.set_data_callback`; always taken here.
+        See :meth:`tcpkit._transport.Transport.set_data_callback`; always taken
+        here. It runs as the task that set it, where asyncio allows
+        (:func:`tcpkit._asyncio_private.as_task`).
         """
+        if callback is not None:
+            callback = as_task(callback) or callback
         self._protocol.on_data = callback
         return True
+
+    @property
+    def callback_runs_as_task(self) -> bool:
+        return can_run_as_task()
 
     def interrupt_receive(self) -> None:
         """Make the waiting (or next) ``receive`` raise ``ReceiveInterrupted``."""

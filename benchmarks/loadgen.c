@@ -21,8 +21,9 @@
  *   bulk       --conns connections with --depth messages of --size bytes in flight,
  *              each a 4-byte big-endian length and the payload; MB/s (10^6 bytes)
  *
- * Echo servers return the stream they were sent, byte for byte, whatever their
- * framing: a reply is complete every message-length bytes, so nothing is parsed.
+ * Replies are never parsed: line replies are counted by their newlines (a server
+ * may end them with CRLF), bulk replies by their bytes (every message-length bytes
+ * completes one: a length-prefixed echo returns the stream it was sent).
  * The server's CPU time comes from /proc/PID/task/STAR/schedstat, its memory from
  * /proc/PID/status. Every wait is bounded: no progress for 5 s is an error.
  * The result is one JSON object on the last line of stdout (exit status 0), or
@@ -69,7 +70,8 @@ struct client {
     u64 queued;      /* bytes to send, not yet taken by the kernel */
     u64 sent;        /* bytes the kernel took */
     u64 received;    /* bytes of replies */
-    u64 done;        /* complete replies */
+    u64 newlines;    /* newlines received (line scenarios) */
+    u64 replies;     /* complete replies */
     u64 sent_at;     /* when the reply awaited was asked for (ns) */
     u64 due;         /* sparse: when the next line goes (ns) */
 #ifdef WITH_TLS
@@ -88,6 +90,7 @@ static struct {
 static char *pattern;      /* one message repeated: any send is one contiguous slice */
 static size_t pattern_len;
 static size_t period;      /* bytes per message */
+static int lines = 1;      /* replies are lines (else bulk messages) */
 static char rbuf[READ_SIZE];
 static uint32_t *samples;  /* round trips (ns), at most MAX_SAMPLES */
 static size_t nsamples;
@@ -332,6 +335,16 @@ static void ask(struct client *c, u64 messages, int in_epoll) {
     flush(c, in_epoll);
 }
 
+static u64 count_newlines(const char *p, size_t n) {
+    u64 count = 0;
+    const char *end = p + n;
+    while ((p = memchr(p, '\n', (size_t)(end - p)))) {
+        count++;
+        p++;
+    }
+    return count;
+}
+
 /* Read what is there; return the replies it completed, or -1 if the server closed. */
 static long long take_replies(struct client *c) {
     for (int round = 0; round < 16; round++) {
@@ -339,15 +352,15 @@ static long long take_replies(struct client *c) {
         if (got < 0) return -1;
         if (got == 0) break;
         c->received += (u64)got;
+        if (lines) c->newlines += count_newlines(rbuf, (size_t)got);
 #ifdef WITH_TLS
         if (c->ssl && SSL_has_pending(c->ssl)) continue;  /* more than one buffer held */
 #endif
         break;
     }
-    u64 done = c->received / period;
-    long long fresh = (long long)(done - c->done);
-    c->done = done;
-    return fresh;
+    u64 before = c->replies;
+    c->replies = lines ? c->newlines : c->received / period;
+    return (long long)(c->replies - before);
 }
 
 static struct client *open_all(int n) {
@@ -471,7 +484,7 @@ static u64 send_due(struct client *cs, u64 now, u64 interval, u64 *late, int cou
     for (int i = 0; i < opt.conns; i++) {
         struct client *c = &cs[i];
         if (c->due <= now) {
-            if (c->done * period == c->sent + c->queued) {
+            if (c->replies * period == c->sent + c->queued) {
                 c->sent_at = now;
                 ask(c, 1, 1);
             } else if (counting) {
@@ -637,6 +650,7 @@ static void idle(void) {
 
 static void make_pattern(int bulk) {
     int copies = bulk ? 2 : READ_SIZE / LINE_SIZE;
+    lines = !bulk;
     period = bulk ? 4 + (size_t)opt.size : LINE_SIZE;
     pattern_len = period * (size_t)copies;
     pattern = malloc(pattern_len);

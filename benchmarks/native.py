@@ -4,7 +4,8 @@
 the physical limit of every table) are built with ``cc -O2`` (``$CC`` if set)
 into a cache directory, ``$XDG_CACHE_HOME/tcpkit-bench`` (else
 ``~/.cache/tcpkit-bench``), under a name that hashes the source, the compiler
-and the flags: an edited source is rebuilt, an unchanged one never. With
+and the flags: an edited source is rebuilt, an unchanged one never (and builds of other
+versions are left alone: another checkout may be running them). With
 OpenSSL's headers (Debian: ``libssl-dev``) they speak TLS (``-DWITH_TLS``);
 without, they are built plain and the TLS scenarios are skipped. Without a C
 compiler there is no C row, and the runner falls back to the Python load

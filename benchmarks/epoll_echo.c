@@ -33,7 +33,7 @@
 #include <openssl/ssl.h>
 #endif
 
-#define READ_SIZE 65536
+#define READ_SIZE 262144  /* as asyncio's transports */
 #define MAX_LINE 65536
 #define BACKLOG 4096
 #define MAX_EVENTS 256

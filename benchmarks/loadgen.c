@@ -56,7 +56,7 @@
 typedef unsigned long long u64;
 
 #define LINE_SIZE 64
-#define READ_SIZE 65536
+#define READ_SIZE 262144  /* as asyncio's transports */
 #define MAX_SAMPLES 2000000
 #define STALL_NS 5000000000ULL
 #define MAX_EVENTS 256

@@ -349,7 +349,7 @@ def prepare_loadgen(keys: list[str], setup: Setup, use_c: bool) -> list[str]:
             return keys
     setup.notes.append(
         f"Load generator: Python, benchmarks/loadgen.py ({why}); it caps the pipelined "
-        "scenario near 500k msg/s"
+        "scenario for the fastest servers"
     )
     python_only = [k for k in keys if not SCENARIOS[k].python_loadgen]
     return _drop_scenarios(keys, setup, python_only, f"needs the C load generator ({why})")

@@ -72,10 +72,12 @@ def _tcpkit(backend: str, variant: str = "") -> ServerSpec:
             ("pipe", "conn", "idle"),
         ),
     }[variant]
+    modes = "; bulk: LengthPrefixed messages" if "bulk" in protocols else ""
+    modes += "; RESP: examples/resp.py" if "resp" in protocols else ""
     return ServerSpec(
         name,
         backend,
-        f"tcpkit App() echo: {what}",
+        f"tcpkit App() echo: {what}{modes}",
         _py(name),
         protocols=protocols,
         refs=refs,

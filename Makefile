@@ -21,7 +21,7 @@ FIND_PYTHON = for c in python$$v $$(ls -d $(HOME)/.pyenv/versions/$$v.*/bin/pyth
 	  if [ "$$($$c -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null)" = "$$v" ]; then \
 	    echo $$c; break; fi; done
 
-.PHONY: run test test-paths-full lint typecheck pytest pythons docs bench clean
+.PHONY: run test test-paths-full lint typecheck pytest pythons docs bench bench-full clean
 
 $(BIN)/.installed: pyproject.toml
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) on PATH (or make PYTHON=python3)"; exit 1; }
@@ -78,6 +78,12 @@ docs: $(BIN)/.installed
 
 bench: $(BIN)/.installed
 	$(BIN)/python -m benchmarks --quick
+
+# The recorded run (about an hour on 2 cores): benchmarks/RESULTS.md, the plots, the
+# docs page's tables and benchmarks/results.json. Compare a tree with BASELINE=../tree.
+bench-full: $(BIN)/.installed
+	$(BIN)/python -m benchmarks --docs --json benchmarks/results.json \
+	  $(if $(BASELINE),--baseline $(BASELINE))
 
 test: lint typecheck pytest pythons docs
 

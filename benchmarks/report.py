@@ -1,0 +1,322 @@
+"""The report of a run: ``RESULTS.md``, a figure per scenario, and the docs page's block.
+
+A table per scenario (its columns are the scenario's), then a ratio table per
+group of scenarios: each tcpkit server against the references it names
+(:mod:`benchmarks.catalog`), the per-run ratio's median.
+"""
+
+from __future__ import annotations
+
+import shutil
+import statistics
+import sys
+from pathlib import Path
+from typing import Any, cast
+
+from .catalog import SERVERS
+from .results import Results
+from .scenarios import GROUPS, SCENARIOS, Column, Scenario
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def code(text: str) -> str:
+    """``text`` as inline code, also when it contains backticks."""
+    return f"`` {text} ``" if "`" in text else f"`{text}`"
+
+
+def fmt_rate(v: float | None) -> str:
+    if v is None:
+        return "—"
+    if v >= 100_000:
+        return f"{v / 1000:.0f}k"
+    if v >= 1000:
+        return f"{v / 1000:.1f}k"
+    return f"{v:.0f}"
+
+
+def fmt_value(v: float | None, fmt: str) -> str:
+    if v is None:
+        return "—"
+    if fmt == "rate":
+        return fmt_rate(v)
+    if fmt == "pct":
+        return f"{v * 100:.1f} %"
+    return f"{v:{fmt}}"
+
+
+def _fmt_ratio(v: float | None) -> str:
+    return "—" if v is None else f"{v:.2f}x"
+
+
+def _head(column: Column, results: Results) -> str:
+    return column.head.format(idle_conns=results.idle_conns)
+
+
+def scenario_table(results: Results, s: Scenario) -> list[str]:
+    """One scenario's table: a row per server that ran it."""
+    head = ["server", "backend", *(_head(c, results) for c in s.columns)]
+    out = ["| " + " | ".join(head) + " |", "|---|---|" + "|".join(["---:"] * len(s.columns)) + "|"]
+    for name in results.servers:
+        cell = results.cell(name, s.key)
+        if cell is None:
+            continue
+        row = [f"`{name}`", SERVERS[name].backend]
+        if cell.errors() and not cell.ok_runs():
+            row += ["error"] + ["—"] * (len(s.columns) - 1)
+        else:
+            row += [fmt_value(cell.median(c.key), c.fmt) for c in s.columns]
+        out.append("| " + " | ".join(row) + " |")
+    return out
+
+
+def _ratio_rows(results: Results, scenarios: list[Scenario]) -> list[str]:
+    rows: list[str] = []
+    for name in results.servers:
+        spec = SERVERS[name]
+        if not spec.tcpkit or spec.src is not None:
+            continue
+        for ref in (*spec.refs, f"base:{name}"):
+            if ref not in results.servers:
+                continue
+            ratios = [results.ratio(name, ref, s.key, s.metric) for s in scenarios]
+            if any(r is not None for r in ratios):
+                cells = [f"`{name}`", f"`{ref}`", *(_fmt_ratio(r) for r in ratios)]
+                rows.append("| " + " | ".join(cells) + " |")
+    return rows
+
+
+_METRICS = {
+    "rate": "rate",
+    "cpu_us": "server CPU time per message (or connection)",
+    "kib_per_conn": "memory per idle connection",
+}
+
+
+def ratio_tables(results: Results) -> list[str]:
+    """A table per group of scenarios: tcpkit's value over each reference's."""
+    out: list[str] = []
+    chosen = [SCENARIOS[k] for k in results.scenarios]
+    for group, title in GROUPS.items():
+        scenarios = [s for s in chosen if s.group == group]
+        rows = _ratio_rows(results, scenarios) if scenarios else []
+        if not rows:
+            continue
+        lower = scenarios[0].lower_is_better
+        what = " or ".join(dict.fromkeys(_METRICS[s.metric] for s in scenarios))
+        verdict = "1.00x or less: tcpkit costs less" if lower else "1.00x or more: tcpkit is faster"
+        out += [
+            f"### Ratios: {title}",
+            "",
+            f"tcpkit's {what} divided by the reference's, median of the per-run ratios; {verdict}.",
+            "",
+            "| tcpkit server | reference | " + " | ".join(s.title for s in scenarios) + " |",
+            "|---|---|" + "|".join(["---:"] * len(scenarios)) + "|",
+            *rows,
+            "",
+        ]
+    return out
+
+
+def render_tables(results: Results, images: dict[str, str] | None = None) -> str:
+    """A section per scenario (its figure, if any, and its table), then the ratios."""
+    out: list[str] = []
+    for s in (SCENARIOS[k] for k in results.scenarios):
+        load = s.load.format(idle_conns=f"{results.idle_conns:,}")
+        out += [f"### {s.title}", "", f"{load}; {s.what}.", ""]
+        if images and s.key in images:
+            out += [f"![{s.title}: {s.what}]({images[s.key]})", ""]
+        out += [*scenario_table(results, s), ""]
+    out += ratio_tables(results)
+    return "\n".join(out).rstrip("\n")
+
+
+def render_markdown(results: Results, images: dict[str, str] | None) -> str:
+    loads = results.loads
+    errors = [
+        f"- `{c.server}` {c.scenario}: {e}" for c in results.cells.values() for e in c.errors()
+    ]
+    lines = [
+        "# tcpkit benchmarks: echo servers against hand-written ones",
+        "",
+        "Generated by `benchmarks/runner.py`; do not edit by hand. Method: "
+        "[docs/performance.md](../docs/performance.md).",
+        "",
+        f"- Command: {code(results.command)}",
+        f"- Date: {results.started} - {results.finished}",
+        *[f"- Machine: {m}" for m in results.machine or ["not recorded"]],
+        f"- Machine load (1-min load average, sampled before each cell): "
+        f"min {min(loads):.2f}, median {statistics.median(loads):.2f}, max {max(loads):.2f}",
+        f"- {results.runs} run(s) x {results.duration:g} s per cell "
+        f"(after {results.warmup:g} s of warm-up), medians; {results.pinned}",
+        "- 64-byte lines (bulk: 64 KiB messages) on 127.0.0.1; "
+        "a fresh server process for every cell",
+        *[f"- {n}" for n in results.notes],
+    ]
+    if results.note:
+        lines += ["", results.note]
+    lines += [f"- Skipped `{name}`: {why}" for name, why in results.skipped.items()]
+    lines += ["", render_tables(results, images), ""]
+    if errors:
+        lines += ["Errors:", "", *errors, ""]
+    lines += ["Servers:", ""]
+    lines += [f"- `{n}`: {SERVERS[n].description}" for n in results.servers]
+    return "\n".join(lines) + "\n"
+
+
+# -- figures -------------------------------------------------------------------
+
+# Colours by backend: tcpkit's bars in the full colour, the hand-written
+# servers' in a light tint of it, a --baseline tree's hatched.
+_COLOURS = {
+    "asyncio": "#2f5ea8",
+    "uvloop": "#2a8a4a",
+    "trio": "#c0392b",
+    "perl": "#7d5ba6",
+    "c": "#555555",
+}
+
+
+def _tint(colour: str, amount: float = 0.55) -> str:
+    """COLOUR mixed with white (AMOUNT of white)."""
+    rgb = [int(colour[i : i + 2], 16) for i in (1, 3, 5)]
+    return "#" + "".join(f"{round(c + (255 - c) * amount):02x}" for c in rgb)
+
+
+def _figure_rows(results: Results, s: Scenario) -> list[tuple[str, float]]:
+    rows: list[tuple[str, float]] = []
+    for name in results.servers:
+        cell = results.cell(name, s.key)
+        value = cell.median(s.metric) if cell is not None else None
+        if value is not None:
+            rows.append((name, value))
+    rows.reverse()  # the first server at the top
+    return rows
+
+
+def _legend(rows: list[tuple[str, float]]) -> list[tuple[str, str, str]]:
+    """(colour, hatch, label) per kind of bar in the figure."""
+    kinds = {
+        (SERVERS[n].backend, n.startswith(("tcpkit", "base:")), n.startswith("base:"))
+        for n, _ in rows
+    }
+    out: list[tuple[str, str, str]] = []
+    for backend in dict.fromkeys(SERVERS[n].backend for n, _ in reversed(rows)):
+        colour = _COLOURS.get(backend, "#888888")
+        if (backend, True, False) in kinds:
+            out.append((colour, "", f"tcpkit, {backend}"))
+        if (backend, True, True) in kinds:
+            out.append((colour, "//", f"--baseline, {backend}"))
+        if (backend, False, False) in kinds:
+            out.append((_tint(colour), "", f"hand-written, {backend}"))
+    return out
+
+
+def _thousands(x: float, _pos: int) -> str:
+    return f"{x / 1000:g}k" if x else "0"
+
+
+def _scale(ax: Any, bars: Any, s: Scenario, values: list[float]) -> None:
+    """Bar labels and the x axis: thousands as "k" for large rates."""
+    big = s.metric == "rate" and max(values) >= 10_000
+    labels = [fmt_rate(v) if big else f"{v:.1f}" for v in values]
+    ax.bar_label(bars, labels=labels, padding=3, fontsize=9)
+    ax.set_xlim(0, max(values) * 1.14)
+    if big:
+        ax.xaxis.set_major_formatter(_thousands)
+
+
+def _draw(results: Results, s: Scenario, rows: list[tuple[str, float]], path: Path) -> None:
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
+
+    # matplotlib's annotations leave parts unknown to a strict checker.
+    fig, ax = cast("tuple[Any, Any]", plt.subplots(figsize=(8, 0.3 * len(rows) + 1.8)))
+    colours: list[str] = []
+    hatches: list[str] = []
+    for name, _ in rows:
+        base = _COLOURS.get(SERVERS[name].backend, "#888888")
+        colours.append(base if name.startswith(("tcpkit", "base:")) else _tint(base))
+        hatches.append("//" if name.startswith("base:") else "")
+    values = [v for _, v in rows]
+    bars = ax.barh([n for n, _ in rows], values, color=colours, hatch=hatches)
+    _scale(ax, bars, s, values)
+    for tick in ax.get_yticklabels():
+        if tick.get_text().startswith(("tcpkit", "base:")):
+            tick.set_fontweight("bold")
+    ax.tick_params(axis="y", labelsize=9)
+    ax.grid(axis="x", alpha=0.3)
+    ax.set_axisbelow(True)
+    ax.spines[["top", "right"]].set_visible(False)
+    runs = f"median of {results.runs} run{'s' if results.runs != 1 else ''}"
+    how = (
+        f"{results.idle_conns:,} connections, {runs}"
+        if s.key == "idle"
+        else f"{runs} x {results.duration:g} s"
+    )
+    ax.set_title(f"{s.title}: {s.what}\n{how}", loc="left", fontsize=11)
+    legend = [Patch(facecolor=c, hatch=h, label=t) for c, h, t in _legend(rows)]
+    fig.legend(handles=legend, fontsize=8, loc="lower center", ncol=4, frameon=False)
+    fig.tight_layout(rect=(0, 0.6 / fig.get_figheight(), 1, 1))
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot(results: Results, directory: Path) -> dict[str, Path]:
+    """One figure per scenario, DIRECTORY/<scenario>.png, sized to be read at page width."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+    except ImportError:
+        print("matplotlib is not installed (pip install --group bench); no plot", file=sys.stderr)
+        return {}
+    directory.mkdir(parents=True, exist_ok=True)
+    written: dict[str, Path] = {}
+    for s in (SCENARIOS[k] for k in results.scenarios):
+        rows = _figure_rows(results, s)
+        if rows:
+            written[s.key] = directory / f"{s.key}.png"
+            _draw(results, s, rows, written[s.key])
+    return written
+
+
+# -- the docs page -------------------------------------------------------------
+
+_DOC_START = "<!-- results:start -->"
+_DOC_END = "<!-- results:end -->"
+DOC_IMAGES = ROOT / "docs" / "img" / "performance"
+
+
+def update_docs(results: Results, figures: dict[str, Path]) -> None:
+    """Refresh the results block of docs/performance.md and its figures (docs/img/performance/)."""
+    doc = ROOT / "docs" / "performance.md"
+    images: dict[str, str] = {}
+    if figures:
+        DOC_IMAGES.mkdir(parents=True, exist_ok=True)
+        for old in DOC_IMAGES.glob("*.png"):
+            old.unlink()
+        for key, path in figures.items():
+            shutil.copyfile(path, DOC_IMAGES / path.name)
+            images[key] = f"img/performance/{path.name}"
+    if not doc.exists():
+        return
+    text = doc.read_text()
+    if _DOC_START not in text or _DOC_END not in text:
+        return
+    loads = results.loads
+    block = "\n".join(
+        [
+            _DOC_START,
+            "",
+            f"Produced by {code(results.command)} on {results.started}; machine load "
+            f"(1-min average) {min(loads):.2f}-{max(loads):.2f}.",
+            "",
+            render_tables(results, images),
+            "",
+            _DOC_END,
+        ]
+    )
+    head, rest = text.split(_DOC_START, 1)
+    tail = rest.split(_DOC_END, 1)[1]
+    doc.write_text(head + block + tail)

@@ -55,7 +55,7 @@ def _tcpkit(backend: str, variant: str = "") -> ServerSpec:
         "": (
             "def handler, conn.put(line)",
             _ALL | {"resp"},
-            (f"anyio-{backend}", native, f"tcpkit-nopoll-{backend}", "poe", "redis-server"),
+            (f"anyio-{backend}", native, "poe", "redis-server"),
             (),
         ),
         "send": (
@@ -65,10 +65,10 @@ def _tcpkit(backend: str, variant: str = "") -> ServerSpec:
             ("idle",),
         ),
         # Busy polling matters where the loop would sleep between requests.
-        "nopoll": (
-            "as tcpkit-*, busy polling off: App(busy_poll=0)",
+        "poll": (
+            "as tcpkit-*, busy polling on: App(busy_poll=100e-6)",
             frozenset({"line"}),
-            (f"anyio-{backend}", native),
+            (f"tcpkit-{backend}", f"anyio-{backend}", native),
             ("pipe", "conn", "idle"),
         ),
     }[variant]
@@ -95,9 +95,9 @@ SERVERS: dict[str, ServerSpec] = {
         _tcpkit("asyncio", "send"),
         _tcpkit("uvloop", "send"),
         _tcpkit("trio", "send"),
-        _tcpkit("asyncio", "nopoll"),
-        _tcpkit("uvloop", "nopoll"),
-        _tcpkit("trio", "nopoll"),
+        _tcpkit("asyncio", "poll"),
+        _tcpkit("uvloop", "poll"),
+        _tcpkit("trio", "poll"),
         ServerSpec(
             "anyio-asyncio",
             "asyncio",

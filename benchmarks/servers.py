@@ -16,8 +16,10 @@ serves until killed:
 Each reference server is written the idiomatic way for its library; none of
 them is tuned. ``tcpkit-*`` is the five-line tcpkit app (a plain ``def``
 handler calling ``conn.put``); ``tcpkit-send-*`` is the ``async def``
-variant that awaits ``conn.send``; ``tcpkit-nopoll-*`` is the first with
-busy polling off (``App(busy_poll=0)``), to show what polling contributes.
+variant that awaits ``conn.send``; ``tcpkit-poll-*`` is the first with
+busy polling on (``App(busy_poll=100e-6)``), to show what polling contributes.
+Every variant sets ``busy_poll`` explicitly, so a ``--baseline`` tree whose
+default differs runs the same server.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from typing import Any
 
 MAX_LINE = 65536
 MAX_BULK = 1 << 20
+POLL_WINDOW = 100e-6  # the tcpkit-poll-* servers: App(busy_poll=POLL_WINDOW)
 BACKLOG = 4096
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -80,7 +83,7 @@ def tcpkit_app(send: bool, busy_poll: bool, mode: Mode) -> Any:
     if mode.resp:
         return resp_app()
     codec: Any = LengthPrefixed(max_length=MAX_BULK) if mode.bulk else Lines()
-    app: App[Any, Any] = App(codec) if busy_poll else App(codec, busy_poll=0)
+    app: App[Any, Any] = App(codec, busy_poll=POLL_WINDOW if busy_poll else 0)
     if send:
 
         @app.on_input
@@ -296,15 +299,15 @@ def run_trio(mode: Mode) -> None:
 
 
 SERVERS: dict[str, Callable[[Mode], None]] = {
-    "tcpkit-asyncio": lambda m: run_tcpkit("asyncio", False, False, True, m),
-    "tcpkit-uvloop": lambda m: run_tcpkit("asyncio", True, False, True, m),
-    "tcpkit-trio": lambda m: run_tcpkit("trio", False, False, True, m),
-    "tcpkit-send-asyncio": lambda m: run_tcpkit("asyncio", False, True, True, m),
-    "tcpkit-send-uvloop": lambda m: run_tcpkit("asyncio", True, True, True, m),
-    "tcpkit-send-trio": lambda m: run_tcpkit("trio", False, True, True, m),
-    "tcpkit-nopoll-asyncio": lambda m: run_tcpkit("asyncio", False, False, False, m),
-    "tcpkit-nopoll-uvloop": lambda m: run_tcpkit("asyncio", True, False, False, m),
-    "tcpkit-nopoll-trio": lambda m: run_tcpkit("trio", False, False, False, m),
+    "tcpkit-asyncio": lambda m: run_tcpkit("asyncio", False, False, False, m),
+    "tcpkit-uvloop": lambda m: run_tcpkit("asyncio", True, False, False, m),
+    "tcpkit-trio": lambda m: run_tcpkit("trio", False, False, False, m),
+    "tcpkit-send-asyncio": lambda m: run_tcpkit("asyncio", False, True, False, m),
+    "tcpkit-send-uvloop": lambda m: run_tcpkit("asyncio", True, True, False, m),
+    "tcpkit-send-trio": lambda m: run_tcpkit("trio", False, True, False, m),
+    "tcpkit-poll-asyncio": lambda m: run_tcpkit("asyncio", False, False, True, m),
+    "tcpkit-poll-uvloop": lambda m: run_tcpkit("asyncio", True, False, True, m),
+    "tcpkit-poll-trio": lambda m: run_tcpkit("trio", False, False, True, m),
     "anyio-asyncio": lambda m: run_anyio("asyncio", False, m),
     "anyio-uvloop": lambda m: run_anyio("asyncio", True, m),
     "anyio-trio": lambda m: run_anyio("trio", False, m),

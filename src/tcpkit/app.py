@@ -170,9 +170,9 @@ class App(Generic[In, Out]):
         busy_poll (float | None): after a read, keep the event loop polling for input (instead
             of sleeping) for up to this many seconds, a window that adapts to
             the traffic (it closes when clients are sparse); ``0`` or ``None``
-            turns it off. It saves a sleep and wake-up per request in
-            request-response traffic, and costs at most one window of CPU per
-            read. See the Performance page.
+            (the default) turns it off. It saves a sleep and wake-up per
+            request in request-response traffic (``100e-6`` is a good limit),
+            and costs CPU when clients are sparse. See the Performance page.
         tcp_nodelay (bool): set ``TCP_NODELAY`` on accepted TCP sockets (small
             writes leave at once); ``False`` lets the kernel coalesce them
             (Nagle's algorithm).

@@ -350,7 +350,7 @@ _RUN_OPTIONS: tuple[tuple[str | None, tuple[_Option, ...]], ...] = (
                 type=float_at_least(0, 1),
                 metavar="SECONDS",
                 help="after a read, poll for input up to this long instead of sleeping "
-                "(adaptive; the app's default: 0.0001; 0 turns it off)",
+                "(adaptive; 0.0001 suits request-response traffic; the app's default: off)",
             ),
             _option(
                 "--drain-timeout",

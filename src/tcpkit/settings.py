@@ -77,7 +77,8 @@ class Settings:
     proxy_protocol: bool | Sequence[str] = False
     """``True`` (trust a header from any peer), ``False``, or an allowlist of
     networks (kept as a tuple, normalised: ``("10.0.0.0/8", "127.0.0.1/32")``)."""
-    busy_poll: float | None = 100e-6
+    busy_poll: float | None = None
+    """Busy polling's limit in seconds (``None``: off, the default)."""
     tcp_nodelay: bool = True
     """Send small writes at once (``TCP_NODELAY``) on accepted TCP sockets."""
     tcp_keepalive: int | None = None

@@ -33,7 +33,7 @@ import time
 import types
 from collections.abc import Awaitable, Callable, Coroutine, Generator
 from contextvars import Context, ContextVar, copy_context
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import anyio
 import anyio.lowlevel
@@ -71,6 +71,9 @@ _TIMEOUT_REASONS: dict[type[ConnectionTimeout], str] = {
     MessageTimeout: "message-timeout",
     SendTimeout: "send-timeout",
 }
+# Next's members as globals: an enum's attribute costs about ten globals on Python 3.10-3.11.
+_CALL, _READ, _CLOSE = Next.CALL, Next.READ, Next.CLOSE
+
 _current: ContextVar[Connection[Any, Any] | None] = ContextVar("tcpkit_connection", default=None)
 
 
@@ -126,7 +129,7 @@ class Driver:
         self._context: Context = copy_context()  # the connection's own: its task's steps, its
         # inline turns (see _steps)
         self._reading = False  # the task waits in receive: a data callback may run a turn
-        self._started: tuple[Any, BaseException | None] | None = None  # see _step_inline
+        self._started: _Started | None = None  # see _step_inline
         self._stepping = False  # _step_inline runs a handler
         self._writing = False  # a write (and its drain) is under way
         self._flush_scheduled = False
@@ -207,13 +210,13 @@ class Driver:
         try:
             nxt = session.start()
             while True:
-                if nxt is Next.CALL:
-                    nxt = await self._calls()
+                if nxt is _CALL:
+                    nxt = await self._call_turns()
                     continue
                 await self._write_out()
-                if nxt is Next.CLOSE:
+                if nxt is _CLOSE:
                     return
-                if nxt is Next.READ:
+                if nxt is _READ:
                     nxt = await self._read()
                     continue
                 if session.paused and not session.has_work:
@@ -249,7 +252,8 @@ class Driver:
             if self._started is None:
                 raise
             # A handler the callback started waits: this (a cancellation...) is for it.
-            self._started = (self._started[0], exc)
+            runner, yielded, _ = self._started
+            self._started = (runner, yielded, exc)
             return Next.CALL
         finally:
             self._reading = False
@@ -271,9 +275,9 @@ class Driver:
         self._stats.bytes_in += len(data)
         session.counts.bytes_in += len(data)
         nxt = session.turn(data)
-        if nxt is Next.CALL and self._started is None and self._inline_calls:
+        if nxt is _CALL and self._started is None and self._inline_calls:
             nxt = self._step_inline()
-        if nxt is not Next.READ or (session.out and not self._write_now()):
+        if nxt is not _READ or (session.out and not self._write_now()):
             self._transport.interrupt_receive()  # the task does what needs an await
         return True
 
@@ -281,33 +285,23 @@ class Driver:
         """Run the session's ``async def`` handlers right here, while none waits.
 
         The data callback runs as the connection's task (the transport says
-        so), so a handler that does not wait costs no task switch. One that
-        waits is left to the task, which resumes it where it waits (the
-        value it yielded, in :attr:`_started`).
+        so), so a handler that does not wait costs no task switch. The
+        handlers run in one :meth:`_calls` coroutine stepped here (a native
+        ``await`` per message); if one waits, that coroutine is left to the
+        task, which resumes it where it waits (:attr:`_started`).
         """
         session = self._session
-        nxt = Next.CALL
-        while nxt is Next.CALL:
-            coro = session.call
-            assert coro is not None
-            session.turning = self._stepping = True
-            try:
-                yielded = coro.send(None)
-            except StopIteration:
-                nxt = session.after_call()
-                continue
-            except Exception as exc:
-                session.call_done(exc)
-                nxt = session.advance()
-                continue
-            except BaseException:
-                session.call_done()
-                raise
-            finally:
-                session.turning = self._stepping = False
-            self._started = (yielded, None)
-            return Next.CALL
-        return nxt
+        runner = self._calls()
+        session.turning = self._stepping = True
+        try:
+            yielded = runner.send(None)
+        except StopIteration as done:
+            nxt: Next = done.value
+            return nxt
+        finally:
+            session.turning = self._stepping = False
+        self._started = (runner, yielded, None)
+        return _CALL
 
     def _write_now(self) -> bool:
         """Write an inline turn's output; ``False`` if the task must act (drain, on_flushed...)."""
@@ -328,6 +322,13 @@ class Driver:
 
     # -- handler coroutines -------------------------------------------------------------
 
+    async def _call_turns(self) -> Next:
+        """:meth:`_calls`, or the rest of the one the data callback started (_step_inline)."""
+        started, self._started = self._started, None
+        if started is None:
+            return await self._calls()
+        return await _resume(*started)
+
     async def _calls(self) -> Next:
         """Await the session's coroutines (advancing after each) until it needs something else."""
         session = self._session
@@ -337,12 +338,8 @@ class Driver:
             assert coro is not None
             began = time.perf_counter() if timer is not None else 0.0
             timed = timer is not None and session.timed_call
-            started, self._started = self._started, None
             try:
-                if started is None:
-                    await coro
-                else:  # the data callback started it (_step_inline)
-                    await _resume(coro, *started)
+                await coro
             except Exception as exc:
                 session.call_done(exc)
                 nxt = session.advance()
@@ -353,7 +350,7 @@ class Driver:
                 if timed and timer is not None:
                     timer(time.perf_counter() - began)
                 nxt = session.after_call()
-            if nxt is not Next.CALL:
+            if nxt is not _CALL:
                 return nxt
 
     # -- output -----------------------------------------------------------------------------
@@ -643,10 +640,14 @@ class Driver:
             pass
 
 
+_Started: TypeAlias = tuple[Coroutine[Any, Any, Next], Any, "BaseException | None"]
+"""A :meth:`Driver._calls` the data callback started, what it waits on, what was thrown since."""
+
+
 @types.coroutine
 def _resume(
-    coro: Coroutine[Any, Any, Any], yielded: Any, thrown: BaseException | None
-) -> Generator[Any, Any, None]:
+    coro: Coroutine[Any, Any, Next], yielded: Any, thrown: BaseException | None
+) -> Generator[Any, Any, Next]:
     """Go on with ``coro``, started elsewhere, as ``await`` would: it waits on ``yielded``.
 
     ``thrown`` (if any) came while it waited, and is thrown into it first.
@@ -657,8 +658,9 @@ def _resume(
         if step is not None:
             try:
                 yielded = step(value)
-            except StopIteration:
-                return
+            except StopIteration as done:
+                nxt: Next = done.value
+                return nxt
         try:
             value = yield yielded
         except GeneratorExit:

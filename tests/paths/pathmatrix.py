@@ -2,8 +2,8 @@
 
 A :class:`Path` is one row: a backend, the kind of the handlers, the stream
 the client connects over, and two options that take a connection off the
-inline fast path (``on_flushed`` registered, ``idle_timeout`` set; see
-``tcpkit.connection``'s module docstring and ``Connection._can_inline``).
+inline fast path when the suite was written (``on_flushed`` registered,
+``idle_timeout`` set; see ``tcpkit._driver``'s module docstring).
 Adding a path is adding one value to a dimension below, nothing else.
 
 Checks are written once, as ``async def test_x(path, h)``, and decorated

@@ -380,6 +380,12 @@ class Driver:
         return self._session.decoder.in_progress
 
     @property
+    def reading(self) -> bool:
+        """Whether the task waits for input (else the server is not reading: a handler
+        runs, output drains, input is paused)."""
+        return self._reading
+
+    @property
     def handler_running(self) -> bool:
         """Whether an ``async def`` handler is running (its connection is not idle)."""
         return self._session.call is not None

@@ -254,16 +254,31 @@ def kernel_send_buffer_max() -> int:
         return 4 << 20
 
 
-async def test_lines_a_handler_has_not_read_yet_are_not_a_slow_message() -> None:
+@pytest.mark.parametrize("handler", ["async def send", "def put"])
+async def test_lines_the_server_has_not_read_yet_are_not_a_slow_message(handler: str) -> None:
     """A client that pipelines whole lines and reads the answers slowly is not cut.
 
-    Its handler waits on ``send`` (backpressure), so the server stops reading: the
-    lines it holds stay undecoded for many limits, yet none is a slow message (found
-    by the chaos soak, ``reliability/test_chaos_soak.py``).
+    The server stops reading while its output waits for that reader (a handler
+    waiting on ``send``, or the connection's task draining what ``put`` queued):
+    the lines it holds stay undecoded for many limits, yet none is a slow message
+    (found by the chaos soak, ``reliability/test_chaos_soak.py``). The client
+    leaves before reading everything (its small buffer makes the rest slow).
     """
     seen = Seen()
-    app = app_with(seen, message_timeout=LIMIT, write_buffer=(4096, 1024, 64 * 1024 * 1024))
-    # More whole lines than the kernel's buffers hold (the client's is kept small below).
+    options: dict[str, Any] = {"message_timeout": LIMIT}
+    if handler == "def put":
+        app: App[str, str] = App(**options)
+
+        @app.on_input
+        def echo(conn: Conn[str, str], line: str) -> None:
+            conn.put(f"re:{line}")
+
+        @app.on_error
+        def report(conn: Conn[str, str], exc: Exception) -> None:
+            seen.errors.append(exc)
+    else:
+        app = app_with(seen, write_buffer=(4096, 1024, 64 * 1024 * 1024), **options)
+    # More whole lines than the kernel's buffers hold (the client's is kept small).
     lines = [f"{i:07d} " + "y" * 92 for i in range((kernel_send_buffer_max() + 2_000_000) // 100)]
     payload = "".join(f"{line}\n" for line in lines).encode()
     expected = "".join(f"re:{line}\r\n" for line in lines).encode()
@@ -271,7 +286,6 @@ async def test_lines_a_handler_has_not_read_yet_are_not_a_slow_message() -> None
         assert server.port is not None
         async with await anyio.connect_tcp("127.0.0.1", server.port) as client:
             raw = client.extra(anyio.abc.SocketAttribute.raw_socket)
-            # The kernel's buffers must fill first: keep the client's small.
             raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8192)
             received = b""
 
@@ -287,13 +301,11 @@ async def test_lines_a_handler_has_not_read_yet_are_not_a_slow_message() -> None
                         while anyio.current_time() < slow_until:  # a slow, steady reader
                             received += await client.receive(8192)
                             await anyio.sleep(LIMIT / 6)
-                        # The server stopped reading (backpressure) while the lines waited...
-                        assert server.stats.bytes_in < len(payload)
-                        raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 22)
-                        while len(received) < len(expected):  # ...and every answer comes
-                            received += await client.receive()
                     except (anyio.BrokenResourceError, anyio.EndOfStream):
-                        tg.cancel_scope.cancel()
-            assert seen.errors == []
-            assert received == expected
+                        pass  # cut: seen.errors says why
+                # The server stopped reading while the lines waited, and cut nothing.
+                assert server.stats.bytes_in < len(payload)
+                assert seen.errors == []
+                assert received == expected[: len(received)]
+                tg.cancel_scope.cancel()
         assert server.stats.message_timeouts == 0

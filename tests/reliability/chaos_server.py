@@ -110,6 +110,7 @@ def report(
 ) -> str:
     return json.dumps(
         {
+            "heap": {"objects": len(gc.get_objects()), "blocks": sys.getallocatedblocks()},
             "servers": {
                 name: {
                     "stats": server.stats.as_dict(),

@@ -504,9 +504,9 @@ class ChaosServer:
 
     def measure(self) -> dict[str, int]:
         """Descriptors and memory, after a ``gc.collect()`` in the server (Linux only)."""
-        self.ask("settle")
+        heap = self.ask("settle")["heap"]
         if not PROC:
-            return {}
+            return heap
         status = Path(f"/proc/{self.proc.pid}/status").read_text().splitlines()
         fields = dict(line.split(":", 1) for line in status)
         return {
@@ -514,7 +514,7 @@ class ChaosServer:
             "rss_kib": int(fields["VmRSS"].split()[0]),
             "peak_rss_kib": int(fields["VmHWM"].split()[0]),
             "threads": int(fields["Threads"]),
-        }
+        } | heap
 
     def quit(self) -> dict[str, Any]:
         assert self.proc.stdin is not None

@@ -79,3 +79,48 @@ async def test_a_server_works_through_the_public_fallback(
 
     monkeypatch.setattr(tcpkit._asyncio_stream, "socket_transport_maker", lambda loop: None)
     assert await round_trip(echo_app()) == b"ping\r\n"
+
+
+# -- running a data callback as the connection's task ---------------------------------
+
+ASYNCIO_LOOPS = [("asyncio", {}), ("asyncio", {"use_uvloop": True})]
+
+
+@pytest.mark.parametrize("anyio_backend", ASYNCIO_LOOPS, ids=["asyncio", "uvloop"])
+async def test_a_loop_callback_runs_as_the_task_that_made_it(anyio_backend: object) -> None:
+    assert _asyncio_private.can_run_as_task(), "asyncio lost _enter_task/_leave_task"
+    me = asyncio.current_task()
+    seen: list[object] = []
+    run = _asyncio_private.as_task(lambda arg: seen.append((arg, asyncio.current_task())))
+    assert run is not None
+    done = asyncio.Event()
+    asyncio.get_running_loop().call_soon(lambda: (run("x"), done.set()))
+    await done.wait()
+    assert seen == [("x", me)]
+    assert asyncio.current_task() is me  # (and the task is itself again)
+
+
+def async_echo_app(tasks: list[object]) -> App[str, str]:
+    app: App[str, str] = App()
+
+    @app.on_input
+    async def echo(conn: Connection[str, str], line: str) -> None:
+        tasks.append(asyncio.current_task())
+        with anyio.fail_after(5):  # a cancel scope: it needs a task
+            await anyio.sleep(0)
+        await conn.send(line)
+
+    return app
+
+
+@pytest.mark.parametrize("anyio_backend", ASYNCIO_LOOPS, ids=["asyncio", "uvloop"])
+async def test_without_the_private_functions_async_handlers_run_in_the_task(
+    anyio_backend: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tasks: list[object] = []
+    assert await round_trip(async_echo_app(tasks)) == b"ping\r\n"
+    monkeypatch.setattr(_asyncio_private, "_enter_task", None)
+    assert not _asyncio_private.can_run_as_task()
+    assert _asyncio_private.as_task(print) is None
+    assert await round_trip(async_echo_app(tasks)) == b"ping\r\n"
+    assert len(tasks) == 2 and None not in tasks

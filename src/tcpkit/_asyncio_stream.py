@@ -54,7 +54,7 @@ from typing import Any, cast
 import anyio
 import anyio.abc
 
-from ._asyncio_private import socket_transport_maker
+from ._asyncio_private import as_task, can_run_as_task, socket_transport_maker
 from ._busy_poll import BusyPoller
 from ._socket import FastListener, convert_address, socket_attributes
 from ._transport import ReceiveInterrupted, Transport
@@ -265,42 +265,51 @@ class AsyncioSocketStream(anyio.abc.SocketStream, Transport):
         if self._streak > STREAK:
             self._streak = 0
             await asyncio.sleep(0)  # fairness; nothing is consumed yet, so safe to cancel
-        if not protocol.buffer:
-            self._streak = 0
-            await self._wait_for_input()
-        return protocol.take(max_bytes)
-
-    async def _wait_for_input(self) -> None:
-        """Wait until bytes are buffered; raise what ends the wait otherwise."""
-        protocol = self._protocol
         while not protocol.buffer:
-            if protocol.interrupted:
-                protocol.interrupted = False
-                raise ReceiveInterrupted
-            if self._closed:
-                raise anyio.ClosedResourceError
-            if protocol.eof or protocol.lost:
-                if protocol.exception is not None and not protocol.eof:
-                    raise anyio.BrokenResourceError from protocol.exception
-                raise anyio.EndOfStream
-            if protocol.read_waiter is not None:
-                raise anyio.BusyResourceError("reading from")
-            waiter = protocol.read_waiter = self._loop.create_future()
+            self._streak = 0
+            waiter = self._read_waiter()
             try:
                 await waiter
             finally:
                 if protocol.read_waiter is waiter:
                     protocol.read_waiter = None
+        return protocol.take(max_bytes)
+
+    def _read_waiter(self) -> asyncio.Future[None]:
+        """A future the protocol completes when bytes come; raise what ends the wait instead."""
+        protocol = self._protocol
+        if protocol.interrupted:
+            protocol.interrupted = False
+            raise ReceiveInterrupted
+        if self._closed:
+            raise anyio.ClosedResourceError
+        if protocol.eof or protocol.lost:
+            if protocol.exception is not None and not protocol.eof:
+                raise anyio.BrokenResourceError from protocol.exception
+            raise anyio.EndOfStream
+        if protocol.read_waiter is not None:
+            raise anyio.BusyResourceError("reading from")
+        waiter: asyncio.Future[None] = self._loop.create_future()
+        protocol.read_waiter = waiter
+        return waiter
 
     # handling input in the protocol callback ------------------------------------
 
     def set_data_callback(self, callback: Callable[[bytes], bool] | None) -> bool:
         """Offer arriving bytes to ``callback`` first, in the protocol's ``data_received``.
 
-        See :meth:`tcpkit._transport.Transport.set_data_callback`; always taken here.
+        See :meth:`tcpkit._transport.Transport.set_data_callback`; always taken
+        here. It runs as the task that set it, where asyncio allows
+        (:func:`tcpkit._asyncio_private.as_task`).
         """
+        if callback is not None:
+            callback = as_task(callback) or callback
         self._protocol.on_data = callback
         return True
+
+    @property
+    def callback_runs_as_task(self) -> bool:
+        return can_run_as_task()
 
     def interrupt_receive(self) -> None:
         """Make the waiting (or next) ``receive`` raise ``ReceiveInterrupted``."""

@@ -9,8 +9,13 @@ Every connection, on every backend and stream, is driven by this code:
 * Where the transport can (tcpkit's own socket streams), a turn runs right in
   its data callback while the task waits in ``receive``: no task switch per
   read. The callback runs only what needs no ``await``; anything else (a
-  coroutine to await, output the kernel could not take yet, an event) wakes
-  the task with ``interrupt_receive``.
+  handler that waits, output the kernel could not take yet, an event) wakes
+  the task with ``interrupt_receive``. Where the callback runs as the task
+  itself (asyncio), it also runs ``async def`` handlers, up to the first that
+  waits, which the task then resumes where it waits.
+* A connection runs in a context of its own (``contextvars``): every step
+  of its task and every inline turn, so handlers see the same context
+  variables wherever they run.
 * An ``async def`` handler that waits (a lock, a timer, a database) first
   lets what it queued so far go out, in a helper task, as does output queued
   from outside the connection's turns (``broadcast``, ``post``...).
@@ -27,10 +32,11 @@ import ssl
 import time
 import types
 from collections.abc import Awaitable, Callable, Coroutine, Generator
-from contextvars import ContextVar
+from contextvars import Context, ContextVar, copy_context
 from typing import TYPE_CHECKING, Any
 
 import anyio
+import anyio.lowlevel
 from anyio.abc import SocketAttribute
 
 from ._session import Next, Session, State
@@ -79,6 +85,7 @@ class Driver:
     __slots__ = (
         "_change",
         "_conn",
+        "_context",
         "_drain_scope",
         "_flush_scheduled",
         "_helpers",
@@ -89,7 +96,9 @@ class Driver:
         "_scope",
         "_session",
         "_settings",
+        "_started",
         "_stats",
+        "_stepping",
         "_transport",
         "_watchdog",
         "_writing",
@@ -114,7 +123,11 @@ class Driver:
         self._stats = stats
         self._pool = pool
         self._observer = observer
+        self._context: Context = copy_context()  # the connection's own: its task's steps, its
+        # inline turns (see _steps)
         self._reading = False  # the task waits in receive: a data callback may run a turn
+        self._started: tuple[Any, BaseException | None] | None = None  # see _step_inline
+        self._stepping = False  # _step_inline runs a handler
         self._writing = False  # a write (and its drain) is under way
         self._flush_scheduled = False
         self._change: anyio.Event | None = None
@@ -135,7 +148,10 @@ class Driver:
 
     async def run(self) -> None:
         """Run the connection to its end: on_connect, turns, the graceful close, on_disconnect."""
-        _current.set(self._conn)  # for this task (a task has a context of its own)
+        await self._steps(self._run())
+
+    async def _run(self) -> None:
+        _current.set(self._conn)  # (in the connection's context: see _steps)
         watchdog = self._watchdog
         if watchdog is not None:
             watchdog.add(self)
@@ -147,16 +163,52 @@ class Driver:
                 watchdog.remove(self)
             await self._finish()
 
+    @types.coroutine
+    def _steps(self, coro: Coroutine[Any, Any, None]) -> Generator[Any, Any, None]:
+        """Run ``coro`` as ``await coro`` would, every step in the connection's own context.
+
+        The inline turns of the data callback run in that context too, so
+        handlers see the same context variables wherever they run. While a
+        step runs, handlers' output joins the turn's one write; a step that
+        ends with a handler waiting (a lock, a timer, backpressure) lets what
+        it queued so far go out now, in a helper task.
+        """
+        session = self._session
+        run = self._context.run
+        step: Callable[[Any], Any] = coro.send
+        value: Any = None
+        while True:
+            session.turning = True
+            try:
+                yielded = run(step, value)
+            except StopIteration:
+                return
+            finally:
+                session.turning = False
+            if session.call is not None:
+                self.flush_soon()  # a client never waits for a reply that is written already
+            try:
+                value = yield yielded
+            except GeneratorExit:
+                run(coro.close)
+                raise
+            except BaseException as exc:  # cancellation and the like, thrown in: pass it on
+                step, value = coro.throw, exc
+            else:
+                step = coro.send
+
     async def _turns(self) -> None:
         session = self._session
         h = session.handlers.on_input
         transport = self._transport
-        inline = (h is None or not h.is_async) and transport.set_data_callback(self._on_data)
+        inline = (
+            h is None or not h.is_async or self._inline_calls
+        ) and transport.set_data_callback(self._on_data_in_context)
         try:
             nxt = session.start()
             while True:
                 if nxt is Next.CALL:
-                    nxt = await self._drive(self._calls())
+                    nxt = await self._calls()
                     continue
                 await self._write_out()
                 if nxt is Next.CLOSE:
@@ -170,6 +222,11 @@ class Driver:
         finally:
             if inline:
                 transport.set_data_callback(None)
+
+    @property
+    def _inline_calls(self) -> bool:
+        """Whether the data callback may start an ``async def`` handler (see _step_inline)."""
+        return self._transport.callback_runs_as_task and self._session.timer is None
 
     async def _read(self) -> Next:
         """Wait for input and run the turn it makes (or the one that woke the wait)."""
@@ -188,6 +245,12 @@ class Driver:
             if session.state is State.OPEN:
                 session.fail(exc)
             return session.advance()
+        except BaseException as exc:
+            if self._started is None:
+                raise
+            # A handler the callback started waits: this (a cancellation...) is for it.
+            self._started = (self._started[0], exc)
+            return Next.CALL
         finally:
             self._reading = False
         self._stats.bytes_in += len(data)
@@ -196,6 +259,10 @@ class Driver:
 
     # -- the inline fast path ---------------------------------------------------------
 
+    def _on_data_in_context(self, data: bytes) -> bool:
+        """The transport's data callback: :meth:`_on_data` in the connection's context."""
+        return self._context.run(self._on_data, data)
+
     def _on_data(self, data: bytes) -> bool:
         """A turn run in the transport's data callback (see the module doc)."""
         session = self._session
@@ -203,14 +270,44 @@ class Driver:
             return False  # the task takes it
         self._stats.bytes_in += len(data)
         session.counts.bytes_in += len(data)
-        token = _current.set(self._conn)
-        try:
-            nxt = session.turn(data)
-        finally:
-            _current.reset(token)
+        nxt = session.turn(data)
+        if nxt is Next.CALL and self._started is None and self._inline_calls:
+            nxt = self._step_inline()
         if nxt is not Next.READ or (session.out and not self._write_now()):
             self._transport.interrupt_receive()  # the task does what needs an await
         return True
+
+    def _step_inline(self) -> Next:
+        """Run the session's ``async def`` handlers right here, while none waits.
+
+        The data callback runs as the connection's task (the transport says
+        so), so a handler that does not wait costs no task switch. One that
+        waits is left to the task, which resumes it where it waits (the
+        value it yielded, in :attr:`_started`).
+        """
+        session = self._session
+        nxt = Next.CALL
+        while nxt is Next.CALL:
+            coro = session.call
+            assert coro is not None
+            session.turning = self._stepping = True
+            try:
+                yielded = coro.send(None)
+            except StopIteration:
+                nxt = session.after_call()
+                continue
+            except Exception as exc:
+                session.call_done(exc)
+                nxt = session.advance()
+                continue
+            except BaseException:
+                session.call_done()
+                raise
+            finally:
+                session.turning = self._stepping = False
+            self._started = (yielded, None)
+            return Next.CALL
+        return nxt
 
     def _write_now(self) -> bool:
         """Write an inline turn's output; ``False`` if the task must act (drain, on_flushed...)."""
@@ -232,62 +329,32 @@ class Driver:
     # -- handler coroutines -------------------------------------------------------------
 
     async def _calls(self) -> Next:
-        """Await the session's coroutines (advancing after each) until it needs something else.
-
-        Run by :meth:`_drive` for a whole stretch of them, so an ``async def``
-        handler per message costs one native ``await``.
-        """
+        """Await the session's coroutines (advancing after each) until it needs something else."""
         session = self._session
         timer = session.timer  # (None unless an observer times on_input)
         while True:
             coro = session.call
             assert coro is not None
-            started = time.perf_counter() if timer is not None else 0.0
+            began = time.perf_counter() if timer is not None else 0.0
             timed = timer is not None and session.timed_call
+            started, self._started = self._started, None
             try:
-                await coro
+                if started is None:
+                    await coro
+                else:  # the data callback started it (_step_inline)
+                    await _resume(coro, *started)
             except Exception as exc:
                 session.call_done(exc)
+                nxt = session.advance()
             except BaseException:
                 session.call_done()
                 raise
             else:
                 if timed and timer is not None:
-                    timer(time.perf_counter() - started)
-                if session.next_call():
-                    continue
-            nxt = session.advance()
+                    timer(time.perf_counter() - began)
+                nxt = session.after_call()
             if nxt is not Next.CALL:
                 return nxt
-
-    @types.coroutine
-    def _drive(self, coro: Coroutine[Any, Any, Next]) -> Generator[Any, Any, Next]:
-        """Run ``coro`` as ``await coro`` would, letting output go out whenever it waits.
-
-        While it runs without waiting, its output joins the turn's one write.
-        """
-        session = self._session
-        step: Callable[[Any], Any] = coro.send
-        sent: Any = None
-        while True:
-            session.turning = True
-            try:
-                yielded = step(sent)
-            except StopIteration as done:
-                result: Next = done.value
-                return result
-            finally:
-                session.turning = False
-            self.flush_soon()  # a client never waits for a reply that is written already
-            try:
-                sent = yield yielded
-            except GeneratorExit:
-                coro.close()
-                raise
-            except BaseException as exc:  # cancellation and the like, thrown in: pass it on
-                step, sent = coro.throw, exc
-            else:
-                step = coro.send
 
     # -- output -----------------------------------------------------------------------------
 
@@ -306,14 +373,15 @@ class Driver:
                 session.flushed()
             return
         self._writing = True
-        session.in_flight = len(data) + transport.buffered
         try:
             done = False
             if data:
+                size = len(data)
                 done = transport.write(data)
-                self._stats.bytes_out += len(data)
-                session.counts.bytes_out += len(data)
+                self._stats.bytes_out += size
+                session.counts.bytes_out += size
             if not done:
+                session.in_flight = transport.buffered  # what send's backpressure sees
                 with anyio.CancelScope() as drain:  # send_timeout cancels it
                     self._drain_scope = drain
                     await transport.drain()
@@ -327,7 +395,7 @@ class Driver:
             self._drain_scope = None
             session.in_flight = 0
             self._changed()
-        if session.flushed():
+        if session.wants_flushed and session.flushed():
             self.wake()
 
     def flush_soon(self) -> None:
@@ -466,6 +534,8 @@ class Driver:
 
         from .streams import ReplayStream
 
+        if self._stepping:  # in the data callback, while the task waits in receive:
+            await anyio.lowlevel.checkpoint()  # go on in the task, out of its receive
         await self._write_out()
         while self._writing:
             await self._wait_change()
@@ -505,7 +575,7 @@ class Driver:
     async def _settle(self) -> None:
         """Run what is left (error reports), send the rest of the output."""
         if self._session.advance() is Next.CALL:
-            await self._drive(self._calls())
+            await self._calls()
         await self._write_out()
 
     async def _linger(self) -> None:
@@ -562,7 +632,7 @@ class Driver:
                 session.report_fatal(socket_error(fatal))
                 with anyio.move_on_after(5):
                     if session.advance() is Next.CALL:  # on_error (nothing can be sent)
-                        await self._drive(self._calls())
+                        await self._calls()
             await self._close_transport()
             if h is not None:
                 with anyio.move_on_after(5):
@@ -577,3 +647,30 @@ class Driver:
             await self._transport.aclose()
         except _SOCKET_ERRORS:
             pass
+
+
+@types.coroutine
+def _resume(
+    coro: Coroutine[Any, Any, Any], yielded: Any, thrown: BaseException | None
+) -> Generator[Any, Any, None]:
+    """Go on with ``coro``, started elsewhere, as ``await`` would: it waits on ``yielded``.
+
+    ``thrown`` (if any) came while it waited, and is thrown into it first.
+    """
+    step: Callable[[Any], Any] | None = None if thrown is None else coro.throw
+    value: Any = thrown
+    while True:
+        if step is not None:
+            try:
+                yielded = step(value)
+            except StopIteration:
+                return
+        try:
+            value = yield yielded
+        except GeneratorExit:
+            coro.close()
+            raise
+        except BaseException as exc:  # cancellation and the like, thrown in: pass it on
+            step, value = coro.throw, exc
+        else:
+            step = coro.send

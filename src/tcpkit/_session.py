@@ -332,22 +332,26 @@ class Session:
             self._call_kind = _Kind.INPUT
         return True
 
-    def next_call(self) -> bool:
-        """The coroutine in :attr:`call` returned: :meth:`call_done`, then the fast path.
+    def after_call(self) -> Next:
+        """The coroutine in :attr:`call` returned: what is next, as :meth:`advance` says.
 
-        After an ``async def`` on_input, if nothing comes before the next
-        message (no error to report, open, not paused), decode it and make
-        its coroutine :attr:`call`. Returns whether it did; if not,
-        :meth:`advance` does what comes next.
+        The fast path: after an ``async def`` on_input, if nothing comes before
+        the next message (no error to report, open, not paused), it decodes
+        the next message and makes its coroutine :attr:`call` (``Next.CALL``);
+        with none complete and nothing else to do, it is ``Next.READ``.
         """
         func, is_async = self._on_input
         if self._call_kind is not _Kind.INPUT or not is_async:
             self.call_done()
-            return False
+            return self.advance()
         self.call = None
         if self._errors or self.state is not _OPEN or self.paused:
-            return False
-        return self._deliver_to_coroutine(func) and self.call is not None
+            return self.advance()
+        if self._deliver_to_coroutine(func):  # a call, or an error to report
+            return Next.CALL if self.call is not None else self.advance()
+        if self._events or self.eof:
+            return self.advance()
+        return Next.READ
 
     def _decode_failed(self, exc: Exception) -> None:
         if isinstance(exc, FrameError):

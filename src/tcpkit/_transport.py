@@ -8,7 +8,8 @@ driver (:mod:`tcpkit._driver`) needs, each a typed method:
   it raise :class:`ReceiveInterrupted` (nothing is lost);
 * ``set_data_callback``: where the transport can, hand arriving bytes to a
   callback while a task waits in ``receive`` (a turn then costs no task
-  switch); it says whether it will;
+  switch); it says whether it will, and ``callback_runs_as_task`` whether
+  the callback runs as that task (then it may start a handler coroutine);
 * ``write``: take bytes without waiting, and tell whether they are all in the
   OS now; if not, :meth:`~Transport.drain` must be awaited (it pushes the
   rest out where the transport needs that, and waits until it is gone);
@@ -116,7 +117,18 @@ class Transport(ABC):
         ``callback(data)`` runs synchronously when bytes arrive while none are
         buffered; it returns ``True`` if it consumed them (else they go to
         ``receive`` as usual). ``None`` stops it. Returns whether the
-        transport will call it at all (this default: never).
+        transport will call it at all (this default: never). Set it from the
+        task that waits in ``receive``: see :attr:`callback_runs_as_task`.
+        """
+        return False
+
+    @property
+    def callback_runs_as_task(self) -> bool:
+        """Whether the data callback runs as the task that set it.
+
+        If so (asyncio: ``current_task()`` is that task while it runs), a
+        coroutine the callback starts may wait, and that task resumes it.
+        This default: no.
         """
         return False
 

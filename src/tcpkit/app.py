@@ -124,51 +124,59 @@ class App(Generic[In, Out]):
             :class:`~tcpkit.Lines`.
         input_codec: the framing of input only (POE ClientInputFilter); overrides ``codec``.
         output_codec: the framing of output only (POE ClientOutputFilter); overrides ``codec``.
-        name: the server's name in logs (POE Alias).
-        max_connections: open sockets allowed at once (POE Concurrency);
+        **options: the settings below (:class:`AppOptions`).
+
+    Keyword Args:
+        name (str): the server's name in logs (POE Alias).
+        max_connections (int | None): open sockets allowed at once (POE Concurrency);
             ``None`` is unlimited, ``0`` accepts nothing until raised.
-        state: a zero-argument factory; its result is ``conn.state`` (the typed HEAP).
-        client_args: extra arguments for ``on_connect`` (POE ClientArgs).
-        listener_args: extra arguments for ``on_started`` (POE ListenerArgs).
-        connection_class: the :class:`Connection` subclass used (POE SessionType).
-        shutdown_on_error: shut a connection down after ``on_error`` (POE
-            ClientShutdownOnError); per connection as ``conn.shutdown_on_error``.
-        idle_timeout: seconds without progress either way (no input read, no
+        state (Callable[[], Any] | None): a zero-argument factory; its result
+            is ``conn.state`` (the typed HEAP).
+        client_args (Sequence[Any]): extra arguments for ``on_connect`` (POE ClientArgs).
+        listener_args (Sequence[Any]): extra arguments for ``on_started``
+            (POE ListenerArgs).
+        connection_class (type[Connection]): the :class:`Connection` subclass
+            used (POE SessionType).
+        shutdown_on_error (bool): shut a connection down after ``on_error``
+            (POE ClientShutdownOnError); per connection as
+            ``conn.shutdown_on_error``.
+        idle_timeout (float | None): seconds without progress either way (no input read, no
             output taken by the OS) after which a connection is closed, with
             :class:`~tcpkit.IdleTimeout` reported to ``on_error``; a transfer
             in progress is not idle. ``None``: no limit.
-        message_timeout: once a message's first byte has arrived, seconds
+        message_timeout (float | None): once a message's first byte has arrived, seconds
             within which the whole message must arrive (a slow trickle is cut:
             :class:`~tcpkit.MessageTimeout`). Uses the decoder's
             ``in_progress``.
-        send_timeout: seconds pending output may make no progress (a client
+        send_timeout (float | None): seconds pending output may make no progress (a client
             that stopped reading) before the connection is closed with
             :class:`~tcpkit.SendTimeout`; a waiting ``send()`` then raises
             :class:`~tcpkit.ConnectionClosed`.
-        max_lifetime: seconds after which a connection is shut down gracefully
+        max_lifetime (float | None): seconds after which a connection is shut down gracefully
             (logged; no error).
-        max_connections_per_ip: open connections allowed from one client
+        max_connections_per_ip (int | None): open connections allowed from one client
             address (the real client's, after a PROXY header); one more is
             closed at once and counted as rejected.
-        write_buffer: ``(high, low, limit)`` in bytes; see :class:`WriteBuffer`.
-        setup_timeout: seconds allowed for PROXY header, TLS handshake and
+        write_buffer (tuple[int, int, int]): ``(high, low, limit)`` in bytes;
+            see :class:`WriteBuffer`.
+        setup_timeout (float | None): seconds allowed for PROXY header, TLS handshake and
             ``pre_connect`` together; ``None`` for no limit.
-        proxy_protocol: expect a PROXY protocol v1/v2 header on every
+        proxy_protocol (bool | Sequence[str]): expect a PROXY protocol v1/v2 header on every
             connection, from any peer (``True``: safe only when nothing but
             the proxy can reach the port), or only from the peers of an
             allowlist (``["10.0.0.0/8", "127.0.0.1", "::1"]``, ``"unix"`` for
             Unix sockets): a connection from any other peer is closed before
             a byte is read. ``conn.proxy`` is the parsed header.
-        busy_poll: after a read, keep the event loop polling for input (instead
+        busy_poll (float | None): after a read, keep the event loop polling for input (instead
             of sleeping) for up to this many seconds, a window that adapts to
             the traffic (it closes when clients are sparse); ``0`` or ``None``
             turns it off. It saves a sleep and wake-up per request in
             request-response traffic, and costs at most one window of CPU per
             read. See the Performance page.
-        tcp_nodelay: set ``TCP_NODELAY`` on accepted TCP sockets (small
+        tcp_nodelay (bool): set ``TCP_NODELAY`` on accepted TCP sockets (small
             writes leave at once); ``False`` lets the kernel coalesce them
             (Nagle's algorithm).
-        tcp_keepalive: turn TCP keepalive on, with probes after this many
+        tcp_keepalive (int | None): turn TCP keepalive on, with probes after this many
             seconds of silence, then every third of it, three times: a peer
             that vanished (power loss, a dropped NAT entry) is noticed within
             about twice this. ``None`` (default): the OS default, off.

@@ -644,9 +644,10 @@ async def _talk(channel: Channel[Any, Any], mode: str, wait: float) -> int:
     """Pump stdin to ``channel`` and ``channel`` to stdout until one side ends."""
     status = 0
     send, receive = anyio.create_memory_object_stream[bytes](1)
+    free = threading.Semaphore(1)  # the stream's one slot: the reader thread waits for it
     reader = threading.Thread(
         target=_read_stdin,
-        args=(send, anyio.lowlevel.current_token()),
+        args=(send, free, anyio.lowlevel.current_token()),
         name="tcpkit connect stdin",
         daemon=True,  # a read blocked on a terminal must not keep the process alive
     )
@@ -654,7 +655,7 @@ async def _talk(channel: Channel[Any, Any], mode: str, wait: float) -> int:
 
     async def from_stdin() -> None:
         async with receive:
-            await _send_stdin(channel, receive, mode)
+            await _send_stdin(channel, receive, free, mode)
         try:
             await channel.send_eof()
         except NotImplementedError:
@@ -676,11 +677,13 @@ async def _talk(channel: Channel[Any, Any], mode: str, wait: float) -> int:
     return status
 
 
-def _read_stdin(send: MemoryObjectSendStream[bytes], token: Any) -> None:
+def _read_stdin(send: MemoryObjectSendStream[bytes], free: threading.Semaphore, token: Any) -> None:
     """In a thread: hand stdin's bytes to the event loop; ``b""`` is EOF.
 
     ``os.read`` on the descriptor, not ``sys.stdin``: a daemon thread blocked in a
-    buffered read can abort the interpreter at exit.
+    buffered read can abort the interpreter at exit. The thread waits for the
+    stream's free slot itself and hands a chunk over with a plain call: a
+    coroutine sent to a loop that is ending would be reported as never awaited.
     """
     try:
         fd = sys.stdin.fileno()
@@ -691,8 +694,9 @@ def _read_stdin(send: MemoryObjectSendStream[bytes], token: Any) -> None:
             chunk = os.read(fd, 65536) if fd >= 0 else b""
         except OSError:
             chunk = b""
+        free.acquire()
         try:
-            anyio.from_thread.run(send.send, chunk, token=token)
+            anyio.from_thread.run_sync(send.send_nowait, chunk, token=token)
         except Exception:  # the event loop has ended, or nobody reads any more
             return
         if not chunk:
@@ -700,7 +704,10 @@ def _read_stdin(send: MemoryObjectSendStream[bytes], token: Any) -> None:
 
 
 async def _send_stdin(
-    channel: Channel[Any, Any], chunks: MemoryObjectReceiveStream[bytes], mode: str
+    channel: Channel[Any, Any],
+    chunks: MemoryObjectReceiveStream[bytes],
+    free: threading.Semaphore,
+    mode: str,
 ) -> None:
     """Send stdin as messages: lines (``lines``, ``json-lines``) or chunks (``raw``)."""
     buffer = bytearray()
@@ -723,6 +730,7 @@ async def _send_stdin(
 
     try:
         async for chunk in chunks:
+            free.release()
             if not chunk:
                 break
             if mode == "raw":

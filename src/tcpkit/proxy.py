@@ -766,6 +766,10 @@ class _ProxiedTransport(ProxiedStream, Transport):
     def set_data_callback(self, callback: DataCallback | None) -> bool:
         return self._transport.set_data_callback(callback)
 
+    @property
+    def callback_runs_as_task(self) -> bool:
+        return self._transport.callback_runs_as_task
+
     def write(self, data: bytes) -> bool:
         return self._transport.write(data)
 

@@ -6,8 +6,10 @@ app through its real pipeline over in-memory streams, on asyncio or trio;
 :class:`MemoryListener` is the in-memory listener under them, for tests that
 want to serve an app to in-memory streams of their own.
 
-:func:`check_codec` needs hypothesis (``pip install hypothesis``). It is
-imported on first use, so ``import tcpkit.testing`` works without it.
+:func:`check_codec` is the property suite for codecs, and :func:`fuzz_app`
+(with :func:`fuzz_scripts` and :class:`FuzzScript`) fuzzes an app with
+abusive clients. They need hypothesis (``pip install hypothesis``), imported
+on first use, so ``import tcpkit.testing`` works without it.
 """
 
 from __future__ import annotations
@@ -19,8 +21,12 @@ from ._memory import MemoryByteStream, MemoryListener, memory_stream_pair
 
 if TYPE_CHECKING:
     from ._codecs import check_codec
+    from ._fuzz import FuzzAction, FuzzFailure, FuzzScript, fuzz_app, fuzz_scripts
 
 __all__ = [
+    "FuzzAction",
+    "FuzzFailure",
+    "FuzzScript",
     "LiveServer",
     "MemoryByteStream",
     "MemoryListener",
@@ -28,9 +34,14 @@ __all__ = [
     "TestServer",
     "check_codec",
     "client_codec",
+    "fuzz_app",
+    "fuzz_scripts",
     "live_server",
     "memory_stream_pair",
 ]
+
+
+_FUZZ_NAMES = frozenset({"FuzzAction", "FuzzFailure", "FuzzScript", "fuzz_app", "fuzz_scripts"})
 
 
 def __getattr__(name: str) -> Any:
@@ -38,4 +49,8 @@ def __getattr__(name: str) -> Any:
         from ._codecs import check_codec
 
         return check_codec
+    if name in _FUZZ_NAMES:
+        from . import _fuzz
+
+        return getattr(_fuzz, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

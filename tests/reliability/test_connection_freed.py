@@ -15,6 +15,7 @@ from __future__ import annotations
 import gc
 import socket
 import struct
+from typing import Any
 
 import anyio
 import pytest
@@ -42,9 +43,11 @@ def client(port: int, end: str) -> None:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
 
 
-def alive(server: Server[str, str]) -> list[Connection[str, str]]:
+def alive(server: Server[str, str]) -> list[Connection[Any, Any]]:
+    """The connections of ``server`` that are still in memory (after a collection)."""
     gc.collect()
-    return [o for o in gc.get_objects() if isinstance(o, Connection) and o.server is server]
+    conns: list[Connection[Any, Any]] = [o for o in gc.get_objects() if isinstance(o, Connection)]
+    return [conn for conn in conns if conn.server is server]
 
 
 @pytest.mark.parametrize("end", ENDS)
@@ -66,7 +69,7 @@ async def test_a_connection_is_freed_once_it_has_ended(end: str) -> None:
         # Another timer, due before any the connection's end arms (its deadlines are
         # at least 5 s away): as on any server with other connections or time limits.
         tg.start_soon(anyio.sleep, 4.5)
-        await anyio.to_thread.run_sync(client, server.port, end)
+        await anyio.to_thread.run_sync(client, server.port or 0, end)
         with anyio.fail_after(10):
             while server.connection_count:
                 await anyio.sleep(0.01)

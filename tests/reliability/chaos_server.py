@@ -4,7 +4,8 @@ Usage: ``python chaos_server.py BACKEND CERTFILE KEYFILE``. One echo app runs as
 four servers in this process, because each abuse needs options of its own:
 
 * ``main``: plain TCP with every time limit and a small line limit (valid
-  clients, resets, trickles, floods, clients that never read, idle ones);
+  clients, slow readers, resets, trickles, floods, clients that never read,
+  idle ones, and lines that make the handler raise);
 * ``tls``: the same over TLS (valid TLS clients, garbage instead of a ClientHello);
 * ``proxy``: a PROXY allowlist that 127.0.0.1 is not on (spoofed headers);
 * ``perip``: PROXY trusted, ``max_connections_per_ip=3`` (one client over its limit).
@@ -33,8 +34,18 @@ from typing import Any
 
 import anyio
 
-from tcpkit import App, Connection, ConnectionClosed, Lines, Server
+from tcpkit import (
+    App,
+    Connection,
+    ConnectionClosed,
+    ConnectionTimeout,
+    FrameError,
+    Lines,
+    Server,
+)
 from tcpkit.observer import Observer, Rejection
+
+logger = logging.getLogger("chaos_server")
 
 MAX_LINE = 4096
 """The line limit (the soak's valid lines stay under it; its floods go far past it)."""
@@ -89,12 +100,34 @@ class Problems(logging.Handler):
 app: App[str, str] = App(name="main", codec=Lines(max_length=MAX_LINE), **LIMITS)
 
 
+RAISE = "raise"
+"""The line that makes the handler raise :class:`ChaosError` (the connection then ends)."""
+
+
+class ChaosError(Exception):
+    """What the handler raises when told to."""
+
+
 @app.on_input
 async def echo(conn: Connection[str, str], line: str) -> None:
+    if line == RAISE:
+        raise ChaosError(f"#{conn.id} was told to raise")
     try:
         await conn.send(line)
     except ConnectionClosed:
         pass  # a send timeout (or a reset) ended the connection while this send waited
+
+
+EXPECTED = (ChaosError, ConnectionTimeout, FrameError, OSError, anyio.BrokenResourceError)
+"""The errors the soak causes on purpose (the observer counts them, by type)."""
+
+
+@app.on_error
+def on_error(conn: Connection[str, str], exc: Exception) -> None:
+    """Quiet about the errors the soak causes (anything else is a problem: logged at ERROR);
+    the connection then shuts down (``shutdown_on_error``)."""
+    if not isinstance(exc, EXPECTED):
+        logger.error("%s: unexpected %r", conn, exc)
 
 
 SERVERS: dict[str, dict[str, Any]] = {

@@ -5,14 +5,20 @@ count and RSS, read from ``/proc/<pid>``, are its own and not the load
 generator's. It serves one echo app as four servers (each abuse needs options
 of its own; see its docstring). The clients are plain sockets in threads, on
 127.0.0.1 only, each kind a function below, run in a loop by a bounded number
-of threads until the soak's time is up (``TCPKIT_SOAK_SECONDS`` per backend,
-14 by default: about 20 s per backend with the warm-up and the drain).
+of threads until the soak's time is up: a warm-up round of
+:data:`WARMUP_SECONDS`, then the soak proper (``TCPKIT_SOAK_SECONDS`` per
+backend, 11 by default: about 20 s per backend with the warm-up and the drain,
+one minute for the three).
 
 What must hold, per backend:
 
 * every valid client gets every byte of its echo, in order (its own lines of
   random lengths, sent in random chunks, pipelined or in lockstep, over TCP and
   TLS), and then a clean end;
+* a slow reader (it reads its echo a little at a time) gets all of it, cut by
+  no time limit; a line that makes the handler raise ends its connection
+  after the echo of the lines before it (``on_error`` sees the exception);
+* a well-behaved client (the heartbeat) is answered all through the soak;
 * every abusive client is cut by the limit meant for it: a trickle by
   ``message_timeout``, a flood past the line limit by ``FrameTooLarge``, a client
   that never reads by ``send_timeout``, a silent one by ``idle_timeout``, TLS
@@ -23,8 +29,9 @@ What must hold, per backend:
   saw it), and each abusive kind's count equals its clients';
 * nothing is logged at ERROR and no traceback is logged or printed;
 * once every connection has closed, the server holds exactly the descriptors
-  it held before the soak, and its RSS is within :data:`RSS_GROWTH_BOUND` of
-  the baseline (Linux only: ``/proc``).
+  it held after the warm-up, its RSS is within :data:`RSS_GROWTH_BOUND` of
+  that baseline (Linux only: ``/proc``), and the number of objects the
+  garbage collector tracks within :data:`OBJECTS_GROWTH_BOUND`.
 
 Run with ``-s`` to see the figures (also recorded as the ``chaos_soak``
 property for JUnit XML).
@@ -32,6 +39,7 @@ property for JUnit XML).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import queue
@@ -58,10 +66,14 @@ import trustme
 pytestmark = pytest.mark.slow
 
 HERE = Path(__file__).parent
-SOAK_SECONDS = float(os.environ.get("TCPKIT_SOAK_SECONDS", "14"))
+SOAK_SECONDS = float(os.environ.get("TCPKIT_SOAK_SECONDS", "11"))
+WARMUP_SECONDS = 3.0
+"""The warm-up round: the same load, so that the baseline is taken once the server's
+memory has grown to what that load needs (allocator arenas, caches, buffers)."""
 PROC = Path("/proc/self/fd").is_dir() and Path("/proc/self/status").is_file()
 
 MAX_LINE = 4096  # chaos_server.MAX_LINE
+RAISE = b"raise"  # chaos_server.RAISE
 IDLE_TIMEOUT, SEND_TIMEOUT, MESSAGE_TIMEOUT, SETUP_TIMEOUT = 3.0, 1.5, 1.5, 5.0  # chaos_server
 WAIT = 30.0
 """How long any one client waits for the server to do something before it fails."""
@@ -77,9 +89,18 @@ per connection (a few thousand per backend) or a retained buffer per
 client that never read (64 KiB each, dozens of them) goes past it.
 """
 
+OBJECTS_GROWTH_BOUND = 2000
+"""How many more objects the garbage collector may track at the end than after the warm-up.
+
+FIXME
+"""
+
 WORKERS: dict[str, int] = {
     "valid": 4,
     "valid_tls": 2,
+    "slow_reader": 2,
+    "raiser": 1,
+    "heartbeat": 1,
     "reset": 2,
     "trickle": 2,
     "flood": 2,
@@ -92,6 +113,8 @@ WORKERS: dict[str, int] = {
 """Threads per kind of client: each runs that kind's client again and again."""
 
 PAUSE: dict[str, float] = {
+    "raiser": 0.05,
+    "heartbeat": 0.1,
     "reset": 0.02,
     "flood": 0.05,
     "tls_garbage": 0.05,
@@ -112,6 +135,7 @@ class Tally:
     verified: Counter[str] = field(default_factory=Counter[str])
     outcomes: Counter[str] = field(default_factory=Counter[str])
     failures: list[str] = field(default_factory=list[str])
+    latencies: list[float] = field(default_factory=list[float])
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def count(self, kind: str, verified: int = 0, **outcomes: int) -> None:
@@ -278,6 +302,59 @@ def valid_tls(soak: Soak, rng: random.Random) -> None:
     soak.tally.count("valid_tls", verified)
 
 
+def slow_reader(soak: Soak, rng: random.Random) -> None:
+    """Pipelines lines (from a thread of its own) while reading their echo a little at a
+    time, with pauses: the server's sends wait on it, but it always makes progress, so no
+    time limit cuts it (not ``send_timeout``, not ``message_timeout`` for the lines the
+    server has not read yet)."""
+    payload, expected = request(rng, rng.randint(20, 120))
+    with closing(connect(soak.ports["main"])) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8192)
+        sender = threading.Thread(target=sock.sendall, args=(payload,), daemon=True)
+        sender.start()
+        got = b""
+        while len(got) < len(expected):
+            chunk = sock.recv(rng.randint(256, 2048))
+            assert chunk, f"closed after {len(got)} of {len(expected)} bytes"
+            got += chunk
+            time.sleep(rng.uniform(0, 0.01))  # (reading slowly, not waiting for the server)
+        sender.join(WAIT)
+        assert not sender.is_alive()
+        assert got == expected
+        sock.shutdown(socket.SHUT_WR)
+        assert read_until_closed(sock) == b""
+    soak.tally.count("slow_reader", len(got))
+
+
+def raiser(soak: Soak, rng: random.Random) -> None:
+    """Lines, then one that makes the handler raise, then more: the lines before it are
+    echoed, then the connection ends (``shutdown_on_error``); the lines after it are not."""
+    before, expected = request(rng, rng.randint(0, 5))
+    after, _ = request(rng, rng.randint(0, 5))
+    with closing(connect(soak.ports["main"])) as sock:
+        sock.sendall(before + RAISE + b"\n" + after)
+        if rng.random() < 0.5:
+            sock.shutdown(socket.SHUT_WR)
+        received = read_until_closed(sock)
+    assert received == expected, (received[:80], expected[:80])
+    soak.tally.count("raiser", len(received))
+
+
+def heartbeat(soak: Soak, rng: random.Random) -> None:
+    """A well-behaved client, again and again through the soak: one line, its echo, a
+    clean end. Its latency (connect to echo) is a figure, never a pass/fail criterion."""
+    started = time.monotonic()
+    with closing(connect(soak.ports["main"])) as sock:
+        sock.sendall(b"still there?\n")
+        assert recv_exactly(sock, 14) == b"still there?\r\n"
+        took = time.monotonic() - started
+        sock.shutdown(socket.SHUT_WR)
+        assert read_until_closed(sock) == b""
+    with soak.tally.lock:
+        soak.tally.latencies.append(took)
+    soak.tally.count("heartbeat", 14)
+
+
 def reset(soak: Soak, rng: random.Random) -> None:
     """Pipeline lines, then reset (SO_LINGER 0) at a random point of the write."""
     payload, _ = request(rng, rng.randint(1, 300))
@@ -378,7 +455,8 @@ def proxy_v1(src: str, sport: int) -> bytes:
 
 def proxy_v2(src: str, sport: int) -> bytes:
     signature = b"\r\n\r\n\x00\r\nQUIT\n"
-    addresses = socket.inet_aton(src) + socket.inet_aton("192.0.2.1") + struct.pack("!HH", sport, 80)
+    addresses = socket.inet_aton(src) + socket.inet_aton("192.0.2.1")
+    addresses += struct.pack("!HH", sport, 80)
     return signature + struct.pack("!BBH", 0x21, 0x11, len(addresses)) + addresses
 
 
@@ -423,6 +501,9 @@ def per_ip(soak: Soak, rng: random.Random) -> None:
 KINDS: dict[str, Callable[[Soak, random.Random], None]] = {
     "valid": valid,
     "valid_tls": valid_tls,
+    "slow_reader": slow_reader,
+    "raiser": raiser,
+    "heartbeat": heartbeat,
     "reset": reset,
     "trickle": trickle,
     "flood": flood,
@@ -468,7 +549,8 @@ class ChaosServer:
             env={**os.environ, "PYTHONPATH": str(HERE.parent.parent / "src")},
         )
         self._lines: queue.Queue[str] = queue.Queue()
-        threading.Thread(target=self._read, daemon=True).start()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
         self.ports: dict[str, int] = self._next(WAIT)["ports"]
 
     def _read(self) -> None:
@@ -531,6 +613,11 @@ class ChaosServer:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(WAIT)
+        self._reader.join(WAIT)  # (it ends at the end of the server's output)
+        for pipe in (self.proc.stdin, self.proc.stdout):
+            if pipe is not None:
+                with contextlib.suppress(OSError):
+                    pipe.close()
         self._stderr.close()
 
 
@@ -548,10 +635,13 @@ def make_certs(directory: Path) -> tuple[Path, Path, ssl.SSLContext]:
 # -- the soak -------------------------------------------------------------------
 
 
-def run_soak(soak: Soak, seconds: float) -> None:
+def run_soak(soak: Soak, seconds: float, seed: int = 0) -> None:
+    """Every kind of client, in :data:`WORKERS` threads each, for ``seconds``."""
     until = time.monotonic() + seconds
     threads = [
-        threading.Thread(target=run_kind, args=(soak, kind, 1000 * i + n, until), daemon=True)
+        threading.Thread(
+            target=run_kind, args=(soak, kind, seed * 100_000 + 1000 * i + n, until), daemon=True
+        )
         for i, (kind, count) in enumerate(WORKERS.items())
         for n in range(count)
     ]
@@ -573,8 +663,10 @@ def test_chaos_soak(
     server = ChaosServer(backend, certfile, keyfile, tmp_path / "server.log")
     soak = Soak(server.ports, client_tls)
     try:
-        for kind in KINDS:  # warm up: one of each (lazy allocations happen here)
+        for kind in KINDS:  # one of each first: a kind that fails at all fails here
             run_kind(soak, kind, seed=-1, until=0)
+        assert soak.tally.failures == [], "\n".join(soak.tally.failures[:5])
+        run_soak(soak, WARMUP_SECONDS, seed=-2)
         server.wait_no_connections()
         before = server.measure()
         started = time.monotonic()
@@ -587,12 +679,17 @@ def test_chaos_soak(
     finally:
         server.close()
     tally = soak.tally
+    latencies = sorted(tally.latencies)
     figures = {
         "backend": backend,
         "seconds": round(took, 1),
         "clients": dict(tally.clients),
         "bytes_verified": dict(tally.verified),
         "per_ip": {k: v for k, v in tally.outcomes.items() if k.startswith("per_ip")},
+        "heartbeat_ms": {
+            "median": round(1000 * latencies[len(latencies) // 2], 1),
+            "max": round(1000 * latencies[-1], 1),
+        },
         "before": before,
         "after": after,
         "servers": {
@@ -608,6 +705,7 @@ def test_chaos_soak(
     assert final["problems"] == []
     assert "Traceback" not in log and "Exception ignored" not in log, log
     check_accounting(final["servers"], tally)
+    assert after["objects"] - before["objects"] < OBJECTS_GROWTH_BOUND, (before, after)
     if not PROC:
         pytest.skip("the descriptor and RSS checks need /proc (Linux); the rest passed")
     assert after["fds"] == before["fds"], (before, after)
@@ -630,6 +728,7 @@ def check_accounting(servers: dict[str, Any], tally: Tally) -> None:
     assert closed.get("idle-timeout", 0) == stats["idle_timeouts"] == clients["idle"]
     assert closed.get("send-timeout", 0) == stats["send_timeouts"] == clients["never_reads"]
     errors = Counter(main["close_errors"])
+    assert errors.pop("ChaosError", 0) == clients["raiser"]
     assert errors.pop("MessageTimeout", 0) == clients["trickle"]
     assert errors.pop("IdleTimeout", 0) == clients["idle"]
     assert errors.pop("SendTimeout", 0) == clients["never_reads"]
@@ -637,10 +736,11 @@ def check_accounting(servers: dict[str, Any], tally: Tally) -> None:
     # What is left are the resets: each ended in an error (the reset), or in an EOF if
     # it came before a byte was read, or never reached the server (reset in the backlog).
     assert set(errors) <= {"BrokenResourceError", "ConnectionResetError", "BrokenPipeError"}
-    assert closed.get("error", 0) == clients["flood"] + sum(errors.values())
+    assert closed.get("error", 0) == clients["flood"] + clients["raiser"] + sum(errors.values())
     assert 0 < sum(errors.values()) <= clients["reset"]
     assert set(closed) <= {"eof", "error", "message-timeout", "idle-timeout", "send-timeout"}
-    assert clients["valid"] <= closed["eof"] <= clients["valid"] + clients["reset"]
+    clean = clients["valid"] + clients["slow_reader"] + clients["heartbeat"]
+    assert clean <= closed["eof"] <= clean + clients["reset"]
     assert main["rejected"] == {}
 
     assert tls["closed"] == {"eof": clients["valid_tls"]}

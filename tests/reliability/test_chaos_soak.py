@@ -33,7 +33,9 @@ What must hold, per backend:
   that baseline (Linux only: ``/proc``), and the number of objects the
   garbage collector tracks within :data:`OBJECTS_GROWTH_BOUND`.
 
-Run with ``-s`` to see the figures (also recorded as the ``chaos_soak``
+Skipped unless slow tests are selected: ``pytest -m slow
+tests/reliability/test_chaos_soak.py`` (or ``make chaos-soak``). Run with
+``-s`` to see the figures (also recorded as the ``chaos_soak``
 property for JUnit XML).
 """
 
@@ -639,6 +641,15 @@ def make_certs(directory: Path) -> tuple[Path, Path, ssl.SSLContext]:
 
 # -- the soak -------------------------------------------------------------------
 
+RUN_ME = "tests/reliability/test_chaos_soak.py"
+
+
+def asked_for(config: pytest.Config) -> bool:
+    """Whether the run selects slow tests (``-m slow``): the soak adds a minute, so the
+    default run (``make test``) skips it; ``make chaos-soak`` runs it."""
+    words = str(config.getoption("markexpr", "")).split()
+    return "slow" in words and "not" not in words
+
 
 def run_soak(soak: Soak, seconds: float, seed: int = 0) -> None:
     """Every kind of client, in :data:`WORKERS` threads each, for ``seconds``."""
@@ -660,8 +671,13 @@ def run_soak(soak: Soak, seconds: float, seed: int = 0) -> None:
 @pytest.mark.timeout(SOAK_SECONDS + 150)
 @pytest.mark.parametrize("backend", ["asyncio", "uvloop", "trio"])
 def test_chaos_soak(
-    backend: str, tmp_path: Path, record_property: Callable[[str, object], None]
+    backend: str,
+    tmp_path: Path,
+    record_property: Callable[[str, object], None],
+    request: pytest.FixtureRequest,
 ) -> None:
+    if not asked_for(request.config):
+        pytest.skip(f"a minute long: run it with `pytest -m slow {RUN_ME}`")
     if backend == "uvloop":
         pytest.importorskip("uvloop")
     certfile, keyfile, client_tls = make_certs(tmp_path)

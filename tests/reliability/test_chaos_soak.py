@@ -7,7 +7,7 @@ of its own; see its docstring). The clients are plain sockets in threads, on
 127.0.0.1 only, each kind a function below, run in a loop by a bounded number
 of threads until the soak's time is up: a warm-up round of
 :data:`WARMUP_SECONDS`, then the soak proper (``TCPKIT_SOAK_SECONDS`` per
-backend, 11 by default: about 20 s per backend with the warm-up and the drain,
+backend, 9 by default: about 20 s per backend with the warm-up and the drain,
 one minute for the three).
 
 What must hold, per backend:
@@ -68,7 +68,7 @@ import trustme
 pytestmark = pytest.mark.slow
 
 HERE = Path(__file__).parent
-SOAK_SECONDS = float(os.environ.get("TCPKIT_SOAK_SECONDS", "11"))
+SOAK_SECONDS = float(os.environ.get("TCPKIT_SOAK_SECONDS", "9"))
 WARMUP_SECONDS = 3.0
 """The warm-up round: the same load, so that the baseline is taken once the server's
 memory has grown to what that load needs (allocator arenas, caches, buffers)."""
@@ -85,9 +85,9 @@ CUT_WITHIN = 15.0
 RSS_GROWTH_BOUND = 16 * 1024  # KiB
 """How far above its baseline the server's RSS may stay once every connection has closed.
 
-Measured (``-s`` prints it) at 11 s per backend, about 6,500 connections each:
-+1.6 MiB on asyncio, +2.3 on uvloop, +4.6 on trio (the baseline, after the
-warm-up, is 37 to 49 MiB). The bound leaves room for the allocator keeping
+Measured (``-s`` prints it) at 9 s per backend, 8,000 to 10,000 connections each
+(with the warm-up): +2.1 MiB on asyncio, +2.9 on uvloop, +3.1 on trio (the
+baseline, after the warm-up, is 35 to 49 MiB). The bound leaves room for the allocator keeping
 freed arenas, while a leak of a few kilobytes per connection, or a retained
 buffer per client that never read (64 KiB each, dozens of them), goes past it.
 Before the fix tested by ``test_connection_freed.py``, asyncio kept every
@@ -97,8 +97,9 @@ connection that ended in an error for 5 s after its end: +25 MiB.
 OBJECTS_GROWTH_BOUND = 2000
 """How many more objects the garbage collector may track at the end than after the warm-up.
 
-Measured at 11 s per backend: -28 on asyncio, 0 on uvloop, -458 on trio (of 22,000
-to 44,000). One object kept per connection (6,000 or more per backend) goes past it;
+Measured at 9 s per backend: +134 on asyncio, 0 on uvloop, +160 on trio (of 22,000 to
+43,000; between -600 and +200 over several runs). One object kept per connection (several
+thousand per backend) goes past it;
 before the fix tested by ``test_connection_freed.py`` asyncio showed +2,265.
 """
 

@@ -21,7 +21,7 @@ FIND_PYTHON = for c in python$$v $$(ls -d $(HOME)/.pyenv/versions/$$v.*/bin/pyth
 	  if [ "$$($$c -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null)" = "$$v" ]; then \
 	    echo $$c; break; fi; done
 
-.PHONY: run test test-paths-full lint typecheck pytest pythons docs bench bench-full clean
+.PHONY: run test test-paths-full chaos-soak lint typecheck pytest pythons docs bench bench-full clean
 
 $(BIN)/.installed: pyproject.toml
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) on PATH (or make PYTHON=python3)"; exit 1; }
@@ -72,6 +72,10 @@ pythons:
 # The path matrix's full product (tests/paths): `make test` runs its covering subset.
 test-paths-full: $(BIN)/.installed
 	TCPKIT_PATH_MATRIX=full $(BIN)/pytest tests/paths -m slow
+
+# The chaos soak (tests/reliability/test_chaos_soak.py, about a minute): `make test` skips it.
+chaos-soak: $(BIN)/.installed
+	$(BIN)/pytest -m slow tests/reliability/test_chaos_soak.py -s
 
 docs: $(BIN)/.installed
 	$(BIN)/mkdocs build --strict --site-dir site

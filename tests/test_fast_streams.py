@@ -201,6 +201,40 @@ async def test_a_reset_breaks_the_stream() -> None:
             await use_until_broken()
 
 
+async def test_a_connection_reset_before_it_was_accepted_has_attributes() -> None:
+    """A client that resets while its connection waits in the accept queue: the
+    stream's addresses are ``None`` where the kernel no longer knows them (uvloop's
+    own ``get_extra_info("peername")`` raises once such a transport has closed)."""
+    listener = fast_listener(await anyio.create_tcp_listener(local_host="127.0.0.1"))
+    try:
+        port = listener.extra(SocketAttribute.local_port)
+        with socket.create_connection(("127.0.0.1", port)) as client:
+            client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        # (closed: an RST, while the connection waits in the accept queue)
+        with anyio.fail_after(10):
+            server = await listener.accept()
+        try:
+
+            async def use_until_broken() -> None:
+                while True:  # the reset shows on receive or on a later send
+                    try:
+                        await server.receive()
+                    except anyio.EndOfStream:
+                        pass
+                    await server.send(b"x" * 65536)
+
+            with anyio.fail_after(10), pytest.raises(anyio.BrokenResourceError):
+                await use_until_broken()
+            peer = server.extra(SocketAttribute.remote_address, None)
+            local = server.extra(SocketAttribute.local_address, None)
+            assert peer is None or peer[0] == "127.0.0.1"
+            assert local is None or local == ("127.0.0.1", port)
+        finally:
+            await server.aclose()
+    finally:
+        await listener.aclose()
+
+
 async def test_a_busy_stream_still_lets_other_tasks_run() -> None:
     """Operations that never wait yield every STREAK calls: no starvation."""
     async with pair() as (server, _client), anyio.create_task_group() as tg:

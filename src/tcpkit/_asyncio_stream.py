@@ -445,9 +445,23 @@ class AsyncioSocketStream(anyio.abc.SocketStream, Transport):
         return socket_attributes(
             raw,
             raw.family if raw is not None else socket.AF_UNSPEC,
-            convert_address(transport.get_extra_info("sockname")),
-            convert_address(transport.get_extra_info("peername")),
+            _address(transport, "sockname"),
+            _address(transport, "peername"),
         )
+
+
+def _address(transport: asyncio.Transport, name: str) -> Any:
+    """The transport's ``sockname`` or ``peername`` (anyio's form), or ``None``.
+
+    uvloop reads both when the connection is made and forgets its socket once
+    the transport closes; an address it could not read then (a client that
+    reset while waiting in the accept queue) makes ``get_extra_info`` raise
+    ``AttributeError`` after the close.
+    """
+    try:
+        return convert_address(transport.get_extra_info(name))
+    except AttributeError:
+        return None
 
 
 class AsyncioSocketListener(FastListener):

@@ -31,6 +31,7 @@ import socket
 import ssl
 import time
 import types
+import weakref
 from collections.abc import Awaitable, Callable, Coroutine, Generator
 from contextvars import Context, ContextVar, copy_context
 from typing import TYPE_CHECKING, Any, TypeAlias
@@ -74,12 +75,17 @@ _TIMEOUT_REASONS: dict[type[ConnectionTimeout], str] = {
 # Next's members as globals: an enum's attribute costs about ten globals on Python 3.10-3.11.
 _CALL, _READ, _CLOSE = Next.CALL, Next.READ, Next.CLOSE
 
-_current: ContextVar[Connection[Any, Any] | None] = ContextVar("tcpkit_connection", default=None)
+_current: ContextVar[weakref.ref[Connection[Any, Any]] | None] = ContextVar(
+    "tcpkit_connection", default=None
+)
+# A weak reference: a copy of the connection's context can outlive the connection (asyncio
+# keeps the context of a cancelled timer until its deadline), and must not keep it alive.
 
 
 def current_connection() -> Connection[Any, Any] | None:
     """The connection whose handler is running now, or ``None`` outside handlers."""
-    return _current.get()
+    ref = _current.get()
+    return None if ref is None else ref()
 
 
 class Driver:
@@ -154,7 +160,7 @@ class Driver:
         await self._steps(self._run())
 
     async def _run(self) -> None:
-        _current.set(self._conn)  # (in the connection's context: see _steps)
+        _current.set(weakref.ref(self._conn))  # (in the connection's context: see _steps)
         watchdog = self._watchdog
         if watchdog is not None:
             watchdog.add(self)
@@ -445,6 +451,12 @@ class Driver:
         return self._session.decoder.in_progress
 
     @property
+    def reading(self) -> bool:
+        """Whether the task waits for input (else the server is not reading: a handler
+        runs, output drains, input is paused)."""
+        return self._reading
+
+    @property
     def handler_running(self) -> bool:
         """Whether an ``async def`` handler is running (its connection is not idle)."""
         return self._session.call is not None
@@ -507,7 +519,7 @@ class Driver:
     async def _run_helper(
         self, scope: anyio.CancelScope, func: Callable[[], Awaitable[None]]
     ) -> None:
-        _current.set(self._conn)
+        _current.set(weakref.ref(self._conn))
         try:
             if self._session.state is State.CLOSED:
                 scope.cancel()

@@ -11,7 +11,10 @@ a second, after it is due (``Watchdog.interval``).
   (a download the client reads is progress; a handler still running is not
   idle);
 * **message**: a message has been in progress (its decoder holds part of
-  it, ``Decoder.in_progress``) with no message completed since the limit;
+  it, ``Decoder.in_progress``) with no message completed since the limit,
+  counted only while the server waits for input (not while a handler runs,
+  output drains to a slow reader, or input is paused: lines the server has
+  not read yet are not slow);
 * **send**: output is pending and the OS has taken none of it since the
   limit (a client that stopped reading);
 * **lifetime**: the connection is older than the limit.
@@ -96,8 +99,8 @@ class Watchdog:
             watch.stalled_since = None
         elif watch.stalled_since is None:
             watch.stalled_since = now
-        if not driver.message_in_progress:
-            watch.message_since = None
+        if not driver.message_in_progress or not driver.reading:
+            watch.message_since = None  # (the server is not reading: not the client's delay)
         elif watch.message_since is None or messages_in != watch.messages_in:
             watch.message_since = now
         watch.messages_in = messages_in

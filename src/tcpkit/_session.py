@@ -289,13 +289,12 @@ class Session:
         codec.
         """
         func, is_async = self._on_input
-        if is_async:
-            return functools.partial(self._deliver_to_coroutine, func)
-        if self.timer is not None:
+        if self.timer is not None and not is_async:
             func = _timed(func, self.timer)
-        return functools.partial(self._deliver_to_function, func)
+        return functools.partial(self._deliver_input, func, is_async)
 
-    def _deliver_to_function(self, func: Callable[..., Any]) -> bool:
+    def _deliver_input(self, func: Callable[..., Any], is_async: bool) -> bool:
+        """See :meth:`_input_loop`; an ``async def``'s coroutine becomes :attr:`call`."""
         conn, stats, counts, tail = self.conn, self.stats, self.counts, self._tail
         while True:
             try:
@@ -312,31 +311,21 @@ class Session:
             except Exception as exc:
                 self._failed(exc, _INPUT)
                 return True
-            if result is not None and inspect.isawaitable(result):  # a def returning one
-                self.call = _awaited(result)
+            if is_async:
+                self.call = result
                 self._call_kind = _INPUT
+                return True
+            if result is not None and self._awaitable_result(result):
                 return True
             if self.state is not _OPEN or self.paused or self._errors:
                 return True  # the handler changed what comes next
 
-    def _deliver_to_coroutine(self, func: Callable[..., Any]) -> bool:
-        """An ``async def`` on_input: its coroutine for the next message becomes :attr:`call`."""
-        tail = self._tail
-        try:
-            message = tail.pop(0) if tail else self.decoder.next_message()
-        except Exception as exc:
-            self._decode_failed(exc)
-            return True
-        if message is NEED_DATA:
+    def _awaitable_result(self, result: object) -> bool:
+        """Whether a ``def`` on_input returned an awaitable: it becomes :attr:`call`."""
+        if not inspect.isawaitable(result):
             return False
-        self.stats.messages_in += 1
-        self.counts.messages_in += 1
-        try:
-            self.call = func(self.conn, message)  # (an async callable's result is a coroutine)
-        except Exception as exc:
-            self._failed(exc, _INPUT)
-        else:
-            self._call_kind = _INPUT
+        self.call = _awaited(result)
+        self._call_kind = _INPUT
         return True
 
     def after_call(self) -> Next:
@@ -354,7 +343,7 @@ class Session:
         self.call = None
         if self._errors or self.state is not _OPEN or self.paused:
             return self.advance()
-        if self._deliver_to_coroutine(func):  # a call, or an error to report
+        if self._deliver_input(func, True):  # a call, or an error to report
             return _CALL if self.call is not None else self.advance()
         if self._events or self.eof:
             return self.advance()

@@ -34,7 +34,7 @@ from .app import App
 from .control import ControlError, control_app, parse_limit
 from .observe import AccessLog, Recorder
 from .observer import Observer, peer_of
-from .reload import Handover, check_app, unblock_signals, watch_for_changes, watched_directories
+from .reload import Handover, check_app, reload_on_changes, unblock_signals
 from .runconfig import RunConfig, app_overrides
 from .runner import Stopper, backend_description, describe_addresses
 from .server import Server
@@ -306,14 +306,8 @@ class ServingProcess:
         stopper.drain(why, verb="reloading (the listening sockets stay open)")
 
     async def _watch_code(self) -> None:
-        directories = watched_directories(self.config.app, self.config.reload_dir)
-        logger.info("--reload: watching %s for changes to .py files", ", ".join(directories))
-
-        async def changed(paths: list[str]) -> None:
-            shown = ", ".join(paths[:3]) + (" ..." if len(paths) > 3 else "")
-            self.request_reload(f"{shown} changed")
-
-        await watch_for_changes(directories, changed)
+        config = self.config
+        await reload_on_changes(config.app, config.reload_dir, self.request_reload, logger)
 
     # -- operations -----------------------------------------------------------
 

@@ -30,12 +30,12 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from typing import NoReturn
 
 from ._systemd import LISTEN_FDS_START
 
-__all__ = ["CHECK_COMMAND", "Handover", "check_app", "watch_for_changes"]
+__all__ = ["CHECK_COMMAND", "Handover", "check_app", "reload_on_changes"]
 
 logger = logging.getLogger("tcpkit.server")
 
@@ -169,16 +169,20 @@ def watched_directories(app: str, extra: Sequence[str]) -> list[str]:
     return [os.getcwd()]
 
 
-async def watch_for_changes(
-    directories: Sequence[str], on_change: Callable[[list[str]], Awaitable[None]]
+async def reload_on_changes(
+    app: str, extra: Sequence[str], request_reload: Callable[[str], object], log: logging.Logger
 ) -> None:
-    """Call ``on_change(paths)`` for each batch of changed ``.py`` files (forever).
+    """``--reload``: call ``request_reload(why)`` for each batch of changed ``.py`` files.
+
+    It watches :func:`watched_directories` (logged once on ``log``) forever.
 
     Raises:
         ImportError: watchfiles is not installed.
     """
     from watchfiles import PythonFilter, awatch
 
+    directories = watched_directories(app, extra)
+    log.info("--reload: watching %s for changes to .py files", ", ".join(directories))
     async for changes in awatch(*directories, watch_filter=PythonFilter(), debounce=200):
         paths = sorted({_relative(path) for _, path in changes})
-        await on_change(paths)
+        request_reload(", ".join(paths[:3]) + (" ..." if len(paths) > 3 else "") + " changed")

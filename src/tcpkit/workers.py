@@ -515,16 +515,10 @@ class Supervisor:
                 self.notifier.ready(f"{self.workers} worker(s) serving")
 
     async def _watch_code(self) -> None:
-        from .reload import watch_for_changes, watched_directories
+        from .reload import reload_on_changes
 
-        directories = watched_directories(self.config.app, self.config.reload_dir)
-        logger.info("--reload: watching %s for changes to .py files", ", ".join(directories))
-
-        async def changed(paths: list[str]) -> None:
-            shown = ", ".join(paths[:3]) + (" ..." if len(paths) > 3 else "")
-            self.request_reload(f"{shown} changed")
-
-        await watch_for_changes(directories, changed)
+        config = self.config
+        await reload_on_changes(config.app, config.reload_dir, self.request_reload, logger)
 
     # -- control and metrics ----------------------------------------------------------
 

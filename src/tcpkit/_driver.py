@@ -385,21 +385,30 @@ class Driver:
                 session.counts.bytes_out += size
             if not done:
                 session.in_flight = transport.buffered  # what send's backpressure sees
-                with anyio.CancelScope() as drain:  # send_timeout cancels it
-                    self._drain_scope = drain
-                    await transport.drain()
-                if drain.cancelled_caught:
+                if not await self._drain():
                     return
         except _WRITE_ERRORS as exc:
             session.fail(exc)
             return
         finally:
             self._writing = False
-            self._drain_scope = None
             session.in_flight = 0
             self._changed()
         if session.wants_flushed and session.flushed():
             self.wake()
+
+    async def _drain(self) -> bool:
+        """Wait until the transport took everything; ``False`` if a time limit cut it short."""
+        if self._watchdog is None:  # nothing but close() can end it early: no scope of its own
+            await self._transport.drain()
+            return True
+        with anyio.CancelScope() as drain:  # a time limit cancels it (time_out)
+            self._drain_scope = drain
+            try:
+                await self._transport.drain()
+            finally:
+                self._drain_scope = None
+        return not drain.cancelled_caught
 
     def flush_soon(self) -> None:
         """Send what is queued from a helper task, unless a write is under way or scheduled."""

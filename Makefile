@@ -21,7 +21,7 @@ FIND_PYTHON = for c in python$$v $$(ls -d $(HOME)/.pyenv/versions/$$v.*/bin/pyth
 	  if [ "$$($$c -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null)" = "$$v" ]; then \
 	    echo $$c; break; fi; done
 
-.PHONY: run test test-paths-full chaos-soak lint typecheck pytest pythons docs bench bench-full clean
+.PHONY: run test test-slow test-paths-full chaos-soak lint typecheck pytest pythons docs bench bench-full clean
 
 $(BIN)/.installed: pyproject.toml
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) on PATH (or make PYTHON=python3)"; exit 1; }
@@ -55,7 +55,12 @@ typecheck: $(BIN)/.installed
 	$(BIN)/pyright tests/typing tools
 
 pytest: $(BIN)/.installed
-	$(BIN)/pytest
+	$(BIN)/pytest -m "not slow"
+
+# The slow tests (subprocess and real-program tests, soaks, the path matrix's
+# full product): CI runs them after `make test`.
+test-slow: $(BIN)/.installed
+	TCPKIT_PATH_MATRIX=full $(BIN)/pytest -m slow
 
 pythons:
 	@for v in $(OTHER_PYTHONS); do \

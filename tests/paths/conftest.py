@@ -6,9 +6,9 @@ follows the row. Rows listed in :data:`pathdiffs.KNOWN_DIFFERENCES` are
 ``xfail(strict=True)``.
 
 Rows outside the check's covering subset are marked ``slow`` and run only
-with ``TCPKIT_PATH_MATRIX=full`` in the environment (``make test-paths-full``);
-otherwise they are deselected, so that every run (``make test`` included,
-which runs ``slow`` tests) runs the covering subset only.
+with ``TCPKIT_PATH_MATRIX=full`` in the environment (``make test-slow``,
+``make test-paths-full``); otherwise they are deselected, so that any other
+run (``pytest -m slow`` included) runs the covering subset only.
 """
 
 from __future__ import annotations

@@ -252,7 +252,7 @@ class Driver:
             return session.advance()
         except _SOCKET_ERRORS as exc:
             if session.state is State.OPEN:
-                session.fail(exc)
+                session.fail(socket_error(exc))
             return session.advance()
         except BaseException as exc:
             if self._started is None:
@@ -317,7 +317,7 @@ class Driver:
         try:
             done = transport.write(out)
         except _WRITE_ERRORS as exc:
-            session.fail(exc)
+            session.fail(socket_error(exc))
             return False
         self._stats.bytes_out += len(out)
         session.counts.bytes_out += len(out)
@@ -388,7 +388,7 @@ class Driver:
                 if not await self._drain():
                     return
         except _WRITE_ERRORS as exc:
-            session.fail(exc)
+            session.fail(socket_error(exc))
             return
         finally:
             self._writing = False
@@ -641,7 +641,7 @@ class Driver:
         with anyio.CancelScope(shield=True):
             if fatal is not None:
                 session.fatal = None
-                session.report_fatal(socket_error(fatal))
+                session.report_fatal(fatal)  # (socket_error made it say what happened)
                 with anyio.move_on_after(5):
                     if session.advance() is Next.CALL:  # on_error (nothing can be sent)
                         await self._calls()

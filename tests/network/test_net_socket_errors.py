@@ -25,10 +25,12 @@ pytestmark = pytest.mark.anyio
 CHUNK = "x" * 16384
 
 
-def recording_app() -> tuple[App[str, str], list[BaseException], anyio.Event]:
+def recording_app() -> tuple[App[str, str], list[BaseException], anyio.Event, list[str | None]]:
+    """An app that records the errors ``on_error`` gets and ``conn.close_error`` at the end."""
     app: App[str, str] = App()
     errors: list[BaseException] = []
     ended = anyio.Event()
+    closes: list[str | None] = []
 
     @app.on_input
     async def handle(conn: Connection[str, str], line: str) -> None:
@@ -43,9 +45,10 @@ def recording_app() -> tuple[App[str, str], list[BaseException], anyio.Event]:
 
     @app.on_disconnect
     def gone(conn: Connection[str, str]) -> None:
+        closes.append(conn.close_error)  # (the access log's and the metrics' error kind)
         ended.set()
 
-    return app, errors, ended
+    return app, errors, ended, closes
 
 
 async def reset(stream: anyio.abc.SocketStream) -> None:
@@ -56,7 +59,7 @@ async def reset(stream: anyio.abc.SocketStream) -> None:
 
 
 async def test_a_reset_while_reading_is_a_connection_reset_error() -> None:
-    app, errors, ended = recording_app()
+    app, errors, ended, closes = recording_app()
     async with app.start() as server:
         assert server.port is not None
         client = await anyio.connect_tcp("127.0.0.1", server.port)
@@ -69,10 +72,11 @@ async def test_a_reset_while_reading_is_a_connection_reset_error() -> None:
     (exc,) = errors
     assert isinstance(exc, ConnectionResetError), repr(exc)
     assert exc.errno == errno.ECONNRESET
+    assert closes == ["ConnectionResetError"]
 
 
 async def test_a_reset_while_writing_is_a_reset_or_broken_pipe() -> None:
-    app, errors, ended = recording_app()
+    app, errors, ended, closes = recording_app()
     async with app.start() as server:
         assert server.port is not None
         client = await anyio.connect_tcp("127.0.0.1", server.port)
@@ -86,10 +90,11 @@ async def test_a_reset_while_writing_is_a_reset_or_broken_pipe() -> None:
     assert isinstance(exc, (ConnectionResetError, BrokenPipeError)), repr(exc)
     assert exc.errno in (errno.ECONNRESET, errno.EPIPE)
     assert str(exc)  # says what happened
+    assert closes == [type(exc).__name__]
 
 
 async def test_a_tls_failure_mid_stream_is_an_ssl_error(certs: Certs) -> None:
-    app, errors, ended = recording_app()
+    app, errors, ended, closes = recording_app()
     async with app.start(ssl=certs.server) as server:
         assert server.port is not None
         raw = await anyio.connect_tcp("127.0.0.1", server.port)
@@ -105,3 +110,4 @@ async def test_a_tls_failure_mid_stream_is_an_ssl_error(certs: Certs) -> None:
         await raw.aclose()
     (exc,) = errors
     assert isinstance(exc, ssl.SSLError), repr(exc)
+    assert closes == [type(exc).__name__]

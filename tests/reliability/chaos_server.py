@@ -118,7 +118,7 @@ async def echo(conn: Connection[str, str], line: str) -> None:
         pass  # a send timeout (or a reset) ended the connection while this send waited
 
 
-EXPECTED = (ChaosError, ConnectionTimeout, FrameError, OSError, anyio.BrokenResourceError)
+EXPECTED = (ChaosError, ConnectionTimeout, FrameError, OSError)
 """The errors the soak causes on purpose (the observer counts them, by type)."""
 
 

@@ -315,17 +315,20 @@ class Session:
                 self.call = result
                 self._call_kind = _INPUT
                 return True
-            if result is not None and self._awaitable_result(result):
+            if result is not None and self._became_call(result, _INPUT):  # a def returning one
                 return True
             if self.state is not _OPEN or self.paused or self._errors:
                 return True  # the handler changed what comes next
 
-    def _awaitable_result(self, result: object) -> bool:
-        """Whether a ``def`` on_input returned an awaitable: it becomes :attr:`call`."""
-        if not inspect.isawaitable(result):
+    def _became_call(self, result: object, kind: _Kind) -> bool:
+        """Whether a handler's result is to be awaited: it becomes :attr:`call`."""
+        if inspect.iscoroutine(result):
+            self.call = result
+        elif inspect.isawaitable(result):  # (a def returning a future)
+            self.call = _awaited(result)
+        else:
             return False
-        self.call = _awaited(result)
-        self._call_kind = _INPUT
+        self._call_kind = kind
         return True
 
     def after_call(self) -> Next:
@@ -380,10 +383,7 @@ class Session:
         except Exception as exc:
             self._failed(exc, kind)
             return
-        if h.is_async or (result is not None and inspect.isawaitable(result)):
-            self.call = result if inspect.iscoroutine(result) else _awaited(result)
-            self._call_kind = kind
-        elif kind is _Kind.ERROR:
+        if not self._became_call(result, kind) and kind is _Kind.ERROR:
             self._after_report(args[0])
 
     @property

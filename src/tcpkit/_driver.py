@@ -437,23 +437,18 @@ class Driver:
     def __repr__(self) -> str:
         return self._session.log_prefix
 
-    def progress(self) -> tuple[int, int, int]:
-        """Bytes read, bytes delivered, messages decoded: what the watchdog compares.
+    def progress(self) -> tuple[int, int, int, int]:
+        """What the watchdog compares: bytes read, bytes delivered, messages decoded,
+        and output not delivered yet (queued, in the transport, in the kernel).
 
         Delivered: handed to the OS, less what waits in the kernel's send
         queue (so a download that the client reads from a full queue is
-        progress too).
+        progress too). One look at the kernel's queue serves both.
         """
-        counts = self._session.counts
-        sent = counts.bytes_out - self._transport.buffered - unsent_bytes(self._raw_socket)
-        return counts.bytes_in, sent, counts.messages_in
-
-    @property
-    def pending_output(self) -> int:
-        """Output not delivered yet: queued, in the transport, in the kernel's send queue."""
         session = self._session
-        transport = self._transport
-        return session.out_size + transport.buffered + unsent_bytes(self._raw_socket)
+        counts = session.counts
+        held = self._transport.buffered + unsent_bytes(self._raw_socket)
+        return counts.bytes_in, counts.bytes_out - held, counts.messages_in, session.out_size + held
 
     @property
     def message_in_progress(self) -> bool:

@@ -88,13 +88,12 @@ class Watchdog:
                 self._look(driver, watch, now)
 
     def _look(self, driver: Driver, watch: _Watch, now: float) -> None:
-        bytes_in, taken, messages_in = driver.progress()
+        bytes_in, taken, messages_in, pending = driver.progress()
         if bytes_in != watch.bytes_in:
             watch.bytes_in, watch.input_at = bytes_in, now
         if taken != watch.taken:
             watch.taken, watch.output_at = taken, now
             watch.stalled_since = None
-        pending = driver.pending_output
         if not pending:
             watch.stalled_since = None
         elif watch.stalled_since is None:

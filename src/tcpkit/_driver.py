@@ -145,9 +145,7 @@ class Driver:
         self._drain_scope: anyio.CancelScope | None = None  # a drain under way (send_timeout)
         self._watchdog = watchdog
         self.started_at = anyio.current_time()
-        self._raw_socket: socket.socket | None = transport.stream.extra(
-            SocketAttribute.raw_socket, None
-        )  # (for the watchdog: what the kernel still holds)
+        self._raw_socket: socket.socket | None = None  # (for the watchdog: see _run)
 
     @property
     def transport(self) -> Transport:
@@ -162,11 +160,13 @@ class Driver:
     async def _run(self) -> None:
         _current.set(weakref.ref(self._conn))  # (in the connection's context: see _steps)
         watchdog = self._watchdog
-        if watchdog is not None:
+        if watchdog is not None:  # it asks what the kernel still holds: the socket tells
+            self._raw_socket = self._transport.stream.extra(SocketAttribute.raw_socket, None)
             watchdog.add(self)
         try:
-            with self._scope:
+            with self._scope:  # (close() cancels it: the turns, or the graceful end)
                 await self._turns()
+                await self._wind_down()
         finally:
             if watchdog is not None:
                 watchdog.remove(self)
@@ -563,21 +563,20 @@ class Driver:
 
     # -- the end ---------------------------------------------------------------------------------
 
-    async def _finish(self) -> None:
+    async def _wind_down(self) -> None:
+        """The graceful end, unless the connection is closed already: the rest out, linger."""
         session = self._session
-        try:
-            if session.state is not State.CLOSED:
-                session.shutdown()
-                scope = self._scope = anyio.CancelScope()
-                with scope:
-                    await self._settle()
-                    await self._linger()
-        finally:
-            session.close()
-            if self._helpers:  # still running (cancelled, or started during the linger)
-                with anyio.CancelScope(shield=True):
-                    await self._stop_helpers()
-            await self._end()
+        if session.state is not State.CLOSED:
+            session.shutdown()
+            await self._settle()
+            await self._linger()
+
+    async def _finish(self) -> None:
+        self._session.close()
+        if self._helpers:  # still running (cancelled, or started during the linger)
+            with anyio.CancelScope(shield=True):
+                await self._stop_helpers()
+        await self._end()
 
     async def _settle(self) -> None:
         """Run what is left (error reports), send the rest of the output."""

@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 from .codecs.base import NEED_DATA
 from .exceptions import ConnectionClosed, ConnectionTimeout, FrameError, WriteBufferFull
+from .observer import peer_of
 from .stats import ConnectionCounts
 
 if TYPE_CHECKING:
@@ -132,7 +133,7 @@ class Session:
         "high",
         "in_flight",
         "limit",
-        "log_prefix",
+        "_name",
         "low",
         "out",
         "out_size",
@@ -151,10 +152,9 @@ class Session:
         handlers: Handlers,
         stats: ServerStats,
         observer: Observer,
-        log_prefix: str,
     ) -> None:
         self.conn = conn
-        self.log_prefix = log_prefix  # "<server name> #<id> <peer>", for log lines
+        self._name = settings.name  # (for log_prefix)
         self.handlers = handlers
         self.stats = stats
         self.decoder: Decoder[Any] = settings.input_codec.decoder()
@@ -191,6 +191,12 @@ class Session:
         self.timer = observer.message_handled if observer.times_handlers else None
         self._deliver = self._input_loop()
         self.wants_flushed = handlers.on_flushed is not None  # (flushed() does something)
+
+    @property
+    def log_prefix(self) -> str:
+        """``<server name> #<id> <peer>``: how log lines name the connection."""
+        conn = self.conn
+        return f"{self._name} #{conn.id} {peer_of(conn.remote_addr)}"
 
     # -- input -------------------------------------------------------------------
 

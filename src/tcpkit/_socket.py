@@ -94,7 +94,15 @@ class SocketAttributes(Mapping[Any, Callable[[], Any]]):
         return values
 
     def __getitem__(self, key: Any) -> Callable[[], Any]:
-        value = self._values()[key]
+        # The three a connection asks for first, without building the dict (per connection).
+        if key is SocketAttribute.remote_address and self._peer is not None:
+            value = self._peer
+        elif key is SocketAttribute.local_address:
+            value = self._local
+        elif key is SocketAttribute.raw_socket:
+            value = self._raw
+        else:
+            value = self._values()[key]
         return lambda: value
 
     def __iter__(self) -> Iterator[Any]:

@@ -104,7 +104,6 @@ class Connection(Generic[In, Out]):
             context.handlers,
             context.stats,
             context.observer,
-            f"{settings.name} #{conn_id} {peer_of(remote)}",
         )
         self._driver: Driver | None = None  # once set up
         self.opened_at: float | None = None
@@ -363,8 +362,12 @@ class Connection(Generic[In, Out]):
             context.watchdog,
         )
         self.opened_at = time.monotonic()
-        context.observer.connection_made(self)
+        observer = context.observer
+        if not observer:  # (no observer: nothing to tell, per connection)
+            await driver.run()
+            return
+        observer.connection_made(self)
         try:
             await driver.run()
         finally:
-            context.observer.connection_closed(self)
+            observer.connection_closed(self)

@@ -20,7 +20,7 @@ from anyio.abc import SocketAttribute
 
 from tcpkit._asyncio_stream import STREAK, AsyncioSocketListener, AsyncioSocketStream
 from tcpkit._listeners import serve_listener
-from tcpkit._transport import ReceiveInterrupted, Transport
+from tcpkit._transport import ReceiveInterrupted, StreamTransport, Transport
 
 
 def fast_listener(listener: anyio.abc.SocketListener) -> Any:
@@ -489,3 +489,85 @@ async def test_trio_inline_mode_needs_its_reactor(anyio_backend: Any) -> None:
             await client.aclose()
     finally:
         await listener.aclose()
+
+
+class _Inner(Transport):
+    """A transport that only records interrupts (what TLS runs over, in the test below)."""
+
+    def __init__(self) -> None:
+        self.pending = False
+
+    async def receive(self, max_bytes: int = 65536) -> bytes:
+        raise AssertionError("not used")
+
+    def interrupt_receive(self) -> None:
+        self.pending = True
+
+    def clear_interrupt(self) -> None:
+        self.pending = False
+
+    def write(self, data: bytes) -> bool:
+        return True
+
+    @property
+    def buffered(self) -> int:
+        return 0
+
+    async def drain(self) -> None:
+        pass
+
+    async def send_eof(self) -> None:
+        pass
+
+    async def aclose(self) -> None:
+        pass
+
+    @property
+    def stream(self) -> anyio.abc.ByteStream:
+        raise AssertionError("not used")
+
+
+async def test_a_forwarded_interrupt_does_not_outlive_the_receive() -> None:
+    # TLS may return bytes it already decrypted without asking the stream under it:
+    # an interrupt forwarded meanwhile must not make a later receive (or TLS's own
+    # reads while it sends) fail.
+    send, receive = anyio.create_memory_object_stream[bytes](1)
+    inner = _Inner()
+    transport = StreamTransport(_Received(receive), inner)
+    results: list[bytes] = []
+
+    async def reader() -> None:
+        results.append(await transport.receive())
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(reader)
+        await anyio.sleep(0.01)
+        transport.interrupt_receive()  # forwarded: the inner transport has it
+        assert inner.pending
+        await send.send(b"decrypted")  # ... but the bytes come without it
+    assert results == [b"decrypted"] and not inner.pending
+    transport.interrupt_receive()  # nobody waits: not forwarded, the next receive raises
+    assert not inner.pending
+    with pytest.raises(ReceiveInterrupted):
+        await transport.receive()
+    send.close()
+    receive.close()
+
+
+class _Received(anyio.abc.ByteStream):
+    """A byte stream that only receives, from a memory object stream (for the test above)."""
+
+    def __init__(self, receive: anyio.abc.ObjectReceiveStream[bytes]) -> None:
+        self._receive = receive
+
+    async def receive(self, max_bytes: int = 65536) -> bytes:
+        return await self._receive.receive()
+
+    async def send(self, item: bytes) -> None:
+        raise AssertionError("not used")
+
+    async def send_eof(self) -> None:
+        raise AssertionError("not used")
+
+    async def aclose(self) -> None:
+        await self._receive.aclose()

@@ -315,6 +315,9 @@ class AsyncioSocketStream(anyio.abc.SocketStream, Transport):
         """Make the waiting (or next) ``receive`` raise ``ReceiveInterrupted``."""
         self._protocol.interrupt()
 
+    def clear_interrupt(self) -> None:
+        self._protocol.interrupted = False
+
     def write(self, data: bytes) -> bool:
         """Hand ``data`` to the transport without waiting.
 

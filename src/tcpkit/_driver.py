@@ -42,7 +42,7 @@ from anyio.abc import SocketAttribute
 
 from ._session import Next, Session, State
 from ._socket import unsent_bytes
-from ._transport import ReceiveInterrupted, StreamTransport, Transport, socket_error
+from ._transport import ReceiveInterrupted, Transport, as_transport, socket_error
 from .exceptions import (
     ConnectionClosed,
     ConnectionTimeout,
@@ -559,7 +559,7 @@ class Driver:
         finally:
             self._writing = False
             self._changed()
-        self._transport = StreamTransport(tls)
+        self._transport = as_transport(tls)
 
     # -- the end ---------------------------------------------------------------------------------
 

@@ -31,6 +31,7 @@ from typing import TypeAlias, TypeVar
 
 import anyio
 import anyio.abc
+from anyio.streams.tls import TLSStream
 
 __all__ = [
     "DataCallback",
@@ -72,6 +73,10 @@ class Interrupter:
         if self._scope is not None:
             self._scope.cancel()
 
+    def clear(self) -> None:
+        """Forget an interrupt that no wait has raised for yet."""
+        self._interrupted = False
+
     def check(self) -> None:
         """Raise :class:`ReceiveInterrupted` if an interrupt is pending (and clear it)."""
         if self._interrupted:
@@ -110,6 +115,10 @@ class Transport(ABC):
     @abstractmethod
     def interrupt_receive(self) -> None:
         """Make the waiting (or the next) ``receive`` raise :class:`ReceiveInterrupted`."""
+
+    @abstractmethod
+    def clear_interrupt(self) -> None:
+        """Forget an :meth:`interrupt_receive` that no ``receive`` has raised for yet."""
 
     def set_data_callback(self, callback: DataCallback | None) -> bool:
         """Offer arriving bytes to ``callback`` while a task waits in ``receive``.
@@ -178,26 +187,58 @@ class StreamTransport(Transport):
     ``write`` only queues (an anyio stream cannot send without waiting), and
     ``drain`` sends the queue in one ``send``. A waiting ``receive`` is
     interrupted by cancelling it, which anyio's streams survive without
-    losing bytes.
+    losing bytes; TLS over a transport (one of tcpkit's socket streams:
+    ``inner``) is interrupted through that transport instead, without a
+    cancel scope per receive (the ``ReceiveInterrupted`` it raises passes
+    through anyio's ``TLSStream.receive`` as a cancellation would).
     """
 
-    __slots__ = ("_interrupter", "_pending", "_pending_size", "_stream")
+    __slots__ = (
+        "_forwarded",
+        "_inner",
+        "_interrupter",
+        "_pending",
+        "_pending_size",
+        "_receiving",
+        "_stream",
+    )
 
-    def __init__(self, stream: anyio.abc.ByteStream) -> None:
+    def __init__(self, stream: anyio.abc.ByteStream, inner: Transport | None = None) -> None:
         self._stream = stream
+        self._inner = inner
         self._pending: list[bytes] = []
         self._pending_size = 0
         self._interrupter = Interrupter()
+        self._receiving = False  # (with an inner transport) a receive waits
+        self._forwarded = False  # ... and was interrupted through the inner one
 
     @property
     def stream(self) -> anyio.abc.ByteStream:
         return self._stream
 
     async def receive(self, max_bytes: int = 65536) -> bytes:
-        return await self._interrupter.wait(lambda: self._stream.receive(max_bytes))
+        inner = self._inner
+        if inner is None:
+            return await self._interrupter.wait(lambda: self._stream.receive(max_bytes))
+        self._interrupter.check()
+        self._receiving = True
+        try:
+            return await self._stream.receive(max_bytes)
+        finally:
+            self._receiving = False
+            if self._forwarded:  # (TLS returned what it had without asking the inner one)
+                self._forwarded = False
+                inner.clear_interrupt()
 
     def interrupt_receive(self) -> None:
-        self._interrupter.interrupt()
+        if self._receiving and self._inner is not None:
+            self._forwarded = True
+            self._inner.interrupt_receive()
+        else:
+            self._interrupter.interrupt()
+
+    def clear_interrupt(self) -> None:
+        self._interrupter.clear()
 
     def write(self, data: bytes) -> bool:
         if data:
@@ -232,6 +273,8 @@ def as_transport(stream: anyio.abc.ByteStream) -> Transport:
     """``stream`` itself if it is a :class:`Transport`, else a :class:`StreamTransport` over it."""
     if isinstance(stream, Transport):
         return stream
+    if isinstance(stream, TLSStream) and isinstance(stream.transport_stream, Transport):
+        return StreamTransport(stream, stream.transport_stream)
     return StreamTransport(stream)
 
 

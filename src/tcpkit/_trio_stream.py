@@ -257,6 +257,9 @@ class TrioSocketStream(anyio.abc.SocketStream, Transport):
         if self._in_trio_wait:  # ... or in trio's own wait (see _wait_readable)
             trio.lowlevel.notify_closing(self._sock)
 
+    def clear_interrupt(self) -> None:
+        self._interrupted = False
+
     def write(self, data: bytes) -> bool:
         """Send what the kernel takes now; ``False`` if the rest waits for :meth:`drain`.
 

@@ -763,6 +763,9 @@ class _ProxiedTransport(ProxiedStream, Transport):
     def interrupt_receive(self) -> None:
         self._transport.interrupt_receive()
 
+    def clear_interrupt(self) -> None:
+        self._transport.clear_interrupt()
+
     def set_data_callback(self, callback: DataCallback | None) -> bool:
         return self._transport.set_data_callback(callback)
 

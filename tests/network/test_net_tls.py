@@ -194,3 +194,51 @@ async def test_output_queued_during_a_starttls_handshake_goes_out_encrypted(cert
             assert await client.recv_line() == "news"
             await client.send("after")
             assert await client.recv_line() == "TLSv1.3 after"
+
+
+async def test_tls_over_a_fast_stream_is_interrupted_through_it(certs: Certs) -> None:
+    # The driver wakes a task waiting for TLS input through the socket stream under
+    # the TLS layer (no cancel scope per receive); no byte is lost either way.
+    from tcpkit._listeners import serve_listener
+    from tcpkit._transport import ReceiveInterrupted, StreamTransport, Transport, as_transport
+
+    listener = serve_listener(await anyio.create_tcp_listener(local_host="127.0.0.1")).listener
+    port = listener.extra(anyio.abc.SocketAttribute.local_port)
+    try:
+        async with anyio.create_task_group() as tg:
+            client_box: list[anyio.abc.ByteStream] = []
+
+            async def connect() -> None:
+                client_box.append(await tls_client(port, certs))
+
+            tg.start_soon(connect)
+            raw = await listener.accept()
+            tls = await TLSStream.wrap(
+                raw, server_side=True, ssl_context=certs.server, standard_compatible=False
+            )
+        client = client_box[0]
+        transport = as_transport(tls)
+        assert isinstance(raw, Transport) and isinstance(transport, StreamTransport)
+        results: list[object] = []
+
+        async def reader() -> None:
+            try:
+                results.append(await transport.receive())
+            except ReceiveInterrupted:
+                results.append("interrupted")
+
+        with anyio.fail_after(10):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(reader)
+                await anyio.sleep(0.05)  # it waits in the socket stream's receive
+                transport.interrupt_receive()
+            assert results == ["interrupted"]
+            await client.send("after")  # type: ignore[attr-defined]
+            assert await transport.receive() == b"after\r\n"
+            transport.interrupt_receive()  # nobody waits: the next receive raises at once
+            with pytest.raises(ReceiveInterrupted):
+                await transport.receive()
+        await client.aclose()  # type: ignore[attr-defined]
+        await tls.aclose()
+    finally:
+        await listener.aclose()

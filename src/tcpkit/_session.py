@@ -25,10 +25,10 @@ The rules it keeps:
 from __future__ import annotations
 
 import enum
-import functools
 import inspect
 import logging
 import time
+import weakref
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
@@ -109,6 +109,7 @@ class Session:
 
     __slots__ = (
         "_call_kind",
+        "_conn",
         "_deliver",
         "_errors",
         "_events",
@@ -124,7 +125,6 @@ class Session:
         "call",
         "close_error",
         "close_reason",
-        "conn",
         "counts",
         "decoder",
         "encoder",
@@ -153,7 +153,9 @@ class Session:
         stats: ServerStats,
         observer: Observer,
     ) -> None:
-        self.conn = conn
+        # Weak: the connection owns its session, and one that ended must be freed by
+        # reference counting, not left for the cycle collector (a server makes many).
+        self._conn = weakref.ref(conn)
         self._name = settings.name  # (for log_prefix)
         self.handlers = handlers
         self.stats = stats
@@ -189,8 +191,15 @@ class Session:
         self.close_error: str | None = None  # ... and the error's type, if an error did
         # Told how long each on_input call took, if an observer wants it.
         self.timer = observer.message_handled if observer.times_handlers else None
-        self._deliver = self._input_loop()
+        self._deliver = self._input_loop()  # (func, is_async) for _deliver_input
         self.wants_flushed = handlers.on_flushed is not None  # (flushed() does something)
+
+    @property
+    def conn(self) -> Connection[Any, Any]:
+        """The connection (alive while its session is in use: it or its driver holds it)."""
+        conn = self._conn()
+        assert conn is not None
+        return conn
 
     @property
     def log_prefix(self) -> str:
@@ -270,7 +279,7 @@ class Session:
                     continue
                 if self.state is not _OPEN:
                     return Next.CLOSE
-                if not self.paused and self._deliver():
+                if not self.paused and self._deliver_input(*self._deliver):
                     continue
                 if self._events:  # after the input at hand (events run while paused too)
                     if self.out:  # what came before goes out first: each event's output
@@ -285,19 +294,19 @@ class Session:
         finally:
             self.turning = turning
 
-    def _input_loop(self) -> Callable[[], bool]:
-        """The hot loop that hands buffered messages to ``on_input`` (chosen once).
+    def _input_loop(self) -> tuple[Callable[..., Any], bool]:
+        """The arguments of :meth:`_deliver_input` (chosen once): on_input, timed if asked.
 
-        It runs until no message is complete (``False``), or stops early
-        (``True``) at the first message whose handler needs the turn loop (a
-        coroutine to await, an error, a pause, a shutdown). The decoder is
-        looked up again after every message: a handler may have switched the
-        codec.
+        The hot loop that hands buffered messages to ``on_input`` runs until no
+        message is complete (``False``), or stops early (``True``) at the first
+        message whose handler needs the turn loop (a coroutine to await, an
+        error, a pause, a shutdown). The decoder is looked up again after every
+        message: a handler may have switched the codec.
         """
         func, is_async = self._on_input
         if self.timer is not None and not is_async:
             func = _timed(func, self.timer)
-        return functools.partial(self._deliver_input, func, is_async)
+        return func, is_async
 
     def _deliver_input(self, func: Callable[..., Any], is_async: bool) -> bool:
         """See :meth:`_input_loop`; an ``async def``'s coroutine becomes :attr:`call`."""

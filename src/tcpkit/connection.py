@@ -363,11 +363,17 @@ class Connection(Generic[In, Out]):
         )
         self.opened_at = time.monotonic()
         observer = context.observer
-        if not observer:  # (no observer: nothing to tell, per connection)
-            await driver.run()
-            return
-        observer.connection_made(self)
         try:
-            await driver.run()
+            if not observer:  # (no observer: nothing to tell, per connection)
+                await driver.run()
+                return
+            observer.connection_made(self)
+            try:
+                await driver.run()
+            finally:
+                observer.connection_closed(self)
         finally:
-            observer.connection_closed(self)
+            # The driver refers to this connection: let go of it, so that an ended
+            # connection is freed by reference counting (not by the cycle collector).
+            self._stream = driver.transport.stream
+            self._driver = None

@@ -26,6 +26,7 @@ Every connection, on every backend and stream, is driven by this code:
 
 from __future__ import annotations
 
+import functools
 import logging
 import socket
 import ssl
@@ -111,7 +112,6 @@ class Driver:
         "_transport",
         "_watchdog",
         "_writing",
-        "started_at",
     )
 
     def __init__(
@@ -144,7 +144,6 @@ class Driver:
         self._scope = anyio.CancelScope()  # the current phase's; close() cancels it
         self._drain_scope: anyio.CancelScope | None = None  # a drain under way (send_timeout)
         self._watchdog = watchdog
-        self.started_at = anyio.current_time()
         self._raw_socket: socket.socket | None = None  # (for the watchdog: see _run)
 
     @property
@@ -212,7 +211,7 @@ class Driver:
         transport = self._transport
         inline = (
             h is None or not h.is_async or self._inline_calls
-        ) and transport.set_data_callback(self._on_data_in_context)
+        ) and transport.set_data_callback(self._data_callback())
         try:
             nxt = session.start()
             while True:
@@ -269,12 +268,13 @@ class Driver:
 
     # -- the inline fast path ---------------------------------------------------------
 
-    def _on_data_in_context(self, data: bytes) -> bool:
-        """The transport's data callback: :meth:`_on_data` in the connection's context."""
-        return self._context.run(self._on_data, data)
+    def _data_callback(self) -> Callable[[bytes], bool]:
+        """:meth:`_on_data`, run in the connection's context (no Python frame in between)."""
+        run: Callable[..., Any] = self._context.run
+        return functools.partial(run, self._on_data)
 
     def _on_data(self, data: bytes) -> bool:
-        """A turn run in the transport's data callback (see the module doc)."""
+        """A turn run in the transport's data callback, in the connection's context."""
         session = self._session
         if not self._reading or self._writing or session.in_flight or not session.idle:
             return False  # the task takes it

@@ -310,7 +310,7 @@ class Session:
 
     def _deliver_input(self, func: Callable[..., Any], is_async: bool) -> bool:
         """See :meth:`_input_loop`; an ``async def``'s coroutine becomes :attr:`call`."""
-        conn, stats, counts, tail = self.conn, self.stats, self.counts, self._tail
+        conn, stats, counts, tail = self._conn(), self.stats, self.counts, self._tail
         while True:
             try:
                 message = tail.pop(0) if tail else self.decoder.next_message()
@@ -377,8 +377,9 @@ class Session:
         """The client's end of stream, with nothing left buffered.
 
         The first time, the decoder hands back what it still holds (a partial
-        frame is an error); those messages are handled like any other. The
-        second time (they are done), the connection closes gracefully.
+        frame is an error); those messages are handled like any other, and
+        then (the second time) the connection closes gracefully. With nothing
+        handed back, it closes at once.
         """
         if self._input_ended:
             self.shutdown("eof")
@@ -390,6 +391,9 @@ class Session:
             self._errors.append((exc, "frame", False))
         except Exception as exc:
             self._codec_failed(exc)
+        else:
+            if not self._tail:  # nothing came of it: the end, now
+                self.shutdown("eof")
 
     def _invoke(self, h: Handler, args: tuple[Any, ...], kind: _Kind) -> None:
         """Call ``h(conn, *args)``; an ``async def``'s coroutine becomes :attr:`call`."""

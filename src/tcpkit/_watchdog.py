@@ -49,11 +49,13 @@ class _Watch:
         "messages_in",
         "output_at",
         "stalled_since",
+        "started_at",
         "taken",
     )
 
     def __init__(self, now: float) -> None:
         self.bytes_in = self.taken = self.messages_in = 0
+        self.started_at = now  # (max_lifetime)
         self.input_at = self.output_at = now  # when input (output) last made progress
         self.stalled_since: float | None = None  # since when pending output makes none
         self.message_since: float | None = None  # since when a message is in progress
@@ -103,7 +105,7 @@ class Watchdog:
         elif watch.message_since is None or messages_in != watch.messages_in:
             watch.message_since = now
         watch.messages_in = messages_in
-        if self._lifetime is not None and now - driver.started_at >= self._lifetime:
+        if self._lifetime is not None and now - watch.started_at >= self._lifetime:
             self.remove(driver)
             self._stats.lifetimes_ended += 1
             driver.end_of_life(self._lifetime)

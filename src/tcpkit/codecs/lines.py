@@ -134,18 +134,13 @@ class _LinesDecoder(Decoder[T], Generic[T]):
     def next_message(self) -> T | NeedData:
         buf = self._buf
         start = self._start
+        if start == len(buf):  # all decoded (after every read of whole lines)
+            self._scan = start
+            return NEED_DATA
         sep = self._sep
         end = buf.find(sep, self._scan)
         if end < 0:
-            pending = len(buf) - start
-            # A separator may straddle the end of the buffer: search again from there.
-            self._scan = max(start, len(buf) - len(sep) + 1)
-            if self._discarding:
-                self._drop_overlong(buf, start)
-            elif pending > self._limit:
-                self._discard()
-                raise FrameTooLarge(pending, self._max, "line")
-            return NEED_DATA
+            return self._incomplete(buf, start)
         self._start = self._scan = end + len(sep)
         if self._discarding:
             self._discarding = False
@@ -161,6 +156,18 @@ class _LinesDecoder(Decoder[T], Generic[T]):
             return line.decode(self._encoding)  # type: ignore[return-value]
         except UnicodeDecodeError as exc:
             raise MalformedFrame(f"line is not valid {self._encoding}: {exc.reason}") from exc
+
+    def _incomplete(self, buf: bytes | bytearray, start: int) -> NeedData:
+        """No separator after ``start``: wait for more (or refuse a line over the limit)."""
+        pending = len(buf) - start
+        # A separator may straddle the end of the buffer: search again from there.
+        self._scan = max(start, len(buf) - len(self._sep) + 1)
+        if self._discarding:
+            self._drop_overlong(buf, start)
+        elif pending > self._limit:
+            self._discard()
+            raise FrameTooLarge(pending, self._max, "line")
+        return NEED_DATA
 
     def _drop_overlong(self, buf: bytes | bytearray, start: int) -> None:
         """Drop the overlong line's bytes, but keep a possible partial separator."""

@@ -377,7 +377,7 @@ def _run(run_parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         app = load_app(config)
         context = server_ssl_context(config)
         inherited = listen_fds()
-        listening = _open_sockets(config, inherited)
+        listening = _open_sockets_held(config, inherited)
     except ModuleRaised as exc:
         cause = exc.__cause__
         assert cause is not None
@@ -392,6 +392,26 @@ def _run(run_parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         return _serve_single(config, app, context, listening, notifier)
     finally:
         listening.remove_files()
+
+
+def _open_sockets_held(config: RunConfig, inherited: list[tuple[int, str]]) -> _Listening:
+    """:func:`_open_sockets`; a single server holds its stop signals back from then on.
+
+    Clients (and tests) may connect once the sockets are bound; a SIGINT that
+    comes before the server watches for it (``ServingProcess``) then stops it
+    gracefully, instead of interrupting its start (see ``block_signals``). A
+    supervisor watches for signals its own way.
+    """
+    from .reload import block_signals, unblock_signals
+
+    if config.workers is not None:
+        return _open_sockets(config, inherited)
+    block_signals()
+    try:
+        return _open_sockets(config, inherited)
+    except BaseException:
+        unblock_signals()
+        raise
 
 
 def _serve_single(

@@ -119,6 +119,16 @@ class Handover:
             raise
 
 
+def block_signals() -> None:
+    """Hold SIGINT/SIGTERM/SIGHUP back until :func:`unblock_signals` (they stay pending).
+
+    From binding the sockets (a client, or a test, may connect from then on)
+    until the server watches for them: one sent meanwhile then stops the
+    server gracefully instead of interrupting its start with a traceback.
+    """
+    signal.pthread_sigmask(signal.SIG_BLOCK, RELOAD_SIGNALS)
+
+
 def unblock_signals() -> None:
     """Let SIGINT/SIGTERM/SIGHUP in again (blocked by :meth:`Handover.exec` across a reload)."""
     signal.pthread_sigmask(signal.SIG_UNBLOCK, RELOAD_SIGNALS)

@@ -134,12 +134,12 @@ class _LinesDecoder(Decoder[T], Generic[T]):
     def next_message(self) -> T | NeedData:
         buf = self._buf
         start = self._start
-        if start == len(buf):  # all decoded (after every read of whole lines)
-            self._scan = start
-            return NEED_DATA
         sep = self._sep
         end = buf.find(sep, self._scan)
         if end < 0:
+            if start == len(buf):  # all decoded (after every read of whole lines)
+                self._scan = start
+                return NEED_DATA
             return self._incomplete(buf, start)
         self._start = self._scan = end + len(sep)
         if self._discarding:

@@ -363,16 +363,13 @@ class Connection(Generic[In, Out]):
         )
         self.opened_at = time.monotonic()
         observer = context.observer
-        try:
-            if not observer:  # (no observer: nothing to tell, per connection)
-                await driver.run()
-                return
+        if observer:  # (else nothing to tell, per connection)
             observer.connection_made(self)
-            try:
-                await driver.run()
-            finally:
-                observer.connection_closed(self)
+        try:
+            await driver.run()
         finally:
+            if observer:
+                observer.connection_closed(self)
             # The driver refers to this connection: let go of it, so that an ended
             # connection is freed by reference counting (not by the cycle collector).
             self._stream = driver.transport.stream

@@ -688,8 +688,7 @@ class Server(Generic[In, Out]):
             return
         if conn is None:
             conn = self._settings.connection_class(context, conn_id, used)
-        per_ip = self._per_ip is not None
-        if per_ip and not self._admit_ip(conn.remote_addr):
+        if not self._admit_ip(conn.remote_addr):
             await self._reject(stream, conn_id, None, source, "per-ip-limit")
             return
         if self._grace_expired:
@@ -699,8 +698,7 @@ class Server(Generic[In, Out]):
             await conn.serve(used)
         finally:
             del self._connections[conn_id]
-            if per_ip:
-                self._release_ip(conn.remote_addr)
+            self._release_ip(conn.remote_addr)
 
     def _admit_ip(self, remote: Any) -> bool:
         """``max_connections_per_ip``: count the connection, or say it is one too many."""

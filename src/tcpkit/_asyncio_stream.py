@@ -54,7 +54,8 @@ from typing import Any, cast
 import anyio
 import anyio.abc
 
-from ._asyncio_private import as_task, can_run_as_task, socket_transport_maker
+from . import _asyncio_private
+from ._asyncio_private import can_run_as_task, socket_transport_maker
 from ._busy_poll import BusyPoller
 from ._socket import FastListener, convert_address, socket_attributes
 from ._transport import ReceiveInterrupted, Transport
@@ -97,6 +98,7 @@ class _StreamProtocol(asyncio.Protocol):
         "lost",
         "lost_waiter",
         "on_data",
+        "on_wake",
         "poll",
         "read_paused",
         "read_waiter",
@@ -119,6 +121,7 @@ class _StreamProtocol(asyncio.Protocol):
         self.write_waiters: list[asyncio.Future[None]] = []
         self.lost_waiter: asyncio.Future[None] | None = None
         self.on_data: Callable[[bytes], bool] | None = None
+        self.on_wake: Callable[[], None] | None = None  # for a reader that does not wait (parked)
         self.interrupted = False
 
     # asyncio.Protocol --------------------------------------------------------
@@ -139,10 +142,7 @@ class _StreamProtocol(asyncio.Protocol):
             return  # handled right here, with no task switch
         self.buffer.append(data)
         self.buffered += len(data)
-        waiter = self.read_waiter
-        if waiter is not None:
-            self.read_waiter = None
-            _wake(waiter)
+        self.wake_reader()
         if self.buffered > _READ_HIGH and not self.read_paused and self.transport is not None:
             self.read_paused = True
             self.transport.pause_reading()
@@ -177,8 +177,19 @@ class _StreamProtocol(asyncio.Protocol):
         self.wake_reader()
 
     def wake_reader(self) -> None:
-        waiter, self.read_waiter = self.read_waiter, None
-        _wake(waiter)
+        """Wake the waiting ``receive``, or call the wake callback if none waits."""
+        waiter = self.read_waiter
+        if waiter is not None:
+            self.read_waiter = None
+            _wake(waiter)
+        elif self.on_wake is not None:
+            on_wake, self.on_wake = self.on_wake, None
+            on_wake()
+
+    @property
+    def ready(self) -> bool:
+        """Whether a ``receive`` would return (or raise) without waiting."""
+        return bool(self.buffer) or self.interrupted or self.eof or self.lost
 
     def wake_writers(self) -> None:
         waiters = self.write_waiters
@@ -295,21 +306,34 @@ class AsyncioSocketStream(anyio.abc.SocketStream, Transport):
 
     # handling input in the protocol callback ------------------------------------
 
-    def set_data_callback(self, callback: Callable[[bytes], bool] | None) -> bool:
+    def set_data_callback(
+        self, callback: Callable[[bytes], bool] | None, *, as_task: bool = False
+    ) -> bool:
         """Offer arriving bytes to ``callback`` first, in the protocol's ``data_received``.
 
         See :meth:`tcpkit._transport.Transport.set_data_callback`; always taken
-        here. It runs as the task that set it, where asyncio allows
-        (:func:`tcpkit._asyncio_private.as_task`).
+        here. With ``as_task``, it runs as the task that set it, where asyncio
+        allows (:func:`tcpkit._asyncio_private.as_task`).
         """
-        if callback is not None:
-            callback = as_task(callback) or callback
+        if callback is not None and as_task:
+            callback = _asyncio_private.as_task(callback) or callback
         self._protocol.on_data = callback
         return True
 
     @property
     def callback_runs_as_task(self) -> bool:
         return can_run_as_task()
+
+    @property
+    def parkable(self) -> bool:
+        return True
+
+    def set_wake_callback(self, callback: Callable[[], None] | None) -> bool:
+        protocol = self._protocol
+        if callback is not None and (self._closed or protocol.ready):
+            return False
+        protocol.on_wake = callback
+        return True
 
     def interrupt_receive(self) -> None:
         """Make the waiting (or next) ``receive`` raise ``ReceiveInterrupted``."""

@@ -93,13 +93,19 @@ class Driver:
     """Runs one connection (see the module doc). Its task calls :meth:`run`."""
 
     __slots__ = (
+        "_aborted",
+        "_calls_inline",
         "_change",
         "_conn",
         "_context",
         "_drain_scope",
         "_flush_scheduled",
         "_helpers",
+        "_inline",
         "_observer",
+        "_on_end",
+        "_parked",
+        "_parks",
         "_pool",
         "_raw_socket",
         "_reading",
@@ -123,7 +129,8 @@ class Driver:
         stats: ServerStats,
         pool: TaskPool,
         observer: Observer,
-        watchdog: Watchdog | None = None,
+        watchdog: Watchdog | None,
+        on_end: Callable[[], None],
     ) -> None:
         self._conn = conn
         self._session = session
@@ -142,38 +149,126 @@ class Driver:
         self._change: anyio.Event | None = None
         # One per running helper task (a list: an empty set costs 216 bytes a connection).
         self._helpers: list[anyio.CancelScope] = []
-        self._scope = anyio.CancelScope()  # the current phase's; close() cancels it
+        self._scope: anyio.CancelScope | None = None  # the task's (close() cancels it)
         self._drain_scope: anyio.CancelScope | None = None  # a drain under way (send_timeout)
         self._watchdog = watchdog
-        self._raw_socket: socket.socket | None = None  # (for the watchdog: see _run)
+        self._raw_socket: socket.socket | None = None  # (for the watchdog: see _begin)
+        self._on_end = on_end  # called once the connection has ended
+        self._inline = False  # the data callback is set
+        self._calls_inline = False  # ... and may start async def handlers (see _step_inline)
+        self._parks = False  # the connection may wait for input without a task (start)
+        self._parked = False  # ... and does now
+        self._aborted = False  # close() was called
 
     @property
     def transport(self) -> Transport:
         return self._transport
 
-    # -- the connection's task ------------------------------------------------------
+    # -- starting, the connection's task -----------------------------------------------
+
+    def start(self) -> None:
+        """Start the connection; it gets a task only while it needs one.
+
+        ``on_connect`` runs right here (a plain ``def``: else the task runs
+        it). Where the transport is :attr:`~Transport.parkable` and
+        ``on_input`` is a plain ``def``, the connection then waits for input
+        without a task (parked): the data callback runs its turns, and a
+        task starts when something needs one (an ``async def`` handler,
+        backpressure, an event, the end), and ends when it would wait for
+        input again. Elsewhere its task runs the rest, as :meth:`run`.
+        """
+        try:
+            self._context.run(self._open)
+        except Exception:  # (a bug: contained to this connection)
+            logger.exception("%s: unexpected error starting the connection", self)
+            self._session.close("error")
+            self._spawn(_CLOSE)
+
+    def _open(self) -> None:
+        self._begin()
+        session = self._session
+        h = session.handlers.on_input
+        self._parks = self._transport.parkable and (h is None or not h.is_async)
+        if not self._parks:
+            self._spawn(None)  # (the data callback, if any, is set in the task: as_task)
+            return
+        self._inline = self._transport.set_data_callback(self._data_callback())
+        nxt = session.start()
+        if nxt is _READ and (not session.out or self._write_now()) and self._park():
+            return
+        self._spawn(nxt)
 
     def run(self) -> Awaitable[None]:
-        """Run the connection to its end: on_connect, turns, the graceful close, on_disconnect.
+        """Run the connection to its end in the calling task (it never parks).
 
-        (Await it: it steps :meth:`_run` in the connection's context, see :meth:`_steps`.)
+        (Await it: it steps the connection in its own context, see :meth:`_steps`.)
         """
-        return self._steps(self._run())
+        return self._steps(self._run_here())
 
-    async def _run(self) -> None:
-        _current.set(weakref.ref(self._conn))  # (in the connection's context: see _steps)
+    async def _run_here(self) -> None:
+        self._begin()
+        await self._run(None)
+
+    def _begin(self) -> None:
+        _current.set(weakref.ref(self._conn))  # (in the connection's context)
         watchdog = self._watchdog
         if watchdog is not None:  # it asks what the kernel still holds: the socket tells
             self._raw_socket = self._transport.stream.extra(SocketAttribute.raw_socket, None)
             watchdog.add(self)
+
+    def _spawn(self, nxt: Next | None) -> None:
+        """Start the connection's task: it goes on with ``nxt`` (``None``: ``on_connect``)."""
+        self._pool.start_soon(self._task, nxt)
+
+    async def _task(self, nxt: Next | None) -> None:
         try:
-            with self._scope:  # (close() cancels it: the turns, or the graceful end)
-                await self._turns()
-                await self._wind_down()
+            await self._steps(self._run(nxt))
+        except Exception as exc:  # a bug must not reach the server's task group
+            logger.exception("%s: unexpected error in connection task", self, exc_info=exc)
+
+    async def _run(self, nxt: Next | None) -> None:
+        """The task: the turns from ``nxt`` on, then the end, unless it parks before."""
+        self._reading = False
+        scope = self._scope = anyio.CancelScope()  # (close() cancels it: the turns, the end)
+        if self._aborted:
+            scope.cancel()
+        if nxt is None and not self._parks:
+            self._set_data_callback()
+        parked = False
+        try:
+            with scope:
+                parked = await self._turns(nxt)
+                if not parked:
+                    self._stop_inline()
+                    await self._wind_down()
         finally:
-            if watchdog is not None:
-                watchdog.remove(self)
+            self._scope = None
+            if not parked:
+                await self._close_up()
+
+    def _stop_inline(self) -> None:
+        if self._inline:
+            self._inline = self._calls_inline = False
+            self._transport.set_data_callback(None)
+
+    async def _close_up(self) -> None:
+        """The end (after the turns, or cut short): close, ``on_disconnect``, tell the server."""
+        self._stop_inline()
+        if self._watchdog is not None:
+            self._watchdog.remove(self)
+        try:
             await self._finish()
+        finally:
+            self._on_end()
+
+    def _set_data_callback(self) -> None:
+        """The data callback of a connection that does not park (set in its task)."""
+        h = self._session.handlers.on_input
+        transport = self._transport
+        calls = transport.callback_runs_as_task and self._session.timer is None
+        if h is None or not h.is_async or calls:
+            self._inline = transport.set_data_callback(self._data_callback(), as_task=calls)
+            self._calls_inline = self._inline and calls
 
     @types.coroutine
     def _steps(self, coro: Coroutine[Any, Any, None]) -> Generator[Any, Any, None]:
@@ -209,36 +304,42 @@ class Driver:
             else:
                 step = coro.send
 
-    async def _turns(self) -> None:
+    async def _turns(self, nxt: Next | None) -> bool:
+        """Run turns from ``nxt`` (``None``: ``on_connect``) on; ``True`` once parked."""
         session = self._session
-        h = session.handlers.on_input
-        transport = self._transport
-        inline = (
-            h is None or not h.is_async or self._inline_calls
-        ) and transport.set_data_callback(self._data_callback())
-        try:
+        if nxt is None:
             nxt = session.start()
-            while True:
-                if nxt is _CALL:
-                    nxt = await self._call_turns()
-                    continue
-                await self._write_out()
-                if nxt is _CLOSE:
-                    return
-                if nxt is _READ:
-                    nxt = await self._read()
-                    continue
-                if session.paused and not session.has_work:
-                    await self._wait_change()
-                nxt = session.advance()
-        finally:
-            if inline:
-                transport.set_data_callback(None)
+        while True:
+            if nxt is _CALL:
+                nxt = await self._call_turns()
+                continue
+            await self._write_out()
+            if nxt is _CLOSE:
+                return False
+            if nxt is _READ:
+                if self._parks and self._park():
+                    return True
+                nxt = await self._read()
+                continue
+            if session.paused and not session.has_work:
+                await self._wait_change()
+            nxt = session.advance()
 
-    @property
-    def _inline_calls(self) -> bool:
-        """Whether the data callback may start an ``async def`` handler (see _step_inline)."""
-        return self._transport.callback_runs_as_task and self._session.timer is None
+    def _park(self) -> bool:
+        """Wait for input without a task, if nothing else is to be done (see :meth:`start`)."""
+        if self._aborted or not self._session.idle:
+            return False
+        if not self._transport.set_wake_callback(self._unpark):
+            return False
+        self._parked = self._reading = True
+        return True
+
+    def _unpark(self) -> None:
+        """Something for a parked connection to do: its task starts (and reads)."""
+        if self._parked:
+            self._parked = False
+            self._transport.set_wake_callback(None)
+            self._spawn(_READ)
 
     async def _read(self) -> Next:
         """Wait for input and run the turn it makes (or the one that woke the wait)."""
@@ -285,7 +386,7 @@ class Driver:
         self._stats.bytes_in += len(data)
         session.counts.bytes_in += len(data)
         nxt = session.turn(data)
-        if nxt is _CALL and self._started is None and self._inline_calls:
+        if nxt is _CALL and self._started is None and self._calls_inline:
             nxt = self._step_inline()
         if nxt is not _READ or (session.out and not self._write_now()):
             self._transport.interrupt_receive()  # the task does what needs an await
@@ -501,7 +602,10 @@ class Driver:
 
     def abort(self) -> None:
         """``close()``: cancel the current phase and every helper (output is discarded)."""
-        self._scope.cancel()
+        self._aborted = True
+        if self._scope is not None:
+            self._scope.cancel()
+        self._unpark()
         for scope in self._helpers:
             scope.cancel()
         self._changed()
@@ -552,7 +656,7 @@ class Driver:
             await self._wait_change()
         pending = self._session.decoder.take_pending()
         old = self._transport
-        old.set_data_callback(None)
+        self._stop_inline()
         stream = ReplayStream(old.stream, pending) if pending else old.stream
         self._writing = True  # no output on the plain stream during the handshake
         try:

@@ -10,6 +10,9 @@ driver (:mod:`tcpkit._driver`) needs, each a typed method:
   callback while a task waits in ``receive`` (a turn then costs no task
   switch); it says whether it will, and ``callback_runs_as_task`` whether
   the callback runs as that task (then it may start a handler coroutine);
+* ``set_wake_callback``: where the transport is ``parkable``, a connection
+  waits for input without a task: its data callback takes what arrives, and
+  the wake callback starts a task when a ``receive`` would return;
 * ``write``: take bytes without waiting, and tell whether they are all in the
   OS now; if not, :meth:`~Transport.drain` must be awaited (it pushes the
   rest out where the transport needs that, and waits until it is gone);
@@ -120,24 +123,47 @@ class Transport(ABC):
     def clear_interrupt(self) -> None:
         """Forget an :meth:`interrupt_receive` that no ``receive`` has raised for yet."""
 
-    def set_data_callback(self, callback: DataCallback | None) -> bool:
-        """Offer arriving bytes to ``callback`` while a task waits in ``receive``.
+    def set_data_callback(self, callback: DataCallback | None, *, as_task: bool = False) -> bool:
+        """Offer arriving bytes to ``callback`` while no ``receive`` consumes them.
 
         ``callback(data)`` runs synchronously when bytes arrive while none are
         buffered; it returns ``True`` if it consumed them (else they go to
         ``receive`` as usual). ``None`` stops it. Returns whether the
-        transport will call it at all (this default: never). Set it from the
-        task that waits in ``receive``: see :attr:`callback_runs_as_task`.
+        transport will call it at all (this default: never). With
+        ``as_task`` (where :attr:`callback_runs_as_task`), it runs as the task
+        that set it, which must then be the task that waits in ``receive``.
         """
         return False
 
     @property
     def callback_runs_as_task(self) -> bool:
-        """Whether the data callback runs as the task that set it.
+        """Whether a data callback set ``as_task`` runs as the task that set it.
 
         If so (asyncio: ``current_task()`` is that task while it runs), a
         coroutine the callback starts may wait, and that task resumes it.
         This default: no.
+        """
+        return False
+
+    @property
+    def parkable(self) -> bool:
+        """Whether input can be waited for without a task (:meth:`set_wake_callback`).
+
+        If so, a data callback may be set from anywhere (not ``as_task``) and
+        runs whether or not a task waits in ``receive``. This default: no.
+        """
+        return False
+
+    def set_wake_callback(self, callback: Callable[[], None] | None) -> bool:
+        """Call ``callback`` when a ``receive`` would return, while none waits.
+
+        For a connection that waits for input without a task (parked): the
+        callback runs (once: it is cleared first) when bytes arrive that the
+        data callback did not take, at the end of the stream, when the
+        connection fails and on :meth:`interrupt_receive`; it then starts a
+        task to ``receive``. Returns ``False`` (and sets nothing) if this
+        transport cannot (not :attr:`parkable`) or a ``receive`` would not
+        wait now. ``None`` clears it.
         """
         return False
 

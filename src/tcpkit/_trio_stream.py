@@ -135,6 +135,7 @@ class TrioSocketStream(anyio.abc.SocketStream, Transport):
         self._on_data: Callable[[bytes], bool] | None = None
         self._watched = -1  # the file descriptor the reactor watches, or -1
         self._waiter: trio.lowlevel.Task | None = None  # a task waiting in receive
+        self._on_wake: Callable[[], None] | None = None  # ... or none waits (parked)
         self._buffer = b""  # read by the reactor, for receive
         self._interrupted = False  # interrupt_receive() was called
         self._in_trio_wait = False  # a receive waits in trio's wait_readable
@@ -237,7 +238,9 @@ class TrioSocketStream(anyio.abc.SocketStream, Transport):
 
     # the inline mode -----------------------------------------------------------
 
-    def set_data_callback(self, callback: Callable[[bytes], bool] | None) -> bool:
+    def set_data_callback(
+        self, callback: Callable[[bytes], bool] | None, *, as_task: bool = False
+    ) -> bool:
         """Offer arriving bytes to ``callback`` first, in the reactor (see ``Transport``).
 
         Without a running reactor (a stream not from a serving listener) this
@@ -248,6 +251,25 @@ class TrioSocketStream(anyio.abc.SocketStream, Transport):
         self._on_data = callback
         if callback is None:
             self._unwatch()
+        return True
+
+    @property
+    def parkable(self) -> bool:
+        return self._reactor is not None and self._reactor.running
+
+    def set_wake_callback(self, callback: Callable[[], None] | None) -> bool:
+        """See ``Transport``: the reactor watches the socket while the callback is set."""
+        reactor = self._reactor
+        if callback is not None:
+            if self._on_data is None or reactor is None or not reactor.running:
+                return False
+            if self._closed or self._interrupted or self._buffer or self._eof or self._error:
+                return False
+            if self._watched < 0:
+                fd = self._sock.fileno()
+                reactor.watch(fd, self)
+                self._watched = fd
+        self._on_wake = callback
         return True
 
     def interrupt_receive(self) -> None:
@@ -341,6 +363,9 @@ class TrioSocketStream(anyio.abc.SocketStream, Transport):
         if task is not None:
             self._waiter = None
             trio.lowlevel.reschedule(task)
+        elif self._on_wake is not None:
+            on_wake, self._on_wake = self._on_wake, None
+            on_wake()
 
     def _unwatch(self) -> None:
         if self._watched >= 0 and self._reactor is not None:
@@ -354,8 +379,8 @@ class TrioSocketStream(anyio.abc.SocketStream, Transport):
 
     def on_readable(self) -> None:
         """The reactor saw the socket readable: read it, for the callback or the waiting task."""
-        if self._waiter is None:  # nobody waits: stop watching until a receive does
-            self._unwatch()
+        if self._waiter is None and self._on_wake is None:
+            self._unwatch()  # nobody waits (nor is parked): stop watching until one does
             return
         try:
             data = self._sock.recv(_READ_SIZE)

@@ -17,8 +17,10 @@ every handler run for one read leaves in one write.
 
 from __future__ import annotations
 
+import functools
 import ssl
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
@@ -344,11 +346,23 @@ class Connection(Generic[In, Out]):
 
     # -- the life of a connection (called by its server) ------------------------------------
 
+    def start(self, stream: anyio.abc.ByteStream, on_end: Callable[[], None]) -> None:
+        """Start this connection over ``stream`` (its set-up stream); never blocks.
+
+        Called once by the server when the setup is done; not for handlers.
+        The connection gets a task of its own only while it needs one, and
+        calls ``on_end()`` once it has ended.
+        """
+        self._open(stream, on_end).start()
+
     async def serve(self, stream: anyio.abc.ByteStream) -> None:
-        """Run this connection over ``stream`` (its set-up stream) to its end.
+        """Run this connection over ``stream`` to its end, in the calling task.
 
         Called once by the server when the setup is done; not for handlers.
         """
+        await self._open(stream, None).run()
+
+    def _open(self, stream: anyio.abc.ByteStream, on_end: Callable[[], None] | None) -> Driver:
         context = self._context
         self._stream = stream
         driver = self._driver = Driver(
@@ -360,17 +374,21 @@ class Connection(Generic[In, Out]):
             context.pool,
             context.observer,
             context.watchdog,
+            functools.partial(self._ended, on_end),
         )
         self.opened_at = time.monotonic()
-        observer = context.observer
-        if observer:  # (else nothing to tell, per connection)
-            observer.connection_made(self)
-        try:
-            await driver.run()
-        finally:
-            if observer:
-                observer.connection_closed(self)
-            # The driver refers to this connection: let go of it, so that an ended
-            # connection is freed by reference counting (not by the cycle collector).
-            self._stream = driver.transport.stream
-            self._driver = None
+        if context.observer:  # (else nothing to tell, per connection)
+            context.observer.connection_made(self)
+        return driver
+
+    def _ended(self, on_end: Callable[[], None] | None) -> None:
+        driver = self._driver
+        assert driver is not None
+        if self._context.observer:
+            self._context.observer.connection_closed(self)
+        # The driver refers to this connection: let go of it, so that an ended
+        # connection is freed by reference counting (not by the cycle collector).
+        self._stream = driver.transport.stream
+        self._driver = None
+        if on_end is not None:
+            on_end()

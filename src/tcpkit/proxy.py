@@ -766,12 +766,19 @@ class _ProxiedTransport(ProxiedStream, Transport):
     def clear_interrupt(self) -> None:
         self._transport.clear_interrupt()
 
-    def set_data_callback(self, callback: DataCallback | None) -> bool:
-        return self._transport.set_data_callback(callback)
+    def set_data_callback(self, callback: DataCallback | None, *, as_task: bool = False) -> bool:
+        return self._transport.set_data_callback(callback, as_task=as_task)
 
     @property
     def callback_runs_as_task(self) -> bool:
         return self._transport.callback_runs_as_task
+
+    @property
+    def parkable(self) -> bool:
+        return self._transport.parkable
+
+    def set_wake_callback(self, callback: Callable[[], None] | None) -> bool:
+        return self._transport.set_wake_callback(callback)
 
     def write(self, data: bytes) -> bool:
         return self._transport.write(data)

@@ -592,8 +592,7 @@ class Server(Generic[In, Out]):
         backoff.succeeded()
         self.stats.current += 1
         self.stats.total += 1
-        assert self._context is not None
-        self._context.pool.start_soon(self._handle, stream, self._new_id())
+        self._start(stream, self._new_id())
         return True
 
     async def _accept_failed(self, error: BaseException, code: int | None) -> None:
@@ -666,6 +665,52 @@ class Server(Generic[In, Out]):
             with anyio.CancelScope(shield=True):
                 await stream.aclose()
 
+    def _start(self, stream: anyio.abc.ByteStream, conn_id: int) -> None:
+        """Start an accepted connection: right here if it has no setup steps, else in a task.
+
+        Started here, it gets a task of its own only while it needs one
+        (``Connection.start``). The slot is held until it has ended.
+        """
+        context = self._context
+        assert context is not None
+        if self._handlers.acceptor is not None or _setup.needs_setup(
+            self._settings, self._ssl, self._handlers.pre_connect
+        ):
+            context.pool.start_soon(self._handle, stream, conn_id)
+            return
+        try:
+            conn = self._settings.connection_class(context, conn_id, stream)
+        except Exception as exc:
+            context.pool.start_soon(self._refuse, stream, conn_id, exc)
+            return
+        if not self._admit_ip(conn.remote_addr):
+            context.pool.start_soon(self._refuse, stream, conn_id, None)
+            return
+        self._register(conn)
+        conn.start(stream, functools.partial(self._started_ended, conn))
+
+    def _started_ended(self, conn: Connection[In, Out]) -> None:
+        self._unregister(conn)
+        self._release_slot()
+
+    async def _refuse(
+        self, stream: anyio.abc.ByteStream, conn_id: int, exc: BaseException | None
+    ) -> None:
+        """Close a connection :meth:`_start` could not start: ``exc``, or one too many per IP."""
+        try:
+            await self._reject(stream, conn_id, exc, None, "rejected" if exc else "per-ip-limit")
+        finally:
+            self._release_slot()
+
+    def _register(self, conn: Connection[In, Out]) -> None:
+        if self._grace_expired:
+            conn.shutdown()
+        self._connections[conn.id] = conn
+
+    def _unregister(self, conn: Connection[In, Out]) -> None:
+        del self._connections[conn.id]
+        self._release_ip(conn.remote_addr)
+
     async def _run_connection(self, stream: anyio.abc.ByteStream, conn_id: int) -> None:
         context = self._context
         assert context is not None
@@ -691,14 +736,11 @@ class Server(Generic[In, Out]):
         if not self._admit_ip(conn.remote_addr):
             await self._reject(stream, conn_id, None, source, "per-ip-limit")
             return
-        if self._grace_expired:
-            conn.shutdown()
-        self._connections[conn_id] = conn
+        self._register(conn)
         try:
             await conn.serve(used)
         finally:
-            del self._connections[conn_id]
-            self._release_ip(conn.remote_addr)
+            self._unregister(conn)
 
     def _admit_ip(self, remote: Any) -> bool:
         """``max_connections_per_ip``: count the connection, or say it is one too many."""

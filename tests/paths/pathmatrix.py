@@ -66,6 +66,15 @@ class Path:
         return self.stream != "memory"
 
     @property
+    def parks(self) -> bool:
+        """Whether a connection waits for input without a task of its own.
+
+        ``def`` handlers over tcpkit's own socket streams (``Transport.parkable``;
+        see ``tcpkit._driver.Driver.start``).
+        """
+        return self.handler == "def" and self.stream in ("tcp", "unix")
+
+    @property
     def inline(self) -> bool:
         """Whether input is handled in the stream's callback (the inline fast path).
 

@@ -3,8 +3,10 @@
 Wherever a handler runs (the connection's task, or the transport's data
 callback on the inline path), it sees the context variables the connection's
 earlier handlers set, and none of another connection's. On asyncio, every
-handler runs as the connection's task (``asyncio.current_task()``), so anyio
-cancel scopes and ``asyncio.timeout`` in a handler behave as in the task.
+``async def`` handler runs as the connection's task (``asyncio.current_task()``),
+so anyio cancel scopes and ``asyncio.timeout`` in a handler behave as in the
+task; a ``def`` handler of a connection that waits for input without a task
+runs as no task, as a Protocol callback does.
 """
 
 from __future__ import annotations
@@ -61,22 +63,23 @@ async def test_handlers_see_the_context_variables_their_connection_set(
     assert h.rec.errors == []
 
 
-@matrix(lambda p: p.backend != "trio")
-async def test_every_handler_runs_as_the_connections_task_on_asyncio(
+@matrix(lambda p: p.backend != "trio" and p.is_async)
+async def test_async_handlers_run_as_the_connections_task_on_asyncio(
     path: Path, h: Harness
 ) -> None:
+    """``async def`` handlers run as the connection's one task, inline or not."""
     tasks: dict[str, object] = {}
 
-    def connect(conn: Connection[str, str]) -> None:
+    async def connect(conn: Connection[str, str]) -> None:
         tasks["connect"] = asyncio.current_task()
 
-    def handle(conn: Connection[str, str], line: str) -> None:
+    async def handle(conn: Connection[str, str], line: str) -> None:
         tasks[line] = asyncio.current_task()
         conn.put(line)
 
     app = h.app()
-    app.add_on_connect(h.handler(connect, "on_connect"))
-    app.add_on_input(h.handler(handle))
+    app.add_on_connect(h.async_handler(connect, "on_connect"))
+    app.add_on_input(h.async_handler(handle))
     async with h.serve(app) as served:
         client = await served.connect()
         await client.send_lines("a")
@@ -85,6 +88,32 @@ async def test_every_handler_runs_as_the_connections_task_on_asyncio(
         assert await client.recv_lines(1) == ["b"]
     assert tasks["connect"] is not None
     assert tasks["a"] is tasks["connect"] and tasks["b"] is tasks["connect"]
+
+
+@matrix(lambda p: p.backend != "trio" and not p.is_async)
+async def test_def_handlers_of_a_waiting_connection_run_as_no_task_on_asyncio(
+    path: Path, h: Harness
+) -> None:
+    """A connection with ``def`` handlers waits for input without a task where the
+    transport allows (a socket): its handlers run in the loop's callback then, as
+    a hand-written Protocol's do; elsewhere (TLS, in-memory) in its task."""
+    tasks: dict[str, object] = {}
+
+    def handle(conn: Connection[str, str], line: str) -> None:
+        tasks[line] = asyncio.current_task()
+        conn.put(line)
+
+    app = h.app()
+    app.add_on_input(h.handler(handle))
+    async with h.serve(app) as served:
+        client = await served.connect()
+        for line in ("a", "b"):
+            await client.send_lines(line)
+            assert await client.recv_lines(1) == [line]
+    if path.parks:  # ("a" may have come before the connection parked: uvloop's accept)
+        assert tasks["b"] is None
+    else:
+        assert tasks["a"] is not None and tasks["a"] is tasks["b"]
 
 
 @matrix(lambda p: p.is_async)

@@ -118,7 +118,7 @@ class _StreamProtocol(asyncio.Protocol):
         self.read_paused = False
         self.write_paused = False
         self.read_waiter: asyncio.Future[None] | None = None
-        self.write_waiters: list[asyncio.Future[None]] = []
+        self.write_waiters: tuple[asyncio.Future[None], ...] = ()  # (no list while idle)
         self.lost_waiter: asyncio.Future[None] | None = None
         self.on_data: Callable[[bytes], bool] | None = None
         self.on_wake: Callable[[], None] | None = None  # for a reader that does not wait (parked)
@@ -194,7 +194,7 @@ class _StreamProtocol(asyncio.Protocol):
     def wake_writers(self) -> None:
         waiters = self.write_waiters
         if waiters:
-            self.write_waiters = []
+            self.write_waiters = ()
             for waiter in waiters:
                 _wake(waiter)
 
@@ -377,7 +377,7 @@ class AsyncioSocketStream(anyio.abc.SocketStream, Transport):
         protocol = self._protocol
         while protocol.write_paused:
             waiter = self._loop.create_future()
-            protocol.write_waiters.append(waiter)
+            protocol.write_waiters += (waiter,)
             await waiter
         if self._closed:
             raise anyio.ClosedResourceError

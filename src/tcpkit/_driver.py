@@ -147,8 +147,8 @@ class Driver:
         self._writing = False  # a write (and its drain) is under way
         self._flush_scheduled = False
         self._change: anyio.Event | None = None
-        # One per running helper task (a list: an empty set costs 216 bytes a connection).
-        self._helpers: list[anyio.CancelScope] = []
+        # One per running helper task (a tuple: an idle connection holds no list or set).
+        self._helpers: tuple[anyio.CancelScope, ...] = ()
         self._scope: anyio.CancelScope | None = None  # the task's (close() cancels it)
         self._drain_scope: anyio.CancelScope | None = None  # a drain under way (send_timeout)
         self._watchdog = watchdog
@@ -625,7 +625,7 @@ class Driver:
     def _start_helper(self, func: Callable[[], Awaitable[None]]) -> None:
         """Run ``func()`` in a task of its own in the server's pool, which ``close()`` cancels."""
         scope = anyio.CancelScope()
-        self._helpers.append(scope)
+        self._helpers += (scope,)
         self._pool.start_soon(self._run_helper, scope, func)
 
     async def _run_helper(
@@ -638,7 +638,7 @@ class Driver:
             with scope:
                 await func()
         finally:
-            self._helpers.remove(scope)
+            self._helpers = tuple(s for s in self._helpers if s is not scope)
             self._changed()
 
     # -- STARTTLS ------------------------------------------------------------------------------

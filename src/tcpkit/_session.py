@@ -176,11 +176,12 @@ class Session:
         self._call_kind = _Kind.INPUT
         self._reported: BaseException | None = None  # the error on_error is handling
         # To report, in order: (error, where it came from, whether the connection ends after).
-        self._errors: list[tuple[BaseException, str, bool]] = []
+        # Queues are tuples, extended rarely: an idle connection holds no list for them.
+        self._errors: tuple[tuple[BaseException, str, bool], ...] = ()
         self._report_ends = False  # the error being reported ends the connection
         # (lists, not deques: they stay short, and an empty deque costs 600 bytes a connection)
-        self._events: list[tuple[Handler, tuple[Any, ...]]] = []
-        self._tail: list[Any] = []  # messages the decoder gave back at the end of stream
+        self._events: tuple[tuple[Handler, tuple[Any, ...]], ...] = ()
+        self._tail: list[Any] | None = None  # messages the decoder gave back at the end of stream
         self._flushed_queued = False
         self._frame_errors = 0
         self._observer = observer
@@ -275,7 +276,8 @@ class Session:
                 if self.call is not None:
                     return _CALL
                 if self._errors:
-                    self._report(*self._errors.pop(0))
+                    error, self._errors = self._errors[0], self._errors[1:]
+                    self._report(*error)
                     continue
                 if self.state is not _OPEN:
                     return Next.CLOSE
@@ -386,9 +388,9 @@ class Session:
             return
         self._input_ended = True
         try:
-            self._tail.extend(self.decoder.eof())
+            self._tail = list(self.decoder.eof())
         except FrameError as exc:
-            self._errors.append((exc, "frame", False))
+            self._errors += ((exc, "frame", False),)
         except Exception as exc:
             self._codec_failed(exc)
         else:
@@ -420,7 +422,7 @@ class Session:
             self._after_report(self._reported)
 
     def _run_event(self) -> None:
-        h, args = self._events.pop(0)
+        (h, args), self._events = self._events[0], self._events[1:]
         if h is self.handlers.on_flushed:
             self._flushed_queued = False
         self._invoke(h, args, _Kind.EVENT)
@@ -429,7 +431,7 @@ class Session:
 
     def emit(self, h: Handler, args: tuple[Any, ...]) -> None:
         """Queue the event handler ``h`` (run after the input at hand)."""
-        self._events.append((h, args))
+        self._events += ((h, args),)
 
     def flushed(self) -> bool:
         """Everything queued went to the OS: queue ``on_flushed`` (once until it runs).
@@ -440,7 +442,7 @@ class Session:
         if h is None or self._flushed_queued or self.state is not State.OPEN:
             return False
         self._flushed_queued = True
-        self._events.append((h, ()))
+        self._events += ((h, ()),)
         return True
 
     # -- output -------------------------------------------------------------------
@@ -481,7 +483,7 @@ class Session:
         self.state = State.CLOSED
         self.out = []
         self.out_size = 0
-        self._tail.clear()
+        self._tail = None
 
     def fail(self, exc: BaseException, reason: str = "error") -> None:
         """A fatal socket-level problem: close, and report ``exc`` to ``on_error`` at the end."""
@@ -492,7 +494,7 @@ class Session:
     def time_out(self, exc: BaseException, reason: str) -> None:
         """A time limit passed: report ``exc`` (next turn), then shut down gracefully."""
         self._ending(reason, exc)
-        self._errors.append((exc, "timeout", True))
+        self._errors += ((exc, "timeout", True),)
 
     def _ending(self, reason: str, error: BaseException | None) -> None:
         if self.close_reason is None:
@@ -501,7 +503,7 @@ class Session:
 
     def report_fatal(self, exc: BaseException) -> None:
         """Queue the fatal error for the final turn (it runs even once closed)."""
-        self._errors.append((exc, "socket", False))
+        self._errors += ((exc, "socket", False),)
 
     def not_writable(self) -> ConnectionClosed:
         """The error ``put``/``send`` raise when the connection takes no output."""
@@ -516,7 +518,7 @@ class Session:
     def _frame_error(self, exc: FrameError) -> None:
         """The decoder consumed a bad frame: report it, then go on (unless it keeps failing)."""
         self._frame_errors += 1
-        self._errors.append((exc, "frame", self._frame_errors >= _MAX_FRAME_ERRORS_PER_READ))
+        self._errors += ((exc, "frame", self._frame_errors >= _MAX_FRAME_ERRORS_PER_READ),)
 
     def _codec_failed(self, exc: Exception) -> None:
         """The decoder raised something other than a ``FrameError``: a bug in the codec.
@@ -524,7 +526,7 @@ class Session:
         Its state is unknown, so nothing more is decoded: ``exc`` is reported,
         then the connection shuts down; output already queued still goes out.
         """
-        self._errors.append((exc, "codec", True))
+        self._errors += ((exc, "codec", True),)
 
     def _failed(self, exc: BaseException, kind: _Kind) -> None:
         if isinstance(exc, ConnectionClosed) and self.state is not State.OPEN:
@@ -536,7 +538,7 @@ class Session:
             self._observer.unhandled_error(exc, "on_error", self.conn)
             self._after_report(self._reported)
         else:
-            self._errors.append((exc, "handler", False))
+            self._errors += ((exc, "handler", False),)
 
     def _report(self, exc: BaseException, source: str, ends: bool) -> None:
         """Give ``exc`` to ``on_error`` (default: log it), then shut down if configured."""

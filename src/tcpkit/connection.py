@@ -17,7 +17,6 @@ every handler run for one read leaves in one write.
 
 from __future__ import annotations
 
-import functools
 import ssl
 import time
 from collections.abc import Callable
@@ -64,6 +63,8 @@ class ServerContext:
     pool: TaskPool
     watchdog: Watchdog | None = None
     """Checks the connections' time limits (``None``: the app sets none)."""
+    ended: Callable[[Connection[Any, Any]], None] = lambda conn: None
+    """Called when a connection started with ``Connection.start`` has ended."""
 
 
 class Connection(Generic[In, Out]):
@@ -346,23 +347,23 @@ class Connection(Generic[In, Out]):
 
     # -- the life of a connection (called by its server) ------------------------------------
 
-    def start(self, stream: anyio.abc.ByteStream, on_end: Callable[[], None]) -> None:
+    def start(self, stream: anyio.abc.ByteStream) -> None:
         """Start this connection over ``stream`` (its set-up stream); never blocks.
 
         Called once by the server when the setup is done; not for handlers.
         The connection gets a task of its own only while it needs one, and
-        calls ``on_end()`` once it has ended.
+        tells the server (``ServerContext.ended``) once it has ended.
         """
-        self._open(stream, on_end).start()
+        self._open(stream, self._ended_started).start()
 
     async def serve(self, stream: anyio.abc.ByteStream) -> None:
         """Run this connection over ``stream`` to its end, in the calling task.
 
         Called once by the server when the setup is done; not for handlers.
         """
-        await self._open(stream, None).run()
+        await self._open(stream, self._ended).run()
 
-    def _open(self, stream: anyio.abc.ByteStream, on_end: Callable[[], None] | None) -> Driver:
+    def _open(self, stream: anyio.abc.ByteStream, on_end: Callable[[], None]) -> Driver:
         context = self._context
         self._stream = stream
         driver = self._driver = Driver(
@@ -374,14 +375,14 @@ class Connection(Generic[In, Out]):
             context.pool,
             context.observer,
             context.watchdog,
-            functools.partial(self._ended, on_end),
+            on_end,
         )
         self.opened_at = time.monotonic()
         if context.observer:  # (else nothing to tell, per connection)
             context.observer.connection_made(self)
         return driver
 
-    def _ended(self, on_end: Callable[[], None] | None) -> None:
+    def _ended(self) -> None:
         driver = self._driver
         assert driver is not None
         if self._context.observer:
@@ -390,5 +391,7 @@ class Connection(Generic[In, Out]):
         # connection is freed by reference counting (not by the cycle collector).
         self._stream = driver.transport.stream
         self._driver = None
-        if on_end is not None:
-            on_end()
+
+    def _ended_started(self) -> None:
+        self._ended()
+        self._context.ended(self)

@@ -476,7 +476,14 @@ class Server(Generic[In, Out]):
         if watchdog is not None:
             tg.start_soon(watchdog.run)
         return ServerContext(
-            self, settings, self._handlers, self.stats, self._observer, pool, watchdog
+            self,
+            settings,
+            self._handlers,
+            self.stats,
+            self._observer,
+            pool,
+            watchdog,
+            self._started_ended,
         )
 
     async def _start_accepting(self, tg: anyio.abc.TaskGroup) -> None:
@@ -687,9 +694,9 @@ class Server(Generic[In, Out]):
             context.pool.start_soon(self._refuse, stream, conn_id, None)
             return
         self._register(conn)
-        conn.start(stream, functools.partial(self._started_ended, conn))
+        conn.start(stream)
 
-    def _started_ended(self, conn: Connection[In, Out]) -> None:
+    def _started_ended(self, conn: Connection[Any, Any]) -> None:
         self._unregister(conn)
         self._release_slot()
 

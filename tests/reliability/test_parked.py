@@ -1,0 +1,223 @@
+"""An idle connection holds no task (every backend), and gets one only while it needs one.
+
+A connection whose ``on_input`` is a plain ``def``, over one of tcpkit's
+socket streams, waits for input *parked*: its turns run in the transport's
+data callback, and a task starts when something needs one (an ``async def``
+handler, output the client does not read, an event, a pause, the end) and
+ends when the connection waits for input again. These tests count the
+server's tasks while connections are idle, after each of those, and check
+the bytes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import Callable
+from typing import Any
+
+import anyio
+import pytest
+
+from tcpkit import App, Connection, Lines
+
+pytestmark = pytest.mark.anyio
+
+CONNS = 20
+
+
+def task_count() -> int:
+    """The tasks of the running event loop (trio: of the whole task tree)."""
+    try:
+        return len(asyncio.all_tasks())
+    except RuntimeError:  # no asyncio loop: trio
+        import trio
+
+        def count(task: trio.lowlevel.Task) -> int:
+            return 1 + sum(
+                count(child) for nursery in task.child_nurseries for child in nursery.child_tasks
+            )
+
+        return count(trio.lowlevel.current_root_task())  # type: ignore[arg-type]
+
+
+async def wait_for(what: str, check: Callable[[], bool], timeout: float = 5.0) -> None:
+    with anyio.fail_after(timeout, shield=True):
+        while not check():
+            await anyio.sleep(0.01)
+
+
+async def connect(port: int) -> anyio.abc.SocketStream:
+    return await anyio.connect_tcp("127.0.0.1", port)
+
+
+async def exchange(client: anyio.abc.SocketStream, line: bytes, reply: bytes) -> None:
+    await client.send(line)
+    got = b""
+    with anyio.fail_after(5):
+        while len(got) < len(reply):
+            got += await client.receive()
+    assert got == reply
+
+
+async def read_to_end(client: anyio.abc.SocketStream) -> bytes:
+    """What the client reads until the server's end of stream (or a reset)."""
+    got = b""
+    try:
+        while True:
+            got += await client.receive()
+    except (anyio.EndOfStream, anyio.BrokenResourceError):
+        return got
+
+
+def echo_app(*, is_async: bool = False) -> App[str, str]:
+    app: App[str, str] = App(codec=Lines(), busy_poll=0)
+    if is_async:
+
+        @app.on_input
+        async def echo_async(conn: Connection[str, str], line: str) -> None:
+            conn.put(line)
+    else:
+
+        @app.on_input
+        def echo(conn: Connection[str, str], line: str) -> None:
+            conn.put(line)
+
+    return app
+
+
+async def open_idle(port: int, n: int) -> list[anyio.abc.SocketStream]:
+    clients = [await connect(port) for _ in range(n)]
+    for i, client in enumerate(clients):
+        await exchange(client, b"%d\n" % i, b"%d\r\n" % i)
+    return clients
+
+
+@pytest.mark.parametrize("style", ["def", "async def"])
+async def test_idle_connections_hold_no_task_with_def_handlers(style: str) -> None:
+    app = echo_app(is_async=style == "async def")
+    async with app.start(host="127.0.0.1", port=0) as server:
+        assert server.port is not None
+        await anyio.sleep(0.05)
+        before = task_count()
+        clients = await open_idle(server.port, CONNS)
+        await anyio.sleep(0.05)
+        grown = task_count() - before
+        if style == "def":
+            assert grown < 3, f"{grown} tasks for {CONNS} idle connections"
+        else:  # an async def on_input runs in the connection's task: one each
+            assert grown >= CONNS
+        for client in clients:  # they still work, and end
+            await exchange(client, b"again\n", b"again\r\n")
+            await client.aclose()
+        await wait_for("every connection ended", lambda: server.connection_count == 0)
+
+
+async def test_a_connection_gives_its_task_back_after_each_thing_that_needed_one() -> None:
+    """An event, an async def handler that waits, a pause and a resume, output the
+    client does not read yet: each starts a task, which ends once the
+    connection waits for input again."""
+    app = echo_app()
+    seen: list[str] = []
+
+    @app.on_event("note")
+    def note(conn: Connection[str, str], text: str) -> None:
+        seen.append(text)
+        conn.put(f"noted {text}")
+
+    @app.on_event("slow")
+    async def slow(conn: Connection[str, str]) -> None:
+        await anyio.sleep(0.01)
+        conn.put("slept")
+
+    async with app.start(host="127.0.0.1", port=0) as server:
+        assert server.port is not None
+        await anyio.sleep(0.05)
+        before = task_count()
+        (client,) = await open_idle(server.port, 1)
+        (conn,) = server.connections
+
+        assert server.post(conn.id, "note", "one")
+        await exchange(client, b"", b"noted one\r\n")
+        await wait_for("parked", lambda: task_count() <= before)
+
+        assert conn.emit("slow")
+        await exchange(client, b"", b"slept\r\n")
+        await wait_for("parked", lambda: task_count() <= before)
+
+        conn.pause_input()
+        await client.send(b"held\n")
+        await anyio.sleep(0.05)
+        conn.resume_input()
+        await exchange(client, b"", b"held\r\n")
+        await wait_for("parked", lambda: task_count() <= before)
+
+        big = "x" * 60_000
+        for _ in range(40):  # more than the socket buffers take: the rest waits to drain
+            conn.put(big)
+        await anyio.sleep(0.05)
+        got = 0
+        with anyio.fail_after(10):
+            while got < 40 * (len(big) + 2):
+                got += len(await client.receive(1 << 20))
+        await wait_for("parked", lambda: task_count() <= before)
+        await exchange(client, b"last\n", b"last\r\n")
+        assert seen == ["one"]
+        await client.aclose()
+        await wait_for("ended", lambda: server.connection_count == 0)
+
+
+@pytest.mark.parametrize("how", ["client closes", "client resets", "shutdown", "close"])
+async def test_a_parked_connection_ends(how: str) -> None:
+    app = echo_app()
+    ended: list[str | None] = []
+
+    @app.on_disconnect
+    def disconnect(conn: Connection[str, str]) -> None:
+        ended.append(conn.close_reason)
+
+    async with app.start(host="127.0.0.1", port=0) as server:
+        assert server.port is not None
+        await anyio.sleep(0.05)
+        before = task_count()
+        (client,) = await open_idle(server.port, 1)
+        await wait_for("parked", lambda: task_count() <= before)
+        (conn,) = server.connections
+        if how == "client closes":
+            await client.send_eof()
+        elif how == "client resets":
+            raw: socket.socket = client.extra(anyio.abc.SocketAttribute.raw_socket)
+            raw.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+            await client.aclose()
+        elif how == "shutdown":
+            conn.shutdown()
+        else:
+            conn.close()
+        await wait_for("ended", lambda: server.connection_count == 0)
+        if how != "client resets":
+            with anyio.fail_after(5):
+                assert await read_to_end(client) == b""
+            await client.aclose()
+    expected: dict[str, Any] = {
+        "client closes": "eof",
+        "shutdown": "shutdown",
+        "close": "close",
+    }
+    assert len(ended) == 1
+    if how in expected:
+        assert ended == [expected[how]]
+
+
+async def test_idle_timeout_closes_a_parked_connection() -> None:
+    app: App[str, str] = App(codec=Lines(), busy_poll=0, idle_timeout=0.2)
+
+    @app.on_input
+    def echo(conn: Connection[str, str], line: str) -> None:
+        conn.put(line)
+
+    async with app.start(host="127.0.0.1", port=0) as server:
+        assert server.port is not None
+        (client,) = await open_idle(server.port, 1)
+        await wait_for("closed by idle_timeout", lambda: server.connection_count == 0)
+        assert server.stats.idle_timeouts == 1
+        await client.aclose()

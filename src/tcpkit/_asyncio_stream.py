@@ -110,7 +110,7 @@ class _StreamProtocol(asyncio.Protocol):
     def __init__(self, poll: Callable[[], None] | None = None) -> None:
         self.transport: asyncio.Transport | None = None
         self.poll = poll  # called on every read (busy polling, see tcpkit._busy_poll)
-        self.buffer: list[bytes] = []
+        self.buffer: list[bytes] | None = None  # bytes for receive (None: none, no list)
         self.buffered = 0
         self.eof = False
         self.lost = False
@@ -140,7 +140,10 @@ class _StreamProtocol(asyncio.Protocol):
         on_data = self.on_data
         if on_data is not None and not self.buffer and on_data(data):
             return  # handled right here, with no task switch
-        self.buffer.append(data)
+        if self.buffer is None:
+            self.buffer = [data]
+        else:
+            self.buffer.append(data)
         self.buffered += len(data)
         self.wake_reader()
         if self.buffered > _READ_HIGH and not self.read_paused and self.transport is not None:
@@ -201,9 +204,10 @@ class _StreamProtocol(asyncio.Protocol):
     def take(self, max_bytes: int) -> bytes:
         """Remove and return up to ``max_bytes`` buffered bytes (the buffer is not empty)."""
         buffer = self.buffer
+        assert buffer is not None
         if self.buffered <= max_bytes:
             chunk = buffer[0] if len(buffer) == 1 else b"".join(buffer)
-            buffer.clear()
+            self.buffer = None
         else:  # more than asked for: split (rare; bounded by the read high mark)
             data = b"".join(buffer)
             chunk = data[:max_bytes]

@@ -306,9 +306,9 @@ class Session:
         message: a handler may have switched the codec.
         """
         func, is_async = self._on_input
-        if self.timer is not None and not is_async:
-            func = _timed(func, self.timer)
-        return func, is_async
+        if self.timer is None or is_async:
+            return self._on_input  # (the same tuple: none more per connection)
+        return _timed(func, self.timer), is_async
 
     def _deliver_input(self, func: Callable[..., Any], is_async: bool) -> bool:
         """See :meth:`_input_loop`; an ``async def``'s coroutine becomes :attr:`call`."""

@@ -6,6 +6,11 @@ Every connection, on every backend and stream, is driven by this code:
   handles everything buffered (handlers run), its output leaves in **one
   write**, then the task reads again. What the turn asks for next is done
   here: await an ``async def`` handler's coroutine, wait for a resume, close.
+* A connection has that task only while it needs one (:meth:`Driver.start`):
+  where the transport can, a connection whose ``on_input`` is a plain
+  ``def`` waits for input *parked*, with no task, as a hand-written
+  Protocol does; the transport's wake callback starts a task when a turn
+  needs an ``await``, and the task ends when it would wait for input again.
 * Where the transport can (tcpkit's own socket streams), a turn runs right in
   its data callback while the task waits in ``receive``: no task switch per
   read. The callback runs only what needs no ``await``; anything else (a
@@ -90,7 +95,7 @@ def current_connection() -> Connection[Any, Any] | None:
 
 
 class Driver:
-    """Runs one connection (see the module doc). Its task calls :meth:`run`."""
+    """Runs one connection (see the module doc): :meth:`start` it, or await :meth:`run`."""
 
     __slots__ = (
         "_aborted",
@@ -337,8 +342,10 @@ class Driver:
     def _unpark(self) -> None:
         """Something for a parked connection to do: its task starts (and reads)."""
         if self._parked:
-            self._parked = False
-            self._transport.set_wake_callback(None)
+            self._parked = self._reading = False
+            transport = self._transport
+            transport.set_wake_callback(None)
+            transport.clear_interrupt()  # (an interrupt that woke it: served by the task)
             self._spawn(_READ)
 
     async def _read(self) -> Next:
@@ -388,8 +395,9 @@ class Driver:
         nxt = session.turn(data)
         if nxt is _CALL and self._started is None and self._calls_inline:
             nxt = self._step_inline()
-        if nxt is not _READ or (session.out and not self._write_now()):
-            self._transport.interrupt_receive()  # the task does what needs an await
+        if (nxt is not _READ or (session.out and not self._write_now())) and self._reading:
+            # The task does what needs an await (unless a handler has woken it already).
+            self._transport.interrupt_receive()
         return True
 
     def _step_inline(self) -> Next:

@@ -61,9 +61,9 @@ class ServerContext:
     stats: ServerStats
     observer: Observer
     pool: TaskPool
-    watchdog: Watchdog | None = None
+    watchdog: Watchdog | None
     """Checks the connections' time limits (``None``: the app sets none)."""
-    ended: Callable[[Connection[Any, Any]], None] = lambda conn: None
+    ended: Callable[[Connection[Any, Any]], None]
     """Called when a connection started with ``Connection.start`` has ended."""
 
 

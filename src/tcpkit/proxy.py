@@ -746,18 +746,24 @@ class ProxiedStream(ReplayStream):
 
 
 class _ProxiedTransport(ProxiedStream, Transport):
-    """A :class:`ProxiedStream` over one of tcpkit's own transports, with nothing to replay.
+    """A :class:`ProxiedStream` over one of tcpkit's own transports.
 
     It is a transport itself, passing every call through, so the connection
-    keeps the inline mode of tcpkit's socket streams.
+    keeps the inline mode of tcpkit's socket streams (and parks). The bytes
+    that came with the header are the first ``receive``'s, at once; until
+    then the connection cannot park (a ``receive`` would not wait).
     """
 
-    def __init__(self, stream: anyio.abc.ByteStream, header: ProxyHeader) -> None:
+    def __init__(self, stream: anyio.abc.ByteStream, header: ProxyHeader, pending: bytes) -> None:
         assert isinstance(stream, Transport)
-        super().__init__(stream, header)
+        super().__init__(stream, header, pending)
         self._transport: Transport = stream
 
     async def receive(self, max_bytes: int = 65536) -> bytes:
+        pending = self._pending
+        if pending:  # (no checkpoint: input that arrives meanwhile must come after it)
+            self._pending = pending[max_bytes:]
+            return pending[:max_bytes]
         return await self._transport.receive(max_bytes)
 
     def interrupt_receive(self) -> None:
@@ -778,6 +784,8 @@ class _ProxiedTransport(ProxiedStream, Transport):
         return self._transport.parkable
 
     def set_wake_callback(self, callback: Callable[[], None] | None) -> bool:
+        if callback is not None and self._pending:
+            return False
         return self._transport.set_wake_callback(callback)
 
     def write(self, data: bytes) -> bool:
@@ -794,6 +802,7 @@ class _ProxiedTransport(ProxiedStream, Transport):
         await self._transport.send_eof()
 
     async def aclose(self) -> None:
+        self._pending = b""
         await self._transport.aclose()
 
     @property
@@ -805,8 +814,8 @@ def proxied(
     stream: anyio.abc.ByteStream, header: ProxyHeader, pending: bytes = b""
 ) -> ProxiedStream:
     """``stream`` carrying ``header`` (and replaying ``pending`` first)."""
-    if not pending and isinstance(stream, Transport):
-        return _ProxiedTransport(stream, header)
+    if isinstance(stream, Transport):
+        return _ProxiedTransport(stream, header, pending)
     return ProxiedStream(stream, header, pending)
 
 

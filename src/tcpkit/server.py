@@ -549,7 +549,7 @@ class Server(Generic[In, Out]):
         self._slots += 1
         self.stats.current += 1
         self.stats.total += 1
-        await self._handle(stream, self._new_id())
+        await self._handle(stream, self._new_id(), False)  # (the listener may close it after)
 
     async def _accept_loop(
         self, listener: anyio.abc.SocketListener | AcceptingListener[anyio.abc.ByteStream]
@@ -627,17 +627,20 @@ class Server(Generic[In, Out]):
 
     # -- connections ----------------------------------------------------------------
 
-    async def _handle(self, stream: anyio.abc.ByteStream, conn_id: int) -> None:
-        """Run one accepted stream to its end. The slot is held until then."""
+    async def _handle(self, stream: anyio.abc.ByteStream, conn_id: int, start: bool) -> None:
+        """Set up one accepted stream, then ``start`` its connection (else serve it to its end
+        in this task). The slot is held until the connection has ended."""
+        started = False
         try:
             if self._handlers.acceptor is not None:
                 await self._run_acceptor(stream, conn_id)
             else:
-                await self._run_connection(stream, conn_id)
+                started = await self._run_connection(stream, conn_id, start)
         except Exception as exc:  # a bug in setup code must not reach the task group
             logger.exception("%s: unexpected error in connection task", self.name, exc_info=exc)
         finally:
-            self._release_slot()
+            if not started:  # (else the connection's end gives the slot back)
+                self._release_slot()
 
     async def _set_up(
         self, stream: anyio.abc.ByteStream
@@ -673,9 +676,10 @@ class Server(Generic[In, Out]):
                 await stream.aclose()
 
     def _start(self, stream: anyio.abc.ByteStream, conn_id: int) -> None:
-        """Start an accepted connection: right here if it has no setup steps, else in a task.
+        """Start an accepted connection: right here if it has no setup steps, else once a
+        task has set it up (PROXY header, TLS, ``pre_connect``; or a custom acceptor).
 
-        Started here, it gets a task of its own only while it needs one
+        Started, it gets a task of its own only while it needs one
         (``Connection.start``). The slot is held until it has ended.
         """
         context = self._context
@@ -683,7 +687,7 @@ class Server(Generic[In, Out]):
         if self._handlers.acceptor is not None or _setup.needs_setup(
             self._settings, self._ssl, self._handlers.pre_connect
         ):
-            context.pool.start_soon(self._handle, stream, conn_id)
+            context.pool.start_soon(self._handle, stream, conn_id, True)
             return
         try:
             conn = self._settings.connection_class(context, conn_id, stream)
@@ -718,7 +722,10 @@ class Server(Generic[In, Out]):
         del self._connections[conn.id]
         self._release_ip(conn.remote_addr)
 
-    async def _run_connection(self, stream: anyio.abc.ByteStream, conn_id: int) -> None:
+    async def _run_connection(
+        self, stream: anyio.abc.ByteStream, conn_id: int, start: bool
+    ) -> bool:
+        """Set up the connection, then start it (``True``) or serve it (``False``)."""
         context = self._context
         assert context is not None
         pre = self._handlers.pre_connect
@@ -734,20 +741,24 @@ class Server(Generic[In, Out]):
                         used = await _setup.pre_connect(pre, conn, used)
         except Exception as exc:
             await self._reject(stream, conn_id, exc, source)
-            return
+            return False
         if used is None:
             await self._reject(stream, conn_id, None, source)
-            return
+            return False
         if conn is None:
             conn = self._settings.connection_class(context, conn_id, used)
         if not self._admit_ip(conn.remote_addr):
             await self._reject(stream, conn_id, None, source, "per-ip-limit")
-            return
+            return False
         self._register(conn)
+        if start:
+            conn.start(used)
+            return True
         try:
             await conn.serve(used)
         finally:
             self._unregister(conn)
+        return False
 
     def _admit_ip(self, remote: Any) -> bool:
         """``max_connections_per_ip``: count the connection, or say it is one too many."""

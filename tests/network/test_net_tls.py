@@ -196,6 +196,42 @@ async def test_output_queued_during_a_starttls_handshake_goes_out_encrypted(cert
             assert await client.recv_line() == "TLSv1.3 after"
 
 
+async def test_starttls_from_an_event_of_a_parked_connection(certs: Certs) -> None:
+    """``def`` handlers: the connection waits for input without a task; an
+    ``async def`` event handler upgrades it, and it goes on over TLS (with a
+    task from then on: a TLS stream cannot wait without one)."""
+    app: App[str, str] = App()
+
+    @app.on_input
+    def answer(conn: Connection[str, str], line: str) -> None:
+        if line == "STARTTLS":
+            conn.put("OK")
+            conn.emit("upgrade")
+            return
+        conn.put(f"{conn.stream.extra(TLSAttribute.tls_version, 'plain')} {line}")
+
+    @app.on_event("upgrade")
+    async def upgrade(conn: Connection[str, str]) -> None:
+        await conn.start_tls(certs.server)
+
+    async with app.start() as server:
+        plain = LineClient(await anyio.connect_tcp("127.0.0.1", server.port or 0))
+        await plain.send("before")
+        assert await plain.recv_line() == "plain before"
+        await plain.send("STARTTLS")
+        assert await plain.recv_line() == "OK"
+        with anyio.fail_after(10):
+            tls = await TLSStream.wrap(
+                plain.stream,
+                hostname="localhost",
+                ssl_context=certs.client,
+                standard_compatible=False,
+            )
+        async with LineClient(tls) as client:
+            await client.send("after", "again")
+            assert await client.recv_lines(2, timeout=3) == ["TLSv1.3 after", "TLSv1.3 again"]
+
+
 async def test_tls_over_a_fast_stream_is_interrupted_through_it(certs: Certs) -> None:
     # The driver wakes a task waiting for TLS input through the socket stream under
     # the TLS layer (no cancel scope per receive); no byte is lost either way.

@@ -221,3 +221,37 @@ async def test_idle_timeout_closes_a_parked_connection() -> None:
         await wait_for("closed by idle_timeout", lambda: server.connection_count == 0)
         assert server.stats.idle_timeouts == 1
         await client.aclose()
+
+
+@pytest.mark.parametrize("setup", ["PROXY header", "pre_connect"])
+async def test_connections_with_setup_steps_park_too(setup: str) -> None:
+    """A task sets the connection up (a PROXY header, ``pre_connect``), then it
+    waits for input without one, as any other."""
+    proxy = setup == "PROXY header"
+    app: App[str, str] = App(codec=Lines(), busy_poll=0, proxy_protocol=proxy)
+
+    @app.on_input
+    def whoami(conn: Connection[str, str], line: str) -> None:
+        conn.put(f"{line} from {conn.remote_ip}")
+
+    if not proxy:
+
+        @app.pre_connect
+        def admit(conn: Connection[str, str], stream: anyio.abc.ByteStream) -> bool:
+            return True
+
+    async with app.start(host="127.0.0.1", port=0) as server:
+        assert server.port is not None
+        await anyio.sleep(0.05)
+        before = task_count()
+        clients = [await connect(server.port) for _ in range(CONNS)]
+        for i, client in enumerate(clients):
+            header = b"PROXY TCP4 192.0.2.%d 127.0.0.1 4000 80\r\n" % (i + 1) if proxy else b""
+            ip = f"192.0.2.{i + 1}" if proxy else "127.0.0.1"
+            await exchange(client, header + b"hi\n", f"hi from {ip}\r\n".encode())
+        await anyio.sleep(0.05)
+        grown = task_count() - before
+        assert grown < 3, f"{grown} tasks for {CONNS} idle connections"
+        for client in clients:
+            await client.aclose()
+        await wait_for("every connection ended", lambda: server.connection_count == 0)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import ssl
+from collections.abc import Callable
 
 import anyio
 import anyio.abc
@@ -138,6 +139,15 @@ async def test_pre_connect_may_return_a_tls_stream(certs: Certs) -> None:
         assert await client.recv_line() == "TLSv1.3 wrapped"
 
 
+async def upgrade_client(plain: LineClient, certs: Certs) -> TLSStream:
+    """The client's side of STARTTLS: its handshake over the plain connection."""
+    assert plain.buffer == b""
+    with anyio.fail_after(10):
+        return await TLSStream.wrap(
+            plain.stream, hostname="localhost", ssl_context=certs.client, standard_compatible=False
+        )
+
+
 def starttls_app(certs: Certs) -> App[str, str]:
     app = App()
 
@@ -157,18 +167,43 @@ def starttls_app(certs: Certs) -> App[str, str]:
     return app
 
 
-async def test_starttls_upgrades_mid_stream(certs: Certs) -> None:
-    async with starttls_app(certs).start() as server:
+def starttls_event_app(certs: Certs) -> App[str, str]:
+    """``def`` handlers (the connection waits for input without a task); an
+    ``async def`` event handler upgrades it, and it goes on over TLS (with a
+    task from then on: a TLS stream cannot wait without one)."""
+    app: App[str, str] = App()
+
+    @app.on_connect
+    def greet(conn: Connection[str, str]) -> None:
+        conn.put("READY")
+
+    @app.on_input
+    def answer(conn: Connection[str, str], line: str) -> None:
+        if line == "STARTTLS":
+            conn.put("OK")
+            conn.emit("upgrade")
+            return
+        conn.put(f"{conn.stream.extra(TLSAttribute.tls_version, 'plain')} {line}")
+
+    @app.on_event("upgrade")
+    async def upgrade(conn: Connection[str, str]) -> None:
+        await conn.start_tls(certs.server)
+
+    return app
+
+
+@pytest.mark.parametrize("make_app", [starttls_app, starttls_event_app])
+async def test_starttls_upgrades_mid_stream(
+    certs: Certs, make_app: Callable[[Certs], App[str, str]]
+) -> None:
+    async with make_app(certs).start() as server:
         plain = LineClient(await anyio.connect_tcp("127.0.0.1", server.port or 0))
         assert await plain.recv_line() == "READY"
         await plain.send("before")
         assert await plain.recv_line() == "plain before"
         await plain.send("STARTTLS")
         assert await plain.recv_line() == "OK"
-        assert plain.buffer == b""
-        tls = await TLSStream.wrap(
-            plain.stream, hostname="localhost", ssl_context=certs.client, standard_compatible=False
-        )
+        tls = await upgrade_client(plain, certs)
         async with LineClient(tls) as client:
             await client.send("after", "again")
             assert await client.recv_lines(2, timeout=3) == ["TLSv1.3 after", "TLSv1.3 again"]
@@ -183,53 +218,11 @@ async def test_output_queued_during_a_starttls_handshake_goes_out_encrypted(cert
         await plain.send("STARTTLS")
         assert await plain.recv_line() == "OK"  # the server now waits for our ClientHello
         assert server.broadcast("news") == 1
-        with anyio.fail_after(10):
-            tls = await TLSStream.wrap(
-                plain.stream,
-                hostname="localhost",
-                ssl_context=certs.client,
-                standard_compatible=False,
-            )
+        tls = await upgrade_client(plain, certs)
         async with LineClient(tls) as client:
             assert await client.recv_line() == "news"
             await client.send("after")
             assert await client.recv_line() == "TLSv1.3 after"
-
-
-async def test_starttls_from_an_event_of_a_parked_connection(certs: Certs) -> None:
-    """``def`` handlers: the connection waits for input without a task; an
-    ``async def`` event handler upgrades it, and it goes on over TLS (with a
-    task from then on: a TLS stream cannot wait without one)."""
-    app: App[str, str] = App()
-
-    @app.on_input
-    def answer(conn: Connection[str, str], line: str) -> None:
-        if line == "STARTTLS":
-            conn.put("OK")
-            conn.emit("upgrade")
-            return
-        conn.put(f"{conn.stream.extra(TLSAttribute.tls_version, 'plain')} {line}")
-
-    @app.on_event("upgrade")
-    async def upgrade(conn: Connection[str, str]) -> None:
-        await conn.start_tls(certs.server)
-
-    async with app.start() as server:
-        plain = LineClient(await anyio.connect_tcp("127.0.0.1", server.port or 0))
-        await plain.send("before")
-        assert await plain.recv_line() == "plain before"
-        await plain.send("STARTTLS")
-        assert await plain.recv_line() == "OK"
-        with anyio.fail_after(10):
-            tls = await TLSStream.wrap(
-                plain.stream,
-                hostname="localhost",
-                ssl_context=certs.client,
-                standard_compatible=False,
-            )
-        async with LineClient(tls) as client:
-            await client.send("after", "again")
-            assert await client.recv_lines(2, timeout=3) == ["TLSv1.3 after", "TLSv1.3 again"]
 
 
 async def test_tls_over_a_fast_stream_is_interrupted_through_it(certs: Certs) -> None:

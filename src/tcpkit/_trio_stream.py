@@ -265,10 +265,7 @@ class TrioSocketStream(anyio.abc.SocketStream, Transport):
                 return False
             if self._closed or self._interrupted or self._buffer or self._eof or self._error:
                 return False
-            if self._watched < 0:
-                fd = self._sock.fileno()
-                reactor.watch(fd, self)
-                self._watched = fd
+            self._watch(reactor)
         self._on_wake = callback
         return True
 
@@ -346,10 +343,7 @@ class TrioSocketStream(anyio.abc.SocketStream, Transport):
             reactor = self._reactor
             if self._on_data is None or reactor is None or not reactor.running:
                 return None
-            if self._watched < 0:
-                fd = self._sock.fileno()
-                reactor.watch(fd, self)
-                self._watched = fd
+            self._watch(reactor)
             self._streak = 0
             self._waiter = trio.lowlevel.current_task()
             await trio.lowlevel.wait_task_rescheduled(self._abort_wait)
@@ -366,6 +360,12 @@ class TrioSocketStream(anyio.abc.SocketStream, Transport):
         elif self._on_wake is not None:
             on_wake, self._on_wake = self._on_wake, None
             on_wake()
+
+    def _watch(self, reactor: Reactor) -> None:
+        if self._watched < 0:
+            fd = self._sock.fileno()
+            reactor.watch(fd, self)
+            self._watched = fd
 
     def _unwatch(self) -> None:
         if self._watched >= 0 and self._reactor is not None:

@@ -146,7 +146,8 @@ class Driver:
         self._observer = observer
         self._context: Context = copy_context()  # the connection's own: its task's steps, its
         # inline turns (see _steps)
-        self._reading = False  # the task waits in receive: a data callback may run a turn
+        self._reading = False  # the task waits in receive, or the connection is parked:
+        # a data callback may run a turn
         self._started: _Started | None = None  # see _step_inline
         self._stepping = False  # _step_inline runs a handler
         self._writing = False  # a write (and its drain) is under way
@@ -174,13 +175,13 @@ class Driver:
     def start(self) -> None:
         """Start the connection; it gets a task only while it needs one.
 
-        ``on_connect`` runs right here (a plain ``def``: else the task runs
-        it). Where the transport is :attr:`~Transport.parkable` and
-        ``on_input`` is a plain ``def``, the connection then waits for input
-        without a task (parked): the data callback runs its turns, and a
-        task starts when something needs one (an ``async def`` handler,
+        Where the transport is :attr:`~Transport.parkable` and ``on_input`` is
+        a plain ``def``, ``on_connect`` runs right here (if it is a plain
+        ``def`` too: else a task runs it), and the connection then waits for
+        input without a task (parked): the data callback runs its turns, and
+        a task starts when something needs one (an ``async def`` handler,
         backpressure, an event, the end), and ends when it would wait for
-        input again. Elsewhere its task runs the rest, as :meth:`run`.
+        input again. Elsewhere a task runs the connection, as :meth:`run`.
         """
         try:
             self._context.run(self._open)
@@ -234,13 +235,13 @@ class Driver:
     async def _run(self, nxt: Next | None) -> None:
         """The task: the turns from ``nxt`` on, then the end, unless it parks before."""
         self._reading = False
-        scope = self._scope = anyio.CancelScope()  # (close() cancels it: the turns, the end)
-        if self._aborted:
-            scope.cancel()
-        if nxt is None and not self._parks:
-            self._set_data_callback()
         parked = False
         try:
+            scope = self._scope = anyio.CancelScope()  # (close() cancels it: turns, the end)
+            if self._aborted:
+                scope.cancel()
+            if nxt is None and not self._parks:
+                self._set_data_callback()
             with scope:
                 parked = await self._turns(nxt)
                 if not parked:
@@ -344,7 +345,7 @@ class Driver:
         if self._parked:
             self._parked = self._reading = False
             transport = self._transport
-            transport.set_wake_callback(None)
+            transport.set_wake_callback(None)  # (cleared already, unless abort() woke it)
             transport.clear_interrupt()  # (an interrupt that woke it: served by the task)
             self._spawn(_READ)
 
@@ -502,11 +503,13 @@ class Driver:
                     return
         except _WRITE_ERRORS as exc:
             session.fail(socket_error(exc))
+            self.wake()  # (its task, or a parked connection, ends it)
             return
         finally:
             self._writing = False
             session.in_flight = 0
             self._changed()
+            self.flush_soon()  # what was queued from outside (a broadcast) while this wrote
         if session.wants_flushed and session.flushed():
             self.wake()
 
@@ -665,6 +668,7 @@ class Driver:
         pending = self._session.decoder.take_pending()
         old = self._transport
         self._stop_inline()
+        old.clear_interrupt()  # (no receive waits: the handshake's must not raise)
         stream = ReplayStream(old.stream, pending) if pending else old.stream
         self._writing = True  # no output on the plain stream during the handshake
         try:

@@ -29,6 +29,7 @@ import inspect
 import logging
 import time
 import weakref
+from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
@@ -175,12 +176,13 @@ class Session:
         self.fatal: BaseException | None = None  # a socket error, reported once closed
         self._call_kind = _Kind.INPUT
         self._reported: BaseException | None = None  # the error on_error is handling
+        # An idle connection holds no queue: errors to report are a tuple (a few at most),
+        # events a deque made when one comes and dropped when it is empty (an empty deque
+        # costs 600 bytes), the messages the decoder gave back at the end a list.
         # To report, in order: (error, where it came from, whether the connection ends after).
-        # Queues are tuples, extended rarely: an idle connection holds no list for them.
         self._errors: tuple[tuple[BaseException, str, bool], ...] = ()
         self._report_ends = False  # the error being reported ends the connection
-        # (lists, not deques: they stay short, and an empty deque costs 600 bytes a connection)
-        self._events: tuple[tuple[Handler, tuple[Any, ...]], ...] = ()
+        self._events: deque[tuple[Handler, tuple[Any, ...]]] | None = None
         self._tail: list[Any] | None = None  # messages the decoder gave back at the end of stream
         self._flushed_queued = False
         self._frame_errors = 0
@@ -422,7 +424,11 @@ class Session:
             self._after_report(self._reported)
 
     def _run_event(self) -> None:
-        (h, args), self._events = self._events[0], self._events[1:]
+        events = self._events
+        assert events is not None
+        h, args = events.popleft()
+        if not events:
+            self._events = None
         if h is self.handlers.on_flushed:
             self._flushed_queued = False
         self._invoke(h, args, _Kind.EVENT)
@@ -431,7 +437,9 @@ class Session:
 
     def emit(self, h: Handler, args: tuple[Any, ...]) -> None:
         """Queue the event handler ``h`` (run after the input at hand)."""
-        self._events += ((h, args),)
+        if self._events is None:
+            self._events = deque()
+        self._events.append((h, args))
 
     def flushed(self) -> bool:
         """Everything queued went to the OS: queue ``on_flushed`` (once until it runs).
@@ -442,7 +450,7 @@ class Session:
         if h is None or self._flushed_queued or self.state is not State.OPEN:
             return False
         self._flushed_queued = True
-        self._events += ((h, ()),)
+        self.emit(h, ())
         return True
 
     # -- output -------------------------------------------------------------------

@@ -23,8 +23,8 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import AsyncGenerator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncGenerator, Awaitable, Callable, Generator
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any, Protocol
 
 import anyio
@@ -34,7 +34,7 @@ from typing_extensions import TypeVarTuple, Unpack
 if sys.version_info < (3, 11):  # pragma: no cover
     from exceptiongroup import BaseExceptionGroup
 
-__all__ = ["TaskPool", "open_task_pool"]
+__all__ = ["TaskPool", "known_async_library", "open_task_pool"]
 
 Args = TypeVarTuple("Args")
 
@@ -126,3 +126,31 @@ async def open_task_pool(group: anyio.abc.TaskGroup) -> AsyncGenerator[TaskPool,
             await pool.wait()
         raise
     await pool.wait()
+
+
+@contextmanager
+def known_async_library() -> Generator[None, None, None]:
+    """Make the running async library known to code that runs outside any task.
+
+    anyio finds the running library with sniffio, which on asyncio looks for
+    the current task; a parked connection's turn runs in an event-loop
+    callback, outside any task (``tcpkit._driver``), and its handlers may call
+    anyio there (a broadcast starts a helper task). Setting sniffio's context
+    variable here, for every task and connection context created inside,
+    keeps anyio working there. (``anyio.run`` and trio set it themselves;
+    without sniffio, anyio asks asyncio for the running loop, which works.)
+    """
+    try:
+        import sniffio
+    except ImportError:  # pragma: no cover - sniffio comes with trio and most installs
+        yield
+        return
+    cvar = sniffio.current_async_library_cvar
+    if cvar.get() is not None:
+        yield
+        return
+    token = cvar.set(sniffio.current_async_library())
+    try:
+        yield
+    finally:
+        cvar.reset(token)

@@ -150,7 +150,8 @@ class Transport(ABC):
         """Whether input can be waited for without a task (:meth:`set_wake_callback`).
 
         If so, a data callback may be set from anywhere (not ``as_task``) and
-        runs whether or not a task waits in ``receive``. This default: no.
+        runs while a task waits in ``receive`` or while the wake callback is
+        set. This default: no.
         """
         return False
 

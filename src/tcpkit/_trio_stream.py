@@ -21,6 +21,9 @@ with an epoll instance of its own (in trio's, as one file descriptor): per
 wake-up it reads every ready connection and hands the bytes to its callback
 right there. A request then costs no task switch and no ``epoll_ctl`` (trio
 re-arms a file descriptor at every wait), as a callback server on asyncio.
+A stream with no task at all waiting for it (a parked connection:
+``Transport.set_wake_callback``) is watched the same way; the wake callback
+starts its task when the callback does not take the bytes, or at the end.
 """
 
 from __future__ import annotations
@@ -51,10 +54,11 @@ _MAX_EVENTS = 256
 class Reactor:
     """Watches the sockets of inline streams in an epoll instance of its own (see the module doc).
 
-    Only streams whose task waits in ``receive`` are watched (level-triggered):
-    a socket becomes readable, the reactor reads it and passes the bytes to
-    the stream's callback, or to its waiting task. A stream that nobody waits
-    for is dropped at its next event, until its task waits again.
+    Only streams whose task waits in ``receive``, or that are parked, are
+    watched (level-triggered): a socket becomes readable, the reactor reads it
+    and passes the bytes to the stream's callback, or to its waiting task (or
+    wake callback). A stream that nobody waits for is dropped at its next
+    event, until its task waits again.
     """
 
     def __init__(self, polling: Callable[[], bool] | None = None) -> None:

@@ -36,7 +36,7 @@ from ._busy_poll import busy_poller
 from ._limits import BurstLog, PerIpLimit
 from ._listeners import AcceptingListener, accepts, serve_listener
 from ._socket import SocketOptions
-from ._tasks import TaskPool, open_task_pool
+from ._tasks import TaskPool, known_async_library, open_task_pool
 from ._watchdog import Watchdog
 from .connection import Connection, ServerContext, current_connection
 from .exceptions import ConnectionClosed, RegistrationError, ServerError
@@ -452,7 +452,7 @@ class Server(Generic[In, Out]):
         """
         await self._bind(listen)  # before the task group: a ServerError stays plain
         try:
-            with _unwrap_single():
+            with _unwrap_single(), known_async_library():
                 async with anyio.create_task_group() as tg, open_task_pool(tg) as pool:
                     self._tg = tg
                     self._context = self._serving_context(tg, pool)
@@ -697,8 +697,20 @@ class Server(Generic[In, Out]):
         if not self._admit_ip(conn.remote_addr):
             context.pool.start_soon(self._refuse, stream, conn_id, None)
             return
+        error = self._launch(conn, stream)
+        if error is not None:
+            context.pool.start_soon(self._refuse, stream, conn_id, error)
+
+    def _launch(self, conn: Connection[In, Out], stream: anyio.abc.ByteStream) -> Exception | None:
+        """Register ``conn`` and start it; the error if it could not start (a bug: undone)."""
         self._register(conn)
-        conn.start(stream)
+        try:
+            conn.start(stream)
+        except Exception as exc:
+            logger.exception("%s: could not start connection #%d", self.name, conn.id)
+            self._unregister(conn)
+            return exc
+        return None
 
     def _started_ended(self, conn: Connection[Any, Any]) -> None:
         self._unregister(conn)
@@ -750,10 +762,13 @@ class Server(Generic[In, Out]):
         if not self._admit_ip(conn.remote_addr):
             await self._reject(stream, conn_id, None, source, "per-ip-limit")
             return False
-        self._register(conn)
         if start:
-            conn.start(used)
-            return True
+            error = self._launch(conn, used)
+            if error is None:
+                return True
+            await self._reject(stream, conn_id, error, source)
+            return False
+        self._register(conn)
         try:
             await conn.serve(used)
         finally:

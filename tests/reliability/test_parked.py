@@ -255,3 +255,103 @@ async def test_connections_with_setup_steps_park_too(setup: str) -> None:
         for client in clients:
             await client.aclose()
         await wait_for("every connection ended", lambda: server.connection_count == 0)
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_parked_handlers_may_use_anyio_under_a_plain_asyncio_run(loop: str) -> None:
+    """Under ``asyncio.run`` (not ``anyio.run``), a parked connection's ``def``
+    handler runs in a loop callback, outside any task: what it calls that
+    needs anyio (a broadcast starts a helper task with a cancel scope) must
+    still find the running event loop."""
+    app: App[str, str] = App(codec=Lines(), busy_poll=0)
+
+    @app.on_input
+    def chat(conn: Connection[str, str], line: str) -> None:
+        conn.server.broadcast(line, exclude=conn)
+
+    async def main() -> list[bytes]:
+        async with app.start(host="127.0.0.1", port=0) as server:
+            assert server.port is not None
+            listener = await asyncio.open_connection("127.0.0.1", server.port)
+            talker = await asyncio.open_connection("127.0.0.1", server.port)
+            while server.connection_count < 2:
+                await asyncio.sleep(0.01)
+            await asyncio.sleep(0.05)  # both parked
+            talker[1].write(b"hello\n")
+            heard = await asyncio.wait_for(listener[0].readline(), 5)
+            for _, writer in (listener, talker):
+                writer.close()
+            return [heard]
+
+    if loop == "uvloop":
+        uvloop = pytest.importorskip("uvloop")
+        assert uvloop.run(main()) == [b"hello\r\n"]
+    else:
+        assert asyncio.run(main()) == [b"hello\r\n"]
+
+
+async def test_output_queued_while_a_connection_drains_goes_out_without_more_input() -> None:
+    """A broadcast that comes while a connection's big reply drains (its client
+    does not read yet) goes out once the drain is done: the connection does not
+    wait for input (parked) with it still queued."""
+    app: App[str, str] = App(codec=Lines(max_length=1 << 20), busy_poll=0)
+    chunk = "x" * 65_000
+
+    @app.on_input
+    def big(conn: Connection[str, str], line: str) -> None:
+        for _ in range(256):  # 16 MB: more than the kernel's buffers take
+            conn.put(chunk)
+
+    async with app.start(host="127.0.0.1", port=0) as server:
+        assert server.port is not None
+        client = await connect(server.port)
+        await client.send(b"big\n")
+        await wait_for("connected", lambda: server.connection_count == 1)
+        (conn,) = server.connections
+        await wait_for("draining", lambda: conn.pending_output > 0)
+        assert server.broadcast("news") == 1
+        expected = 256 * (len(chunk) + 2) + len(b"news\r\n")
+        got = bytearray()
+        with anyio.fail_after(10):
+            while len(got) < expected:
+                got += await client.receive(1 << 20)
+        assert got.endswith(b"x\r\nnews\r\n") and len(got) == expected
+        await client.aclose()
+
+
+@pytest.mark.parametrize("setup", [False, True])
+async def test_a_connection_that_cannot_start_is_refused_and_the_server_goes_on(
+    setup: bool,
+) -> None:
+    """Starting a connection runs in the accept loop (or its setup task): a
+    failure there closes that connection only, and gives its slot back."""
+
+    class Flaky(Connection[str, str]):
+        def start(self, stream: anyio.abc.ByteStream) -> None:
+            if self.id == 1:
+                raise RuntimeError("cannot start")
+            super().start(stream)
+
+    app: App[str, str] = App(codec=Lines(), busy_poll=0, connection_class=Flaky)
+
+    @app.on_input
+    def echo(conn: Connection[str, str], line: str) -> None:
+        conn.put(line)
+
+    if setup:
+
+        @app.pre_connect
+        def admit(conn: Connection[str, str], stream: anyio.abc.ByteStream) -> bool:
+            return True
+
+    async with app.start(host="127.0.0.1", port=0) as server:
+        assert server.port is not None
+        first = await connect(server.port)
+        with anyio.fail_after(5):
+            assert await read_to_end(first) == b""
+        await first.aclose()
+        (second,) = await open_idle(server.port, 1)
+        assert server.stats.rejected == 1
+        await second.aclose()
+        await wait_for("every connection ended", lambda: server.connection_count == 0)
+        assert server.stats.current == 0

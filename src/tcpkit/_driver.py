@@ -31,6 +31,7 @@ Every connection, on every backend and stream, is driven by this code:
 
 from __future__ import annotations
 
+import enum
 import functools
 import logging
 import socket
@@ -81,6 +82,22 @@ _TIMEOUT_REASONS: dict[type[ConnectionTimeout], str] = {
 # Next's members as globals: an enum's attribute costs about ten globals on Python 3.10-3.11.
 _CALL, _READ, _CLOSE = Next.CALL, Next.READ, Next.CLOSE
 
+
+class _Input(enum.Enum):
+    """How a connection's input reaches its turns (chosen when it starts: Driver.start)."""
+
+    TASK = "task"
+    """Its task receives, and runs the turns (no data callback)."""
+    CALLBACK = "callback"
+    """The transport's data callback runs the turns while the task waits in ``receive``."""
+    CALLBACK_CALLS = "callback-calls"
+    """... and starts ``async def`` handlers there, as the task (see ``_step_inline``)."""
+    PARKING = "parking"
+    """The data callback runs the turns; the connection waits for input without a task."""
+
+
+_PARKING, _CALLBACK_CALLS = _Input.PARKING, _Input.CALLBACK_CALLS
+
 _current: ContextVar[weakref.ref[Connection[Any, Any]] | None] = ContextVar(
     "tcpkit_connection", default=None
 )
@@ -99,18 +116,16 @@ class Driver:
 
     __slots__ = (
         "_aborted",
-        "_calls_inline",
         "_change",
         "_conn",
         "_context",
         "_drain_scope",
         "_flush_scheduled",
         "_helpers",
-        "_inline",
+        "_input",
         "_observer",
         "_on_end",
         "_parked",
-        "_parks",
         "_pool",
         "_raw_socket",
         "_reading",
@@ -160,9 +175,7 @@ class Driver:
         self._watchdog = watchdog
         self._raw_socket: socket.socket | None = None  # (for the watchdog: see _begin)
         self._on_end = on_end  # called once the connection has ended
-        self._inline = False  # the data callback is set
-        self._calls_inline = False  # ... and may start async def handlers (see _step_inline)
-        self._parks = False  # the connection may wait for input without a task (start)
+        self._input = _Input.TASK  # how input reaches the turns (set when it starts)
         self._parked = False  # ... and does now
         self._aborted = False  # close() was called
 
@@ -194,11 +207,15 @@ class Driver:
         self._begin()
         session = self._session
         h = session.handlers.on_input
-        self._parks = self._transport.parkable and (h is None or not h.is_async)
-        if not self._parks:
+        transport = self._transport
+        if not (
+            transport.parkable
+            and (h is None or not h.is_async)
+            and transport.set_data_callback(self._data_callback())
+        ):
             self._spawn(None)  # (the data callback, if any, is set in the task: as_task)
             return
-        self._inline = self._transport.set_data_callback(self._data_callback())
+        self._input = _Input.PARKING
         nxt = session.start()
         if nxt is _READ and (not session.out or self._write_now()) and self._park():
             return
@@ -240,7 +257,7 @@ class Driver:
             scope = self._scope = anyio.CancelScope()  # (close() cancels it: turns, the end)
             if self._aborted:
                 scope.cancel()
-            if nxt is None and not self._parks:
+            if nxt is None and self._input is _Input.TASK:
                 self._set_data_callback()
             with scope:
                 parked = await self._turns(nxt)
@@ -253,8 +270,8 @@ class Driver:
                 await self._close_up()
 
     def _stop_inline(self) -> None:
-        if self._inline:
-            self._inline = self._calls_inline = False
+        if self._input is not _Input.TASK:
+            self._input = _Input.TASK
             self._transport.set_data_callback(None)
 
     async def _close_up(self) -> None:
@@ -272,9 +289,10 @@ class Driver:
         h = self._session.handlers.on_input
         transport = self._transport
         calls = transport.callback_runs_as_task and self._session.timer is None
-        if h is None or not h.is_async or calls:
-            self._inline = transport.set_data_callback(self._data_callback(), as_task=calls)
-            self._calls_inline = self._inline and calls
+        if (h is None or not h.is_async or calls) and transport.set_data_callback(
+            self._data_callback(), as_task=calls
+        ):
+            self._input = _Input.CALLBACK_CALLS if calls else _Input.CALLBACK
 
     @types.coroutine
     def _steps(self, coro: Coroutine[Any, Any, None]) -> Generator[Any, Any, None]:
@@ -323,7 +341,7 @@ class Driver:
             if nxt is _CLOSE:
                 return False
             if nxt is _READ:
-                if self._parks and self._park():
+                if self._input is _PARKING and self._park():
                     return True
                 nxt = await self._read()
                 continue
@@ -394,7 +412,7 @@ class Driver:
         self._stats.bytes_in += len(data)
         session.counts.bytes_in += len(data)
         nxt = session.turn(data)
-        if nxt is _CALL and self._started is None and self._calls_inline:
+        if nxt is _CALL and self._started is None and self._input is _CALLBACK_CALLS:
             nxt = self._step_inline()
         if (nxt is not _READ or (session.out and not self._write_now())) and self._reading:
             # The task does what needs an await (unless a handler has woken it already).

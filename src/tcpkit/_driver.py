@@ -351,9 +351,8 @@ class Driver:
 
     def _park(self) -> bool:
         """Wait for input without a task, if nothing else is to be done (see :meth:`start`)."""
-        if self._aborted or not self._session.idle:
-            return False
-        if not self._transport.set_wake_callback(self._unpark):
+        # (Not after close(): that closed the session, which is then not idle.)
+        if not self._session.idle or not self._transport.set_wake_callback(self._unpark):
             return False
         self._parked = self._reading = True
         return True

@@ -760,10 +760,8 @@ class _ProxiedTransport(ProxiedStream, Transport):
         self._transport: Transport = stream
 
     async def receive(self, max_bytes: int = 65536) -> bytes:
-        pending = self._pending
-        if pending:  # (no checkpoint: input that arrives meanwhile must come after it)
-            self._pending = pending[max_bytes:]
-            return pending[:max_bytes]
+        if self._pending:  # (no checkpoint: input that arrives meanwhile must come after it)
+            return self._take_pending(max_bytes)
         return await self._transport.receive(max_bytes)
 
     def interrupt_receive(self) -> None:

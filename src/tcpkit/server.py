@@ -721,7 +721,7 @@ class Server(Generic[In, Out]):
     ) -> None:
         """Close a connection :meth:`_start` could not start: ``exc``, or one too many per IP."""
         try:
-            await self._reject(stream, conn_id, exc, None, "rejected" if exc else "per-ip-limit")
+            await self._reject(stream, conn_id, exc, None, "per-ip-limit")  # (exc: its own)
         finally:
             self._release_slot()
 

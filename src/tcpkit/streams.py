@@ -26,10 +26,14 @@ class ReplayStream(anyio.abc.ByteStream):
     async def receive(self, max_bytes: int = 65536) -> bytes:
         if self._pending:
             await anyio.lowlevel.checkpoint()
-            data = self._pending[:max_bytes]
-            self._pending = self._pending[max_bytes:]
-            return data
+            return self._take_pending(max_bytes)
         return await self._stream.receive(max_bytes)
+
+    def _take_pending(self, max_bytes: int) -> bytes:
+        """Up to ``max_bytes`` of the bytes still to replay (there are some)."""
+        data = self._pending[:max_bytes]
+        self._pending = self._pending[max_bytes:]
+        return data
 
     async def send(self, item: bytes) -> None:
         await self._stream.send(item)

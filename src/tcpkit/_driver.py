@@ -36,7 +36,6 @@ import functools
 import logging
 import socket
 import ssl
-import time
 import types
 import weakref
 from collections.abc import Awaitable, Callable, Coroutine, Generator
@@ -288,7 +287,7 @@ class Driver:
         """The data callback of a connection that does not park (set in its task)."""
         h = self._session.handlers.on_input
         transport = self._transport
-        calls = transport.callback_runs_as_task and self._session.timer is None
+        calls = transport.callback_runs_as_task
         if (h is None or not h.is_async or calls) and transport.set_data_callback(
             self._data_callback(), as_task=calls
         ):
@@ -335,7 +334,7 @@ class Driver:
             nxt = session.start()
         while True:
             if nxt is _CALL:
-                nxt = await self._call_turns()
+                nxt = await self._calls()
                 continue
             await self._write_out()
             if nxt is _CLOSE:
@@ -422,23 +421,32 @@ class Driver:
         """Run the session's ``async def`` handlers right here, while none waits.
 
         The data callback runs as the connection's task (the transport says
-        so), so a handler that does not wait costs no task switch. The
-        handlers run in one :meth:`_calls` coroutine stepped here (a native
-        ``await`` per message); if one waits, that coroutine is left to the
-        task, which resumes it where it waits (:attr:`_started`).
+        so), so a handler that does not wait costs no task switch: its
+        coroutine is stepped here. If one waits, it is left to the task,
+        which goes on with it where it waits (:attr:`_started`).
         """
         session = self._session
-        runner = self._calls()
         session.turning = self._stepping = True
         try:
-            yielded = runner.send(None)
-        except StopIteration as done:
-            nxt: Next = done.value
-            return nxt
+            while True:
+                coro = session.call
+                assert coro is not None
+                try:
+                    waits_on = coro.send(None)
+                except StopIteration:
+                    nxt = session.after_call()
+                except Exception as exc:
+                    nxt = session.call_failed(exc)
+                except BaseException:
+                    session.call_done()
+                    raise
+                else:
+                    self._started = (coro, waits_on, None)
+                    return _CALL
+                if nxt is not _CALL:
+                    return nxt
         finally:
             session.turning = self._stepping = False
-        self._started = (runner, yielded, None)
-        return _CALL
 
     def _write_now(self) -> bool:
         """Write an inline turn's output; ``False`` if the task must act (drain, on_flushed...)."""
@@ -459,33 +467,26 @@ class Driver:
 
     # -- handler coroutines -------------------------------------------------------------
 
-    async def _call_turns(self) -> Next:
-        """:meth:`_calls`, or the rest of the one the data callback started (_step_inline)."""
-        started, self._started = self._started, None
-        if started is None:
-            return await self._calls()
-        return await _resume(*started)
-
     async def _calls(self) -> Next:
-        """Await the session's coroutines (advancing after each) until it needs something else."""
+        """Await the session's coroutines (advancing after each) until it needs something else.
+
+        The first may be one the data callback started (:meth:`_step_inline`).
+        """
         session = self._session
-        timer = session.timer  # (None unless an observer times on_input)
+        started, self._started = self._started, None
         while True:
             coro = session.call
             assert coro is not None
-            began = time.perf_counter() if timer is not None else 0.0
-            timed = timer is not None and session.timed_call
+            awaited = coro if started is None else _resume(*started)
+            started = None
             try:
-                await coro
+                await awaited
             except Exception as exc:
-                session.call_done(exc)
-                nxt = session.advance()
+                nxt = session.call_failed(exc)
             except BaseException:
                 session.call_done()
                 raise
             else:
-                if timed and timer is not None:
-                    timer(time.perf_counter() - began)
                 nxt = session.after_call()
             if nxt is not _CALL:
                 return nxt
@@ -792,14 +793,14 @@ class Driver:
             pass
 
 
-_Started: TypeAlias = tuple[Coroutine[Any, Any, Next], Any, "BaseException | None"]
-"""A :meth:`Driver._calls` the data callback started, what it waits on, what was thrown since."""
+_Started: TypeAlias = tuple[Coroutine[Any, Any, Any], Any, "BaseException | None"]
+"""A handler's coroutine the data callback started, what it waits on, what was thrown since."""
 
 
 @types.coroutine
 def _resume(
-    coro: Coroutine[Any, Any, Next], yielded: Any, thrown: BaseException | None
-) -> Generator[Any, Any, Next]:
+    coro: Coroutine[Any, Any, Any], yielded: Any, thrown: BaseException | None
+) -> Generator[Any, Any, Any]:
     """Go on with ``coro``, started elsewhere, as ``await`` would: it waits on ``yielded``.
 
     ``thrown`` (if any) came while it waited, and is thrown into it first.
@@ -811,8 +812,7 @@ def _resume(
             try:
                 yielded = step(value)
             except StopIteration as done:
-                nxt: Next = done.value
-                return nxt
+                return done.value
         try:
             value = yield yielded
         except GeneratorExit:

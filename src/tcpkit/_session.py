@@ -74,8 +74,9 @@ class Next(enum.Enum):
     READ = "read"
     """Everything buffered was handled: send the output, then read more."""
     CALL = "call"
-    """An ``async def`` handler returned a coroutine: await :attr:`Session.call`,
-    then report how it ended with :meth:`Session.call_done`."""
+    """An ``async def`` handler is to run (or a plain ``def`` returned an awaitable):
+    await :attr:`Session.call`, then report how it ended with
+    :meth:`Session.call_done`."""
     WRITE = "write"
     """An event queued output: send it (waiting while the client does not read),
     then go on; the next event runs after that, so a stream of events that
@@ -303,17 +304,17 @@ class Session:
 
         The hot loop that hands buffered messages to ``on_input`` runs until no
         message is complete (``False``), or stops early (``True``) at the first
-        message whose handler needs the turn loop (a coroutine to await, an
+        message whose handler needs the turn loop (a coroutine that waits, an
         error, a pause, a shutdown). The decoder is looked up again after every
         message: a handler may have switched the codec.
         """
         func, is_async = self._on_input
-        if self.timer is None or is_async:
+        if self.timer is None:
             return self._on_input  # (the same tuple: none more per connection)
-        return _timed(func, self.timer), is_async
+        return (_timed_async if is_async else _timed)(func, self.timer), is_async
 
     def _deliver_input(self, func: Callable[..., Any], is_async: bool) -> bool:
-        """See :meth:`_input_loop`; an ``async def``'s coroutine becomes :attr:`call`."""
+        """See :meth:`_input_loop`. For an ``async def``, see :meth:`_async_input`."""
         conn, stats, counts, tail = self._conn(), self.stats, self.counts, self._tail
         while True:
             try:
@@ -325,19 +326,47 @@ class Session:
                 return False
             stats.messages_in += 1
             counts.messages_in += 1
+            if is_async:
+                self.call = self._async_input(func, message)
+                self._call_kind = _INPUT
+                return True
             try:
                 result = func(conn, message)
             except Exception as exc:
                 self._failed(exc, _INPUT)
                 return True
-            if is_async:
-                self.call = result
-                self._call_kind = _INPUT
-                return True
             if result is not None and self._became_call(result, _INPUT):  # a def returning one
                 return True
             if self.state is not _OPEN or self.paused or self._errors:
                 return True  # the handler changed what comes next
+
+    async def _async_input(self, func: Callable[..., Any], message: Any) -> None:
+        """:meth:`_deliver_input` for an ``async def`` on_input, from ``message`` on.
+
+        One coroutine awaits the handler for every message at hand (a native
+        ``await``: a handler that does not wait costs about a plain call), and
+        returns where the loop would stop; the driver then goes on as after
+        any :attr:`call`.
+        """
+        conn, stats, counts = self._conn(), self.stats, self.counts
+        while True:
+            try:
+                await func(conn, message)
+            except Exception as exc:
+                self._failed(exc, _INPUT)
+                return
+            if self.state is not _OPEN or self.paused or self._errors:
+                return
+            tail = self._tail
+            try:
+                message = tail.pop(0) if tail else self.decoder.next_message()
+            except Exception as exc:
+                self._decode_failed(exc)
+                return
+            if message is NEED_DATA:
+                return
+            stats.messages_in += 1
+            counts.messages_in += 1
 
     def _became_call(self, result: object, kind: _Kind) -> bool:
         """Whether a handler's result is to be awaited: it becomes :attr:`call`."""
@@ -349,27 +378,6 @@ class Session:
             return False
         self._call_kind = kind
         return True
-
-    def after_call(self) -> Next:
-        """The coroutine in :attr:`call` returned: what is next, as :meth:`advance` says.
-
-        The fast path: after an ``async def`` on_input, if nothing comes before
-        the next message (no error to report, open, not paused), it decodes
-        the next message and makes its coroutine :attr:`call` (``Next.CALL``);
-        with none complete and nothing else to do, it is ``Next.READ``.
-        """
-        func, is_async = self._on_input
-        if self._call_kind is not _INPUT or not is_async:
-            self.call_done()
-            return self.advance()
-        self.call = None
-        if self._errors or self.state is not _OPEN or self.paused:
-            return self.advance()
-        if self._deliver_input(func, True):  # a call, or an error to report
-            return _CALL if self.call is not None else self.advance()
-        if self._events or self.eof:
-            return self.advance()
-        return _READ
 
     def _decode_failed(self, exc: Exception) -> None:
         if isinstance(exc, FrameError):
@@ -409,10 +417,27 @@ class Session:
         if not self._became_call(result, kind) and kind is _Kind.ERROR:
             self._after_report(args[0])
 
-    @property
-    def timed_call(self) -> bool:
-        """Whether :attr:`call` is an ``on_input`` call to time for an observer."""
-        return self.timer is not None and self._call_kind is _Kind.INPUT
+    def after_call(self) -> Next:
+        """The coroutine in :attr:`call` returned: what is next, as :meth:`advance` says.
+
+        The fast path, after :meth:`_async_input`: it returned with nothing
+        else to do (no error, event, pause, end) only when no message was
+        complete, so the next thing is more input.
+        """
+        self.call_done()
+        if (
+            self._call_kind is _INPUT
+            and self.state is _OPEN
+            and not (self._errors or self._events or self.paused or self.eof)
+            and self._on_input[1]
+        ):
+            return _READ
+        return self.advance()
+
+    def call_failed(self, exc: Exception) -> Next:
+        """The coroutine in :attr:`call` raised ``exc``: report it, then as :meth:`advance`."""
+        self.call_done(exc)
+        return self.advance()
 
     def call_done(self, exc: BaseException | None = None) -> None:
         """The coroutine in :attr:`call` returned (``exc is None``) or raised ``exc``."""
@@ -596,6 +621,21 @@ def _timed(func: Callable[..., Any], timer: Callable[[float], None]) -> Callable
         started = time.perf_counter()
         try:
             return func(conn, message)
+        finally:
+            timer(time.perf_counter() - started)
+
+    return timed
+
+
+def _timed_async(
+    func: Callable[..., Any], timer: Callable[[float], None]
+) -> Callable[..., Coroutine[Any, Any, Any]]:
+    """:func:`_timed` for an ``async def`` (the time until its coroutine returns)."""
+
+    async def timed(conn: Connection[Any, Any], message: Any) -> Any:
+        started = time.perf_counter()
+        try:
+            return await func(conn, message)
         finally:
             timer(time.perf_counter() - started)
 

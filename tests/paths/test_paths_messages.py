@@ -5,6 +5,8 @@ from __future__ import annotations
 import struct
 from typing import Any
 
+import anyio
+import anyio.lowlevel
 import pytest
 from pathharness import Harness
 from pathmatrix import Path, matrix
@@ -37,6 +39,41 @@ async def test_replies_keep_the_order_of_many_messages_sent_in_one_write(
         assert await client.recv_lines(1) == ["re:last"]
     assert seen == [*lines, "last"]
     assert h.rec.errors == []
+    assert h.rec.overlaps == []
+
+
+@matrix(lambda p: p.is_async)
+async def test_handlers_that_wait_on_some_messages_of_one_read_keep_every_reply_in_order(
+    path: Path, h: Harness
+) -> None:
+    # One read, many messages: the handler returns without waiting on most and
+    # waits (a timer, a checkpoint) on some, and raises on one: every message is
+    # handled once, in order, each reply after the one before, the error reported.
+    app = h.app(shutdown_on_error=False)
+    seen: list[str] = []
+
+    async def echo(conn: Connection[str, str], line: str) -> None:
+        seen.append(line)
+        n = int(line[1:])
+        if n % 7 == 3:
+            await anyio.sleep(0.001)
+        elif n % 5 == 1:
+            await anyio.lowlevel.checkpoint()
+        if n == 42:
+            raise ValueError("no 42")
+        await conn.send(f"re:{line}")
+
+    app.add_on_input(h.async_handler(echo))
+    lines = [f"m{i}" for i in range(COUNT)]
+    async with h.serve(app) as served:
+        client = await served.connect()
+        await client.send_lines(*lines)
+        expected = [f"re:{line}" if line != "m42" else "error:ValueError" for line in lines]
+        assert await client.recv_lines(COUNT) == expected
+        await client.send_lines("m1000")
+        assert await client.recv_lines(1) == ["re:m1000"]
+    assert seen == [*lines, "m1000"]
+    assert h.rec.error_types() == [ValueError]
     assert h.rec.overlaps == []
 
 

@@ -290,8 +290,16 @@ class AsyncioSocketStream(anyio.abc.SocketStream, Transport):
                     protocol.read_waiter = None
         return protocol.take(max_bytes)
 
-    def _read_waiter(self) -> asyncio.Future[None]:
-        """A future the protocol completes when bytes come; raise what ends the wait instead."""
+    def receive_nowait(self, max_bytes: int = 65536) -> bytes:
+        """See :meth:`tcpkit._transport.Transport.receive_nowait`."""
+        protocol = self._protocol
+        if not protocol.interrupted and not self._closed and protocol.buffer:
+            return protocol.take(max_bytes)
+        self._raise_ended()
+        raise anyio.WouldBlock
+
+    def _raise_ended(self) -> None:
+        """Raise what ends a wait for input (an interrupt, the end, a failure), if anything."""
         protocol = self._protocol
         if protocol.interrupted:
             protocol.interrupted = False
@@ -302,6 +310,11 @@ class AsyncioSocketStream(anyio.abc.SocketStream, Transport):
             if protocol.exception is not None and not protocol.eof:
                 raise anyio.BrokenResourceError from protocol.exception
             raise anyio.EndOfStream
+
+    def _read_waiter(self) -> asyncio.Future[None]:
+        """A future the protocol completes when bytes come; raise what ends the wait instead."""
+        protocol = self._protocol
+        self._raise_ended()
         if protocol.read_waiter is not None:
             raise anyio.BusyResourceError("reading from")
         waiter: asyncio.Future[None] = self._loop.create_future()
@@ -440,15 +453,7 @@ class AsyncioSocketStream(anyio.abc.SocketStream, Transport):
         the peer. Never raises for a connection that already failed.
         """
         protocol = self._protocol
-        transport = self._transport
-        if not self._closed:
-            self._closed = True
-            if transport.get_write_buffer_size():
-                transport.abort()  # only the rest of an unfinished send is left
-            else:
-                transport.close()
-            protocol.wake_reader()
-            protocol.wake_writers()
+        self.close_nowait()
         if not protocol.lost:
             # The transport closes the socket on the next loop turn: wait for it,
             # so that a closed stream holds no file descriptor.
@@ -456,6 +461,19 @@ class AsyncioSocketStream(anyio.abc.SocketStream, Transport):
             if waiter is None or waiter.done():  # done: an earlier aclose was cancelled
                 waiter = protocol.lost_waiter = self._loop.create_future()
             await waiter
+
+    def close_nowait(self) -> bool:
+        """Close the connection; the transport closes the socket at the loop's next turn."""
+        if not self._closed:
+            self._closed = True
+            transport = self._transport
+            if transport.get_write_buffer_size():
+                transport.abort()  # only the rest of an unfinished send is left
+            else:
+                transport.close()
+            self._protocol.wake_reader()
+            self._protocol.wake_writers()
+        return True
 
     # attributes ----------------------------------------------------------------
 

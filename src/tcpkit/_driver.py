@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import enum
 import functools
+import inspect
 import logging
 import socket
 import ssl
@@ -62,6 +63,7 @@ if TYPE_CHECKING:
     from ._tasks import TaskPool
     from ._watchdog import Watchdog
     from .connection import Connection
+    from .handlers import Handler
     from .observer import Observer
     from .settings import Settings
     from .stats import ServerStats
@@ -215,8 +217,14 @@ class Driver:
             self._spawn(None)  # (the data callback, if any, is set in the task: as_task)
             return
         self._input = _Input.PARKING
-        nxt = session.start()
+        self._go_on(session.start())
+
+    def _go_on(self, nxt: Next) -> None:
+        """After a turn of a parked connection run outside its task: park, end, or start it."""
+        session = self._session
         if nxt is _READ and (not session.out or self._write_now()) and self._park():
+            return
+        if nxt is _CLOSE and self._end_now():
             return
         self._spawn(nxt)
 
@@ -351,19 +359,60 @@ class Driver:
     def _park(self) -> bool:
         """Wait for input without a task, if nothing else is to be done (see :meth:`start`)."""
         # (Not after close(): that closed the session, which is then not idle.)
-        if not self._session.idle or not self._transport.set_wake_callback(self._unpark):
+        session = self._session
+        if not session.idle or session.in_flight:
+            return False
+        if not self._transport.set_wake_callback(self._unpark):
             return False
         self._parked = self._reading = True
         return True
 
     def _unpark(self) -> None:
-        """Something for a parked connection to do: its task starts (and reads)."""
-        if self._parked:
-            self._parked = self._reading = False
-            transport = self._transport
-            transport.set_wake_callback(None)  # (cleared already, unless abort() woke it)
-            transport.clear_interrupt()  # (an interrupt that woke it: served by the task)
+        """Something for a parked connection to do (the transport's wake callback).
+
+        Input, the client's end of stream or a failure is handled right here
+        (in the connection's context), as the task would after its
+        ``receive``: the connection then parks again, or ends here when its
+        end needs no waiting (:meth:`_end_now`), or its task starts. An
+        interrupt (a shutdown, an event, a time limit: from anywhere, maybe a
+        handler or a loop over connections) and ``close()`` start the task.
+        """
+        if not self._parked:
+            return
+        self._leave_park()
+        if self._aborted or self._session.turning:
+            self._transport.clear_interrupt()  # (an interrupt that woke it: served by the task)
             self._spawn(_READ)
+        else:
+            self._context.run(self._woken)
+
+    def _leave_park(self) -> None:
+        self._parked = self._reading = False
+        self._transport.set_wake_callback(None)  # (cleared already, unless abort() woke it)
+
+    def _woken(self) -> None:
+        try:
+            nxt = self._read_now()
+        except Exception:  # (a bug: contained to this connection)
+            logger.exception("%s: unexpected error on input", self)
+            self._session.close("error")
+            nxt = _CLOSE
+        if nxt is None:
+            self._spawn(_READ)
+        else:
+            self._go_on(nxt)
+
+    def _read_now(self) -> Next | None:
+        """:meth:`_read` without waiting; ``None``: an interrupt, for the task."""
+        try:
+            data = self._transport.receive_nowait(self._settings.read_size)
+        except (ReceiveInterrupted, anyio.WouldBlock):
+            return None
+        except anyio.EndOfStream:
+            return self._input_ended()
+        except _SOCKET_ERRORS as exc:
+            return self._input_failed(exc)
+        return self._received(data)
 
     async def _read(self) -> Next:
         """Wait for input and run the turn it makes (or the one that woke the wait)."""
@@ -376,12 +425,9 @@ class Driver:
         except ReceiveInterrupted:
             return session.advance()
         except anyio.EndOfStream:
-            session.feed_eof()
-            return session.advance()
+            return self._input_ended()
         except _SOCKET_ERRORS as exc:
-            if session.state is State.OPEN:
-                session.fail(socket_error(exc))
-            return session.advance()
+            return self._input_failed(exc)
         except BaseException as exc:
             if self._started is None:
                 raise
@@ -391,9 +437,22 @@ class Driver:
             return Next.CALL
         finally:
             self._reading = False
+        return self._received(data)
+
+    def _received(self, data: bytes) -> Next:
         self._stats.bytes_in += len(data)
-        session.counts.bytes_in += len(data)
-        return session.turn(data)
+        self._session.counts.bytes_in += len(data)
+        return self._session.turn(data)
+
+    def _input_ended(self) -> Next:
+        self._session.feed_eof()
+        return self._session.advance()
+
+    def _input_failed(self, exc: BaseException) -> Next:
+        session = self._session
+        if session.state is State.OPEN:
+            session.fail(socket_error(exc))
+        return session.advance()
 
     # -- the inline fast path ---------------------------------------------------------
 
@@ -407,9 +466,12 @@ class Driver:
         session = self._session
         if not self._reading or self._writing or session.in_flight or not session.idle:
             return False  # the task takes it
-        self._stats.bytes_in += len(data)
-        session.counts.bytes_in += len(data)
-        nxt = session.turn(data)
+        nxt = self._received(data)
+        if self._parked:  # (still: a handler that woke it started its task)
+            if nxt is not _READ or (session.out and not self._write_now()):
+                self._leave_park()
+                self._go_on(nxt)
+            return True
         if nxt is _CALL and self._started is None and self._input is _CALLBACK_CALLS:
             nxt = self._step_inline()
         if (nxt is not _READ or (session.out and not self._write_now())) and self._reading:
@@ -709,6 +771,60 @@ class Driver:
             await self._settle()
             await self._linger()
 
+    def _end_now(self) -> bool:
+        """The end (:meth:`_wind_down`, :meth:`_close_up`) right here, if none of it waits.
+
+        For a parked connection (its ``on_input`` a plain ``def``), run
+        outside its task. ``False`` if a step needs the task: a linger (the
+        client has not ended its stream), output the kernel did not take, an
+        ``async def`` handler, a socket error to report, a helper still
+        running, a transport that cannot close without waiting. The task then
+        goes on from there: the steps done here are done once.
+        """
+        session = self._session
+        h = session.handlers.on_disconnect
+        if self._helpers or session.fatal is not None or (h is not None and h.is_async):
+            return False
+        if session.state is not State.CLOSED:
+            session.shutdown()
+            if session.advance() is _CALL:  # (an error to report: on_error)
+                return False
+            if session.out and not self._write_now():
+                return False
+            if self._settings.linger and not session.eof:
+                return False
+        if not self._transport.close_nowait():
+            return False
+        self._stop_inline()
+        session.close()
+        if self._watchdog is not None:
+            self._watchdog.remove(self)
+        if h is not None:
+            self._disconnect_now(h)
+        self._on_end()
+        return True
+
+    def _disconnect_now(self, h: Handler) -> None:
+        """A plain ``def`` on_disconnect, here (one that returns an awaitable: in a task)."""
+        try:
+            result = h.func(self._conn)
+        except Exception as exc:
+            self._disconnect_failed(exc)
+            return
+        if inspect.isawaitable(result):
+            self._pool.start_soon(self._await_disconnect, result)
+
+    async def _await_disconnect(self, result: Awaitable[Any]) -> None:
+        with anyio.move_on_after(5):
+            try:
+                await result
+            except Exception as exc:
+                self._disconnect_failed(exc)
+
+    def _disconnect_failed(self, exc: Exception) -> None:
+        logger.exception("%s: on_disconnect raised", self._session.log_prefix, exc_info=exc)
+        self._observer.unhandled_error(exc, "on_disconnect", self._conn)
+
     async def _finish(self) -> None:
         self._session.close()
         if self._helpers:  # still running (cancelled, or started during the linger)
@@ -783,8 +899,7 @@ class Driver:
                     try:
                         await call(h, self._conn)
                     except Exception as exc:
-                        logger.exception("%s: on_disconnect raised", session.log_prefix)
-                        self._observer.unhandled_error(exc, "on_disconnect", self._conn)
+                        self._disconnect_failed(exc)
 
     async def _close_transport(self) -> None:
         try:

@@ -12,7 +12,9 @@ driver (:mod:`tcpkit._driver`) needs, each a typed method:
   the callback runs as that task (then it may start a handler coroutine);
 * ``set_wake_callback``: where the transport is ``parkable``, a connection
   waits for input without a task: its data callback takes what arrives, and
-  the wake callback starts a task when a ``receive`` would return;
+  the wake callback runs when a ``receive`` would return (``receive_nowait``
+  then says what it would return, and ``close_nowait`` closes without
+  waiting, so the end of a connection may need no task either);
 * ``write``: take bytes without waiting, and tell whether they are all in the
   OS now; if not, :meth:`~Transport.drain` must be awaited (it pushes the
   rest out where the transport needs that, and waits until it is gone);
@@ -168,6 +170,21 @@ class Transport(ABC):
         """
         return False
 
+    def receive_nowait(self, max_bytes: int = 65536) -> bytes:
+        """What :meth:`receive` would return or raise now, without waiting.
+
+        For a parked connection's wake callback; :attr:`parkable` transports
+        implement it. A pending :meth:`interrupt_receive` comes first.
+
+        Raises:
+            anyio.WouldBlock: ``receive`` would wait (this default: always).
+            ReceiveInterrupted: :meth:`interrupt_receive` was called.
+            anyio.EndOfStream: the peer half-closed.
+            anyio.BrokenResourceError: the connection failed.
+            anyio.ClosedResourceError: this transport was closed.
+        """
+        raise anyio.WouldBlock
+
     @abstractmethod
     def write(self, data: bytes) -> bool:
         """Take all of ``data`` without waiting.
@@ -201,6 +218,15 @@ class Transport(ABC):
     @abstractmethod
     async def aclose(self) -> None:
         """Close; bytes already in the OS still go out, what is buffered here is dropped."""
+
+    def close_nowait(self) -> bool:
+        """Close as :meth:`aclose` does, without waiting, where this transport can.
+
+        Returns whether it closed (this default: no; await :meth:`aclose`).
+        :attr:`parkable` transports can: the socket itself may close a moment
+        later (on asyncio, at the event loop's next turn).
+        """
+        return False
 
     @property
     @abstractmethod

@@ -240,6 +240,21 @@ class TrioSocketStream(anyio.abc.SocketStream, Transport):
         self._buffer = data[max_bytes:]
         return data[:max_bytes]
 
+    def receive_nowait(self, max_bytes: int = 65536) -> bytes:
+        """See :meth:`tcpkit._transport.Transport.receive_nowait` (what the reactor read)."""
+        if self._closed:
+            raise anyio.ClosedResourceError
+        if self._interrupted:
+            self._interrupted = False
+            raise ReceiveInterrupted
+        if self._buffer:
+            return self._take(max_bytes)
+        if self._error is not None:
+            raise anyio.BrokenResourceError from self._error
+        if self._eof:
+            raise anyio.EndOfStream
+        raise anyio.WouldBlock
+
     # the inline mode -----------------------------------------------------------
 
     def set_data_callback(
@@ -486,6 +501,10 @@ class TrioSocketStream(anyio.abc.SocketStream, Transport):
 
     async def aclose(self) -> None:
         """Close the socket (bytes of completed sends are in the kernel and still go out)."""
+        self.close_nowait()
+
+    def close_nowait(self) -> bool:
+        """:meth:`aclose`, which never waits."""
         if not self._closed:
             self._closed = True
             self._unwatch()
@@ -493,6 +512,7 @@ class TrioSocketStream(anyio.abc.SocketStream, Transport):
             if self._sock.fileno() >= 0:
                 trio.lowlevel.notify_closing(self._sock)  # wakes a task waiting on it
             self._sock.close()
+        return True
 
     @property
     def _raw_socket(self) -> socket.socket:

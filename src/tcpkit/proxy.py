@@ -764,6 +764,11 @@ class _ProxiedTransport(ProxiedStream, Transport):
             return self._take_pending(max_bytes)
         return await self._transport.receive(max_bytes)
 
+    def receive_nowait(self, max_bytes: int = 65536) -> bytes:
+        if self._pending:
+            return self._take_pending(max_bytes)
+        return self._transport.receive_nowait(max_bytes)
+
     def interrupt_receive(self) -> None:
         self._transport.interrupt_receive()
 
@@ -802,6 +807,12 @@ class _ProxiedTransport(ProxiedStream, Transport):
     async def aclose(self) -> None:
         self._pending = b""
         await self._transport.aclose()
+
+    def close_nowait(self) -> bool:
+        if not self._transport.close_nowait():
+            return False
+        self._pending = b""
+        return True
 
     @property
     def stream(self) -> anyio.abc.ByteStream:

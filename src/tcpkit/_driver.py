@@ -686,8 +686,11 @@ class Driver:
     # -- waking and helpers --------------------------------------------------------------------
 
     def wake(self) -> None:
-        """Something for the task to do (an event, a resume, a shutdown): wake it if it waits."""
-        if self._reading:
+        """Something for the task to do (an event, a resume, a shutdown): wake it if it waits.
+
+        (Not from a handler's turn: what the turn returns says what is next.)
+        """
+        if self._reading and not self._session.turning:
             self._transport.interrupt_receive()
         self._changed()
 

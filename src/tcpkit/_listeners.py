@@ -66,10 +66,14 @@ def accepts(
 
 @dataclass(frozen=True)
 class ServedListener:
-    """A listener to accept from, and a task to run beside it (or ``None``)."""
+    """A listener to accept from, and a task to run beside it (or ``None``).
+
+    The task is started with ``TaskGroup.start`` before the first accept (it
+    takes ``task_status``).
+    """
 
     listener: anyio.abc.Listener[anyio.abc.ByteStream]
-    background: Callable[[], Coroutine[Any, Any, None]] | None = None
+    background: Callable[..., Coroutine[Any, Any, None]] | None = None
 
 
 def serve_listener(

@@ -84,12 +84,19 @@ class Reactor:
             except OSError:  # pragma: no cover - already gone with its socket
                 pass
 
-    async def run(self) -> None:
-        """Serve the watched streams until cancelled; then their tasks go back to trio's waits."""
+    async def run(
+        self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Serve the watched streams until cancelled; then their tasks go back to trio's waits.
+
+        ``task_status`` is told once it runs (with ``TaskGroup.start``: streams
+        accepted after that can take the inline mode at once).
+        """
         epoll = self._epoll = select.epoll()
         streams = self._streams
         polling = self._polling
         self._running = True
+        task_status.started()
         try:
             while True:
                 for fd, _ in epoll.poll(0, _MAX_EVENTS):
@@ -585,16 +592,20 @@ class TrioSocketListener(FastListener):
             raise
         return TrioSocketStream(client, self._poll, self._reactor)
 
-    async def run_reactor(self) -> None:
+    async def run_reactor(
+        self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
         """Run the :class:`Reactor` of this listener's streams until cancelled.
 
-        Start it next to the accept loop; it must outlive the listening socket
-        as long as connections run (a graceful shutdown closes the listener
-        first). Without it, streams do not take the inline mode. Returns at
-        once where there is no epoll.
+        Start it before the accept loop (``TaskGroup.start``: it says when it
+        runs); it must outlive the listening socket as long as connections run
+        (a graceful shutdown closes the listener first). Without it, streams
+        do not take the inline mode. Returns at once where there is no epoll.
         """
         if self._reactor is not None:
-            await self._reactor.run()
+            await self._reactor.run(task_status=task_status)
+        else:
+            task_status.started()
 
     async def aclose(self) -> None:
         if not self._closed:

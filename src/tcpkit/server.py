@@ -494,9 +494,9 @@ class Server(Generic[In, Out]):
         served = [serve_listener(listener, poller, options) for listener in self._listeners]
         self._listeners = [s.listener for s in served]
         for s in served:
+            if s.background is not None:  # (its connections are accepted once it runs)
+                await tg.start(s.background)
             tg.start_soon(self._serve_listener, s.listener)
-            if s.background is not None:
-                tg.start_soon(s.background)
         if self._handlers.on_started is not None:
             await call(self._handlers.on_started, self, *self._settings.listener_args)
         if self.addresses:

@@ -355,3 +355,155 @@ async def test_a_connection_that_cannot_start_is_refused_and_the_server_goes_on(
         await second.aclose()
         await wait_for("every connection ended", lambda: server.connection_count == 0)
         assert server.stats.current == 0
+
+
+# -- the end without a task ---------------------------------------------------------------
+
+
+def task_function() -> str:
+    """The function the running task was started with ("" where no task runs: a callback)."""
+    try:
+        task = asyncio.current_task()
+    except RuntimeError:  # no asyncio loop: trio
+        import trio
+
+        return trio.lowlevel.current_task().name
+    return "" if task is None else str(task.get_coro().__qualname__)  # type: ignore[union-attr]
+
+
+def ending_app(**options: Any) -> tuple[App[str, str], list[tuple[str | None, str]]]:
+    """A line echo ("quit" also shuts down) recording each on_disconnect: (close reason, task)."""
+    app: App[str, str] = App(codec=Lines(), busy_poll=0, **options)
+    ended: list[tuple[str | None, str]] = []
+
+    @app.on_input
+    def echo(conn: Connection[str, str], line: str) -> None:
+        conn.put(line)
+        if line == "quit":
+            conn.shutdown()
+
+    @app.on_disconnect
+    def disconnect(conn: Connection[str, str]) -> None:
+        ended.append((conn.close_reason, task_function()))
+
+    return app, ended
+
+
+@pytest.mark.parametrize(
+    ("sent", "reply", "why"),
+    [
+        (b"", b"", "eof"),  # the client just ends its stream
+        (b"last\n", b"last\r\n", "eof"),  # a line and the end in one segment
+        (b"a\nb\npartial", b"a\r\nb\r\n", "error"),  # a partial line at the end: an error
+    ],
+    ids=["eof", "line+eof", "partial+eof"],
+)
+async def test_a_parked_connection_ends_without_a_task_at_the_clients_end(
+    sent: bytes, reply: bytes, why: str
+) -> None:
+    """The client ends its stream: the rest is handled (an error reported), the
+    replies go out, the connection closes and on_disconnect runs, right in the
+    transport's callback (no task: nothing in that end waits). The client reads
+    everything, then EOF."""
+    app, ended = ending_app()
+    async with app.start(host="127.0.0.1", port=0) as server:
+        assert server.port is not None
+        (client,) = await open_idle(server.port, 1)
+        await client.send(sent)
+        await client.send_eof()
+        with anyio.fail_after(5):
+            assert await read_to_end(client) == reply
+        await wait_for("ended", lambda: server.connection_count == 0)
+        await client.aclose()
+        assert server.stats.current == 0
+    assert len(ended) == 1
+    reason, task = ended[0]
+    assert reason == why
+    assert "Driver._task" not in task, task
+
+
+async def test_many_parked_connections_end_without_a_task_and_free_their_slots() -> None:
+    app, ended = ending_app(max_connections=5)
+    async with app.start(host="127.0.0.1", port=0) as server:
+        assert server.port is not None
+        for rnd in range(4):  # more connections than slots, in rounds: each frees its slot
+            clients = await open_idle(server.port, 5)
+            for client in clients:
+                await client.send_eof()
+                with anyio.fail_after(5):
+                    assert await read_to_end(client) == b""
+                await client.aclose()
+            await wait_for(f"round {rnd} ended", lambda: server.connection_count == 0)
+    assert len(ended) == 20
+    assert [t for r, t in ended if r != "eof" or "Driver._task" in t] == []
+
+
+@pytest.mark.parametrize("linger", [0, 2.0])
+async def test_a_handler_that_shuts_down_a_parked_connection(linger: float) -> None:
+    """"quit": the reply goes out, then the server closes. Without a linger
+    (``linger=0``) nothing in that end waits: it needs no task; with one, the
+    end waits for the client's end of stream (in a task)."""
+    app, ended = ending_app(linger=linger)
+    async with app.start(host="127.0.0.1", port=0) as server:
+        assert server.port is not None
+        (client,) = await open_idle(server.port, 1)
+        await client.send(b"quit\n")
+        got = b""
+        with anyio.fail_after(5):
+            while not got.endswith(b"\r\n"):
+                got += await client.receive()
+        assert got == b"quit\r\n"
+        if linger:
+            await client.send_eof()  # (the lingering server reads to the client's end)
+        with anyio.fail_after(5):
+            assert await read_to_end(client) == b""
+        await wait_for("ended", lambda: server.connection_count == 0)
+        await client.aclose()
+    ((reason, task),) = ended
+    assert reason == "shutdown"
+    assert ("Driver._task" in task) == bool(linger), task
+
+
+@pytest.mark.parametrize("kind", ["async def", "def returning a coroutine", "def raising"])
+async def test_the_end_of_a_parked_connection_with_other_on_disconnect_handlers(
+    kind: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """on_disconnect as ``async def`` (the end then runs in a task), as a plain
+    ``def`` returning a coroutine (awaited), or raising (logged; the server goes
+    on): each runs once, and the connection's slot is given back."""
+    app: App[str, str] = App(codec=Lines(), busy_poll=0)
+    done: list[str] = []
+
+    @app.on_input
+    def echo(conn: Connection[str, str], line: str) -> None:
+        conn.put(line)
+
+    async def later(conn: Connection[str, str]) -> None:
+        await anyio.sleep(0.01)
+        done.append(f"#{conn.id} {task_function()}")
+
+    if kind == "async def":
+        app.add_on_disconnect(later)
+    elif kind == "def returning a coroutine":
+        app.add_on_disconnect(lambda conn: later(conn))
+    else:
+
+        def raising(conn: Connection[str, str]) -> None:
+            done.append(f"#{conn.id}")
+            raise RuntimeError("on_disconnect failed")
+
+        app.add_on_disconnect(raising)
+
+    async with app.start(host="127.0.0.1", port=0) as server:
+        assert server.port is not None
+        for _ in range(3):
+            (client,) = await open_idle(server.port, 1)
+            await client.send_eof()
+            with anyio.fail_after(5):
+                assert await read_to_end(client) == b""
+            await client.aclose()
+        await wait_for("ended", lambda: server.connection_count == 0 and len(done) == 3)
+        assert server.stats.current == 0
+    assert sorted(d.split()[0] for d in done) == ["#1", "#2", "#3"]  # (async: any order)
+    if kind == "def raising":
+        assert caplog.text.count("on_disconnect raised") == 3

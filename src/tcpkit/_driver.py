@@ -9,8 +9,10 @@ Every connection, on every backend and stream, is driven by this code:
 * A connection has that task only while it needs one (:meth:`Driver.start`):
   where the transport can, a connection whose ``on_input`` is a plain
   ``def`` waits for input *parked*, with no task, as a hand-written
-  Protocol does; the transport's wake callback starts a task when a turn
-  needs an ``await``, and the task ends when it would wait for input again.
+  Protocol does; the transport's wake callback handles what woke it there
+  (input, the client's end of stream) and starts a task when a turn needs
+  an ``await``; the task ends when it would wait for input again. An end
+  that needs no waiting needs no task either (:meth:`Driver._end_now`).
 * Where the transport can (tcpkit's own socket streams), a turn runs right in
   its data callback while the task waits in ``receive``: no task switch per
   read. The callback runs only what needs no ``await``; anything else (a

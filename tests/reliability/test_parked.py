@@ -3,10 +3,10 @@
 A connection whose ``on_input`` is a plain ``def``, over one of tcpkit's
 socket streams, waits for input *parked*: its turns run in the transport's
 data callback, and a task starts when something needs one (an ``async def``
-handler, output the client does not read, an event, a pause, the end) and
-ends when the connection waits for input again. These tests count the
-server's tasks while connections are idle, after each of those, and check
-the bytes.
+handler, output the client does not read, an event, a pause, an end that
+lingers) and ends when the connection waits for input again; an end that
+needs no waiting runs without one. These tests count the server's tasks
+while connections are idle, after each of those, and check the bytes.
 """
 
 from __future__ import annotations
@@ -440,7 +440,7 @@ async def test_many_parked_connections_end_without_a_task_and_free_their_slots()
 
 @pytest.mark.parametrize("linger", [0, 2.0])
 async def test_a_handler_that_shuts_down_a_parked_connection(linger: float) -> None:
-    """"quit": the reply goes out, then the server closes. Without a linger
+    """A "quit" line: the reply goes out, then the server closes. Without a linger
     (``linger=0``) nothing in that end waits: it needs no task; with one, the
     end waits for the client's end of stream (in a task)."""
     app, ended = ending_app(linger=linger)

@@ -468,18 +468,23 @@ class Driver:
         session = self._session
         if not self._reading or self._writing or session.in_flight or not session.idle:
             return False  # the task takes it
-        nxt = self._received(data)
-        if self._parked:  # (still: a handler that woke it started its task)
-            if nxt is not _READ or (session.out and not self._write_now()):
-                self._leave_park()
-                self._go_on(nxt)
-            return True
+        self._stats.bytes_in += len(data)  # (as _received: inline, the hottest path)
+        session.counts.bytes_in += len(data)
+        nxt = session.turn(data)
+        if not self._parked:
+            self._waiting_turn_done(nxt)
+        elif nxt is not _READ or (session.out and not self._write_now()):
+            self._leave_park()  # (else still parked)
+            self._go_on(nxt)
+        return True
+
+    def _waiting_turn_done(self, nxt: Next) -> None:
+        """After a turn in the data callback while the task waits in ``receive``."""
         if nxt is _CALL and self._started is None and self._input is _CALLBACK_CALLS:
             nxt = self._step_inline()
-        if (nxt is not _READ or (session.out and not self._write_now())) and self._reading:
+        if (nxt is not _READ or (self._session.out and not self._write_now())) and self._reading:
             # The task does what needs an await (unless a handler has woken it already).
             self._transport.interrupt_receive()
-        return True
 
     def _step_inline(self) -> Next:
         """Run the session's ``async def`` handlers right here, while none waits.
@@ -790,15 +795,7 @@ class Driver:
         h = session.handlers.on_disconnect
         if self._helpers or session.fatal is not None or (h is not None and h.is_async):
             return False
-        if session.state is not State.CLOSED:
-            session.shutdown()
-            if session.advance() is _CALL:  # (an error to report: on_error)
-                return False
-            if session.out and not self._write_now():
-                return False
-            if self._settings.linger and not session.eof:
-                return False
-        if not self._transport.close_nowait():
+        if not self._wind_down_now() or not self._transport.close_nowait():
             return False
         self._stop_inline()
         session.close()
@@ -808,6 +805,18 @@ class Driver:
             self._disconnect_now(h)
         self._on_end()
         return True
+
+    def _wind_down_now(self) -> bool:
+        """:meth:`_wind_down` if it needs no waiting (``False``: it does, for the task)."""
+        session = self._session
+        if session.state is State.CLOSED:
+            return True
+        session.shutdown()
+        if session.advance() is _CALL:  # (an error to report: on_error)
+            return False
+        if session.out and not self._write_now():
+            return False
+        return session.eof or not self._settings.linger  # (a linger waits for the client)
 
     def _disconnect_now(self, h: Handler) -> None:
         """A plain ``def`` on_disconnect, here (one that returns an awaitable: in a task)."""

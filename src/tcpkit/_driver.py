@@ -382,17 +382,31 @@ class Driver:
         if not self._parked:
             return
         self._leave_park()
-        if self._aborted or self._session.turning:
+        session = self._session
+        if (
+            self._aborted
+            or session.turning
+            or self._writing
+            or session.in_flight
+            or not session.idle
+        ):
+            # (A write under way, from a helper: the input waits for the task, as in
+            # _on_data, so that no reply goes out in the middle of that write.)
             self._transport.clear_interrupt()  # (an interrupt that woke it: served by the task)
             self._spawn(_READ)
         else:
             self._context.run(self._woken)
 
     def _leave_park(self) -> None:
+        """No longer parked: the wake callback is cleared (the caller goes on)."""
         self._parked = self._reading = False
         self._transport.set_wake_callback(None)  # (cleared already, unless abort() woke it)
 
     def _woken(self) -> None:
+        """What woke a parked connection, handled here (see :meth:`_unpark`)."""
+        # receive_nowait raises ReceiveInterrupted before anything else: so an interrupt,
+        # which may come from anywhere (a handler, a loop over connections), always goes
+        # to the task, and this runs only from the transport's own callbacks.
         try:
             nxt = self._read_now()
         except Exception:  # (a bug: contained to this connection)
@@ -546,6 +560,7 @@ class Driver:
         while True:
             coro = session.call
             assert coro is not None
+            assert started is None or started[0] is coro
             awaited = coro if started is None else _resume(*started)
             started = None
             try:
@@ -789,7 +804,9 @@ class Driver:
         client has not ended its stream), output the kernel did not take, an
         ``async def`` handler, a socket error to report, a helper still
         running, a transport that cannot close without waiting. The task then
-        goes on from there: the steps done here are done once.
+        goes on from there: the steps done here are done once. (On asyncio
+        the socket itself closes at the event loop's next turn, just after
+        the connection has ended.)
         """
         session = self._session
         h = session.handlers.on_disconnect
@@ -801,9 +818,8 @@ class Driver:
         session.close()
         if self._watchdog is not None:
             self._watchdog.remove(self)
-        if h is not None:
-            self._disconnect_now(h)
-        self._on_end()
+        if h is None or self._disconnect_now(h):
+            self._on_end()
         return True
 
     def _wind_down_now(self) -> bool:
@@ -818,22 +834,31 @@ class Driver:
             return False
         return session.eof or not self._settings.linger  # (a linger waits for the client)
 
-    def _disconnect_now(self, h: Handler) -> None:
-        """A plain ``def`` on_disconnect, here (one that returns an awaitable: in a task)."""
+    def _disconnect_now(self, h: Handler) -> bool:
+        """A plain ``def`` on_disconnect, here; ``False`` if it returned an awaitable.
+
+        That is awaited in a task, as the task's end would (shielded, for at
+        most 5 s), which then ends the connection.
+        """
         try:
             result = h.func(self._conn)
         except Exception as exc:
             self._disconnect_failed(exc)
-            return
-        if inspect.isawaitable(result):
-            self._pool.start_soon(self._await_disconnect, result)
+            return True
+        if not inspect.isawaitable(result):
+            return True
+        self._pool.start_soon(self._await_disconnect, result)
+        return False
 
     async def _await_disconnect(self, result: Awaitable[Any]) -> None:
-        with anyio.move_on_after(5):
-            try:
-                await result
-            except Exception as exc:
-                self._disconnect_failed(exc)
+        try:
+            with anyio.CancelScope(shield=True), anyio.move_on_after(5):
+                try:
+                    await result
+                except Exception as exc:
+                    self._disconnect_failed(exc)
+        finally:
+            self._on_end()
 
     def _disconnect_failed(self, exc: Exception) -> None:
         logger.exception("%s: on_disconnect raised", self._session.log_prefix, exc_info=exc)

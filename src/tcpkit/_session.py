@@ -75,8 +75,8 @@ class Next(enum.Enum):
     """Everything buffered was handled: send the output, then read more."""
     CALL = "call"
     """An ``async def`` handler is to run (or a plain ``def`` returned an awaitable):
-    await :attr:`Session.call`, then report how it ended with
-    :meth:`Session.call_done`."""
+    await :attr:`Session.call`, then report how it ended
+    (:meth:`Session.after_call`, :meth:`Session.call_failed`)."""
     WRITE = "write"
     """An event queued output: send it (waiting while the client does not read),
     then go on; the next event runs after that, so a stream of events that
@@ -304,9 +304,11 @@ class Session:
 
         The hot loop that hands buffered messages to ``on_input`` runs until no
         message is complete (``False``), or stops early (``True``) at the first
-        message whose handler needs the turn loop (a coroutine that waits, an
-        error, a pause, a shutdown). The decoder is looked up again after every
-        message: a handler may have switched the codec.
+        message whose handler needs the turn loop (an error, a pause, a
+        shutdown, an awaitable a ``def`` returned; for an ``async def``, at
+        the first message: :meth:`_async_input` goes on from there). The
+        decoder is looked up again after every message: a handler may have
+        switched the codec.
         """
         func, is_async = self._on_input
         if self.timer is None:

@@ -174,7 +174,8 @@ class Transport(ABC):
         """What :meth:`receive` would return or raise now, without waiting.
 
         For a parked connection's wake callback; :attr:`parkable` transports
-        implement it. A pending :meth:`interrupt_receive` comes first.
+        implement it. A pending :meth:`interrupt_receive` comes before input
+        and the end of the stream.
 
         Raises:
             anyio.WouldBlock: ``receive`` would wait (this default: always).

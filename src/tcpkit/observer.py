@@ -126,7 +126,8 @@ class Observer:
         """``exc`` is being reported to ``on_error`` for ``conn``."""
 
     def message_handled(self, seconds: float) -> None:
-        """An ``on_input`` call returned after ``seconds`` (if :attr:`times_handlers`)."""
+        """An ``on_input`` call ended (returned or raised) after ``seconds`` (if
+        :attr:`times_handlers`; an ``async def``: until its coroutine ended)."""
 
     def connection_closed(self, conn: Connection[Any, Any]) -> None:
         """``conn`` has ended (after ``on_disconnect``)."""

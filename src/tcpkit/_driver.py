@@ -518,11 +518,8 @@ class Driver:
                     waits_on = coro.send(None)
                 except StopIteration:
                     nxt = session.after_call()
-                except Exception as exc:
-                    nxt = session.call_failed(exc)
-                except BaseException:
-                    session.call_done()
-                    raise
+                except BaseException as exc:
+                    nxt = self._call_raised(exc)
                 else:
                     self._started = (coro, waits_on, None)
                     return _CALL
@@ -565,15 +562,20 @@ class Driver:
             started = None
             try:
                 await awaited
-            except Exception as exc:
-                nxt = session.call_failed(exc)
-            except BaseException:
-                session.call_done()
-                raise
+            except BaseException as exc:
+                nxt = self._call_raised(exc)
             else:
                 nxt = session.after_call()
             if nxt is not _CALL:
                 return nxt
+
+    def _call_raised(self, exc: BaseException) -> Next:
+        """The session's coroutine raised ``exc``: an error is reported; anything else
+        (a cancellation...) is passed on, once the session knows."""
+        if isinstance(exc, Exception):
+            return self._session.call_failed(exc)
+        self._session.call_done()
+        raise exc
 
     # -- output -----------------------------------------------------------------------------
 

@@ -178,12 +178,9 @@ class TrioSocketStream(anyio.abc.SocketStream, Transport):
                 data = await self._receive_inline()
                 if data is not None:
                     return data
-            if self._buffer:
-                return self._take(max_bytes)
-            if self._error is not None:
-                raise anyio.BrokenResourceError from self._error
-            if self._eof:
-                raise anyio.EndOfStream
+            data = self._read_already(max_bytes)
+            if data is not None:
+                return data
             return await self._recv(max_bytes)
         finally:
             self._receiving = False
@@ -254,13 +251,20 @@ class TrioSocketStream(anyio.abc.SocketStream, Transport):
         if self._interrupted:
             self._interrupted = False
             raise ReceiveInterrupted
+        data = self._read_already(max_bytes)
+        if data is None:
+            raise anyio.WouldBlock
+        return data
+
+    def _read_already(self, max_bytes: int) -> bytes | None:
+        """What the reactor read: bytes, or its end of stream or failure (raised); else ``None``."""
         if self._buffer:
             return self._take(max_bytes)
         if self._error is not None:
             raise anyio.BrokenResourceError from self._error
         if self._eof:
             raise anyio.EndOfStream
-        raise anyio.WouldBlock
+        return None
 
     # the inline mode -----------------------------------------------------------
 

@@ -358,6 +358,24 @@ async def test_write_takes_what_the_kernel_takes_and_drain_sends_the_rest() -> N
             server.write(b"late")
 
 
+async def test_a_write_while_a_drain_waits_goes_out_after_the_rest() -> None:
+    """Bytes written while a drain waits for room are sent after what it sends,
+    even once the kernel has room (failed on trio: they went out at once, in the
+    middle of the drained bytes)."""
+    async with pair() as (server, client):
+        assert isinstance(server, Transport)
+        big = b"x" * (16 * 1024 * 1024)  # more than the socket buffers hold
+        assert server.write(big) is False
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(server.drain)
+            await anyio.wait_all_tasks_blocked()  # the drain waits for room
+            first = await client.receive(1 << 20)  # room in the kernel now
+            assert server.write(b"tail") is False  # (before the drain has run again)
+            rest = await read_exactly(client, len(big) + 4 - len(first))
+        assert first + rest == big + b"tail"
+        assert server.buffered == 0
+
+
 # -- the inline mode (Transport.set_data_callback) ---------------------------
 
 

@@ -320,6 +320,9 @@ class TrioSocketStream(anyio.abc.SocketStream, Transport):
         if self._unsent is not None:
             self._unsent = memoryview(bytes(self._unsent) + data)
             return False
+        if self._sending:  # a drain (or send) is under way: after what it sends
+            self._unsent = memoryview(data)
+            return False
         try:
             sent = self._sock.send(data)
         except BlockingIOError:
@@ -350,8 +353,8 @@ class TrioSocketStream(anyio.abc.SocketStream, Transport):
         try:
             if self._closed:
                 raise anyio.ClosedResourceError
-            unsent, self._unsent = self._unsent, None
-            if unsent is not None:
+            while self._unsent is not None:  # (what write() took meanwhile: after it)
+                unsent, self._unsent = self._unsent, None
                 await self._send_rest(unsent, 0)
         finally:
             self._sending = False

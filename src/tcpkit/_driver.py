@@ -269,7 +269,7 @@ class Driver:
             if nxt is None and self._input is _Input.TASK:
                 self._set_data_callback()
             with scope:
-                parked = await self._turns(nxt)
+                parked = await self._turns(self._session.start() if nxt is None else nxt)
                 if not parked:
                     self._stop_inline()
                     await self._wind_down()
@@ -337,16 +337,20 @@ class Driver:
             else:
                 step = coro.send
 
-    async def _turns(self, nxt: Next | None) -> bool:
-        """Run turns from ``nxt`` (``None``: ``on_connect``) on; ``True`` once parked."""
+    async def _turns(self, nxt: Next) -> bool:
+        """Run turns from ``nxt`` on; ``True`` once parked."""
         session = self._session
-        if nxt is None:
-            nxt = session.start()
         while True:
-            if nxt is _CALL:
-                nxt = await self._calls()
+            if nxt is _CALL:  # await the session's coroutine, then go on
+                try:
+                    await self._call()
+                except BaseException as exc:
+                    nxt = self._call_raised(exc)
+                else:
+                    nxt = session.after_call()
                 continue
-            await self._write_out()
+            if self._output_pending():  # (else no coroutine to await)
+                await self._write_out()
             if nxt is _CLOSE:
                 return False
             if nxt is _READ:
@@ -453,7 +457,9 @@ class Driver:
             return Next.CALL
         finally:
             self._reading = False
-        return self._received(data)
+        self._stats.bytes_in += len(data)  # (as _received, inline: a hot path)
+        session.counts.bytes_in += len(data)
+        return session.turn(data)
 
     def _received(self, data: bytes) -> Next:
         self._stats.bytes_in += len(data)
@@ -531,43 +537,39 @@ class Driver:
     def _write_now(self) -> bool:
         """Write an inline turn's output; ``False`` if the task must act (drain, on_flushed...)."""
         session = self._session
-        transport = self._transport
-        out = session.take_output()
         try:
-            done = transport.write(out)
+            if not self._send(session.take_output()):
+                return False
         except _WRITE_ERRORS as exc:
             session.fail(socket_error(exc))
             return False
-        self._stats.bytes_out += len(out)
-        session.counts.bytes_out += len(out)
-        if not done:
-            session.in_flight = transport.buffered
-            return False
         return not (session.wants_flushed and session.flushed())
+
+    def _send(self, data: bytes) -> bool:
+        """Hand ``data`` to the transport; ``False`` if it holds some (in flight: a drain)."""
+        session = self._session
+        transport = self._transport
+        done = False
+        if data:
+            done = transport.write(data)
+            self._stats.bytes_out += len(data)
+            session.counts.bytes_out += len(data)
+        if not done:
+            session.in_flight = transport.buffered  # what send's backpressure sees
+        return done
 
     # -- handler coroutines -------------------------------------------------------------
 
-    async def _calls(self) -> Next:
-        """Await the session's coroutines (advancing after each) until it needs something else.
-
-        The first may be one the data callback started (:meth:`_step_inline`).
-        """
-        session = self._session
+    def _call(self) -> Awaitable[Any]:
+        """What to await for the session's coroutine: itself, or (one the data callback
+        started, see :meth:`_step_inline`) the rest of it."""
+        coro = self._session.call
+        assert coro is not None
         started, self._started = self._started, None
-        while True:
-            coro = session.call
-            assert coro is not None
-            assert started is None or started[0] is coro
-            awaited = coro if started is None else _resume(*started)
-            started = None
-            try:
-                await awaited
-            except BaseException as exc:
-                nxt = self._call_raised(exc)
-            else:
-                nxt = session.after_call()
-            if nxt is not _CALL:
-                return nxt
+        if started is None:
+            return coro
+        assert started[0] is coro
+        return _resume(*started)
 
     def _call_raised(self, exc: BaseException) -> Next:
         """The session's coroutine raised ``exc``: an error is reported; anything else
@@ -578,6 +580,11 @@ class Driver:
         raise exc
 
     # -- output -----------------------------------------------------------------------------
+
+    def _output_pending(self) -> bool:
+        """Anything for :meth:`_write_out` to do: output, a write under way, bytes in flight."""
+        session = self._session
+        return bool(session.out or self._writing or session.in_flight or self._transport.buffered)
 
     async def _write_out(self) -> None:
         """Send what the session queued (and what the transport holds), in one write."""
@@ -595,16 +602,8 @@ class Driver:
             return
         self._writing = True
         try:
-            done = False
-            if data:
-                size = len(data)
-                done = transport.write(data)
-                self._stats.bytes_out += size
-                session.counts.bytes_out += size
-            if not done:
-                session.in_flight = transport.buffered  # what send's backpressure sees
-                if not await self._drain():
-                    return
+            if not self._send(data) and not await self._drain():
+                return
         except _WRITE_ERRORS as exc:
             session.fail(socket_error(exc))
             self.wake()  # (its task, or a parked connection, ends it)
@@ -613,7 +612,8 @@ class Driver:
             self._writing = False
             session.in_flight = 0
             self._changed()
-            self.flush_soon()  # what was queued from outside (a broadcast) while this wrote
+            if session.out:  # queued from outside (a broadcast) while this wrote
+                self.flush_soon()
         if session.wants_flushed and session.flushed():
             self.wake()
 
@@ -875,9 +875,7 @@ class Driver:
 
     async def _settle(self) -> None:
         """Run what is left (error reports), send the rest of the output."""
-        if self._session.advance() is Next.CALL:
-            await self._calls()
-        await self._write_out()
+        await self._turns(self._session.advance())  # (not open: it ends with the write)
 
     async def _linger(self) -> None:
         """Half-close, then drop client input until EOF or a quiet spell (bounded).
@@ -932,8 +930,7 @@ class Driver:
                 session.fatal = None
                 session.report_fatal(fatal)  # (socket_error made it say what happened)
                 with anyio.move_on_after(5):
-                    if session.advance() is Next.CALL:  # on_error (nothing can be sent)
-                        await self._calls()
+                    await self._turns(session.advance())  # on_error (nothing can be sent)
             await self._close_transport()
             if h is not None:
                 with anyio.move_on_after(5):
@@ -943,8 +940,10 @@ class Driver:
                         self._disconnect_failed(exc)
 
     async def _close_transport(self) -> None:
+        transport = self._transport
         try:
-            await self._transport.aclose()
+            if not transport.close_nowait():  # (as the inline end: no loop turn to wait for)
+                await transport.aclose()
         except _SOCKET_ERRORS:
             pass
 

@@ -426,14 +426,15 @@ class Session:
         else to do (no error, event, pause, end) only when no message was
         complete, so the next thing is more input.
         """
-        self.call_done()
         if (
             self._call_kind is _INPUT
             and self.state is _OPEN
             and not (self._errors or self._events or self.paused or self.eof)
             and self._on_input[1]
         ):
+            self.call = None  # (call_done, for input)
             return _READ
+        self.call_done()
         return self.advance()
 
     def call_failed(self, exc: Exception) -> Next:

@@ -179,39 +179,37 @@ class TrioSocketStream(anyio.abc.SocketStream, Transport):
                 if data is not None:
                     return data
             data = self._read_already(max_bytes)
-            if data is not None:
-                return data
-            return await self._recv(max_bytes)
+            if data is None:
+                if self._drained and not self._closed:
+                    # The last read emptied the socket: wait for more before trying
+                    # (saves a recv that would fail, in request-response traffic).
+                    self._streak = 0
+                    await self._wait_readable()
+                while (data := self._recv(max_bytes)) is None:
+                    self._streak = 0
+                    await self._wait_readable()
+            return data
         finally:
             self._receiving = False
 
-    async def _recv(self, max_bytes: int) -> bytes:
-        """Read from the socket, waiting while it has nothing."""
-        sock = self._sock
-        if self._drained and not self._closed:
-            # The last read emptied the socket: wait for more before trying
-            # (saves a recv that would fail, in request-response traffic).
-            self._streak = 0
-            await self._wait_readable()
-        while True:
+    def _recv(self, max_bytes: int) -> bytes | None:
+        """Read from the socket: ``None`` if it has nothing (without waiting)."""
+        if self._closed:
+            raise anyio.ClosedResourceError
+        try:
+            data = self._sock.recv(max_bytes)
+        except BlockingIOError:
+            return None
+        except OSError as exc:
             if self._closed:
-                raise anyio.ClosedResourceError
-            try:
-                data = sock.recv(max_bytes)
-            except BlockingIOError:
-                self._streak = 0
-                await self._wait_readable()
-                continue
-            except OSError as exc:
-                if self._closed:
-                    raise anyio.ClosedResourceError from None
-                raise anyio.BrokenResourceError from exc
-            if not data:
-                raise anyio.EndOfStream
-            self._drained = len(data) < max_bytes
-            if self._poll is not None:
-                self._poll()
-            return data
+                raise anyio.ClosedResourceError from None
+            raise anyio.BrokenResourceError from exc
+        if not data:
+            raise anyio.EndOfStream
+        self._drained = len(data) < max_bytes
+        if self._poll is not None:
+            self._poll()
+        return data
 
     async def _wait_readable(self) -> None:
         """Wait until the socket is readable, or until :meth:`interrupt_receive`.

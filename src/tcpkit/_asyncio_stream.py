@@ -493,7 +493,6 @@ class AsyncioSocketStream(anyio.abc.SocketStream, Transport):
         raw = transport.get_extra_info("socket")
         return socket_attributes(
             raw,
-            raw.family if raw is not None else socket.AF_UNSPEC,
             _address(transport, "sockname"),
             _address(transport, "peername"),
         )

@@ -68,17 +68,18 @@ class SocketAttributes(Mapping[Any, Callable[[], Any]]):
     connection, and a dict of six lambdas costs 1.5 KiB each.
     """
 
-    __slots__ = ("_family", "_local", "_peer", "_raw")
+    __slots__ = ("_local", "_peer", "_raw")
 
-    def __init__(self, raw: socket.socket | None, family: int, local: Any, peer: Any) -> None:
+    def __init__(self, raw: socket.socket | None, local: Any, peer: Any) -> None:
         self._raw = raw
-        self._family = family
         self._local = local
         self._peer = peer
 
     def _values(self) -> dict[Any, Any]:
+        # (The family only when asked: ``socket.family`` converts to an enum, per connection.)
+        family = self._raw.family if self._raw is not None else socket.AF_UNSPEC
         values: dict[Any, Any] = {
-            SocketAttribute.family: self._family,
+            SocketAttribute.family: family,
             SocketAttribute.local_address: self._local,
             SocketAttribute.raw_socket: self._raw,
         }
@@ -86,7 +87,7 @@ class SocketAttributes(Mapping[Any, Callable[[], Any]]):
         peer: Any = self._peer
         if peer is not None:
             values[SocketAttribute.remote_address] = peer
-        if self._family in (socket.AF_INET, socket.AF_INET6):
+        if family in (socket.AF_INET, socket.AF_INET6):
             if isinstance(local, tuple):
                 values[SocketAttribute.local_port] = local[1]
             if isinstance(peer, tuple):
@@ -113,10 +114,10 @@ class SocketAttributes(Mapping[Any, Callable[[], Any]]):
 
 
 def socket_attributes(
-    raw: socket.socket | None, family: int, local: Any, peer: Any
+    raw: socket.socket | None, local: Any, peer: Any
 ) -> Mapping[Any, Callable[[], Any]]:
     """The ``extra_attributes`` of a connected stream (addresses already converted)."""
-    return SocketAttributes(raw, family, local, peer)
+    return SocketAttributes(raw, local, peer)
 
 
 KEEPALIVE_PROBES = 3
@@ -200,7 +201,7 @@ class FastListener(anyio.abc.SocketListener):
     @property
     def extra_attributes(self) -> Mapping[Any, Callable[[], Any]]:
         sock = self._sock
-        return socket_attributes(sock, sock.family, convert_address(sock.getsockname()), None)
+        return socket_attributes(sock, convert_address(sock.getsockname()), None)
 
     def _configure(self, client: socket.socket) -> None:
         """An accepted socket: non-blocking, and on TCP the :attr:`options` (``TCP_NODELAY``...)."""

@@ -121,7 +121,7 @@ def _socket_attributes(sock: socket.socket) -> Mapping[Any, Callable[[], Any]]:
         peer: Any = convert_address(sock.getpeername())
     except OSError:
         peer = None
-    return socket_attributes(sock, sock.family, convert_address(sock.getsockname()), peer)
+    return socket_attributes(sock, convert_address(sock.getsockname()), peer)
 
 
 class TrioSocketStream(anyio.abc.SocketStream, Transport):

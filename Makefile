@@ -21,7 +21,7 @@ FIND_PYTHON = for c in python$$v $$(ls -d $(HOME)/.pyenv/versions/$$v.*/bin/pyth
 	  if [ "$$($$c -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null)" = "$$v" ]; then \
 	    echo $$c; break; fi; done
 
-.PHONY: run test test-slow test-paths-full chaos-soak lint typecheck pytest pythons docs bench bench-full clean
+.PHONY: run test test-slow test-paths-full chaos-soak lint typecheck pytest pythons docs bench bench-full bench-icount clean
 
 $(BIN)/.installed: pyproject.toml
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) on PATH (or make PYTHON=python3)"; exit 1; }
@@ -93,6 +93,9 @@ bench: $(BIN)/.installed
 bench-full: $(BIN)/.installed
 	$(BIN)/python -m benchmarks --docs --json benchmarks/results.json \
 	  $(if $(BASELINE),--baseline $(BASELINE))
+
+bench-icount: $(BIN)/.installed
+	$(BIN)/python -m benchmarks.icount $(if $(BASELINE),--baseline $(BASELINE))
 
 test: lint typecheck pytest pythons docs
 

@@ -72,12 +72,12 @@ class Setup:
 _children: list[subprocess.Popen[bytes]] = []
 
 
-def _kill(proc: subprocess.Popen[bytes]) -> None:
+def _kill(proc: subprocess.Popen[bytes], wait: float = 2.0) -> None:
     if proc.poll() is None:
         with contextlib.suppress(ProcessLookupError):
             proc.terminate()
         try:
-            proc.wait(2)
+            proc.wait(wait)
         except subprocess.TimeoutExpired:
             with contextlib.suppress(ProcessLookupError):
                 proc.kill()
@@ -119,9 +119,18 @@ def server_command(spec: ServerSpec, scenario: Scenario, setup: Setup) -> list[s
 
 @contextlib.contextmanager
 def running_server(
-    spec: ServerSpec, command: list[str], cpu: int | None, logdir: Path, timeout: float = 30.0
+    spec: ServerSpec,
+    command: list[str],
+    cpu: int | None,
+    logdir: Path,
+    timeout: float = 30.0,
+    stop_wait: float = 2.0,
 ) -> Generator[tuple[int, int], None, None]:
-    """Start ``spec``; yield ``(port, pid)``; kill it on exit (always)."""
+    """Start ``spec``; yield ``(port, pid)``; kill it on exit (always).
+
+    ``timeout``: for it to listen; ``stop_wait``: for it to exit once
+    terminated (SIGTERM), before it is killed.
+    """
     port = _free_port() if spec.external else 0
     command = [part.replace("{port}", str(port)) for part in command]
     log = open(logdir / f"{spec.name}.log", "ab")  # noqa: SIM115
@@ -146,7 +155,7 @@ def running_server(
         if proc.poll() is not None:
             raise ServerFailed(f"exited with status {proc.returncode} during the run")
     finally:
-        _kill(proc)
+        _kill(proc, stop_wait)
         log.close()
 
 

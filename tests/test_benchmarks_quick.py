@@ -28,10 +28,12 @@ pytestmark = pytest.mark.skipif(
 TINY = ["--runs", "1", "--duration", "0.2", "--warmup", "0.05", "--no-plot"]
 
 
-def bench(*args: str, timeout: float = 55) -> subprocess.CompletedProcess[str]:
+def bench(
+    *args: str, timeout: float = 55, module: str = "benchmarks"
+) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "src")])}
     result = subprocess.run(
-        [sys.executable, "-m", "benchmarks", *args],
+        [sys.executable, "-m", module, *args],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -162,3 +164,38 @@ def test_python_load_generator_fallback(tmp_path: Path) -> None:
     assert "### 1 conn ping-pong" in text and "| `c-epoll` | c |" in text
     assert "Skipped `sparse5`: needs the C load generator (--loadgen python)" in text, text
     assert "### sparse" not in text
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)  # (valgrind: each server starts in 10-20 s)
+@pytest.mark.skipif(
+    shutil.which("valgrind") is None, reason="valgrind is not installed (apt-get install valgrind)"
+)
+def test_instruction_counts(tmp_path: Path) -> None:
+    """``python -m benchmarks.icount`` counts every workload of a tcpkit server and its
+    reference under callgrind, and writes both tables (counts, ratios)."""
+    out = tmp_path / "INSTRUCTIONS.md"
+    bench(
+        "--only",
+        "tcpkit-trio,trio-serve-tcp",
+        "--quick",
+        "--jobs",
+        "2",
+        "--output",
+        str(out),
+        module="benchmarks.icount",
+        timeout=600,
+    )
+    counts_table, ratios_table = out.read_text().split("Ratios:")
+    rows = {
+        cells[0]: cells[1:]
+        for line in counts_table.splitlines()
+        if line.startswith("| `")
+        for cells in [[c.strip(" `") for c in line.strip("|").split("|")]]
+    }
+    for name in ("tcpkit-trio", "trio-serve-tcp"):
+        backend, *counts = rows[name]
+        assert backend == "trio"
+        assert len(counts) == 3
+        assert all(float(c.rstrip("k").replace(",", "")) > 0 for c in counts), counts
+    assert "| `tcpkit-trio` | `trio-serve-tcp` |" in ratios_table

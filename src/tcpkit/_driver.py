@@ -62,7 +62,7 @@ from .exceptions import (
 from .handlers import call
 
 if TYPE_CHECKING:
-    from ._tasks import TaskPool
+    from ._tasks import CancelScope, TaskPool
     from ._watchdog import Watchdog
     from .connection import Connection
     from .handlers import Handler
@@ -172,9 +172,9 @@ class Driver:
         self._flush_scheduled = False
         self._change: anyio.Event | None = None
         # One per running helper task (a tuple: an idle connection holds no list or set).
-        self._helpers: tuple[anyio.CancelScope, ...] = ()
-        self._scope: anyio.CancelScope | None = None  # the task's (close() cancels it)
-        self._drain_scope: anyio.CancelScope | None = None  # a drain under way (send_timeout)
+        self._helpers: tuple[CancelScope, ...] = ()
+        self._scope: CancelScope | None = None  # the task's (close() cancels it)
+        self._drain_scope: CancelScope | None = None  # a drain under way (send_timeout)
         self._watchdog = watchdog
         self._raw_socket: socket.socket | None = None  # (for the watchdog: see _begin)
         self._on_end = on_end  # called once the connection has ended
@@ -263,7 +263,8 @@ class Driver:
         self._reading = False
         parked = False
         try:
-            scope = self._scope = anyio.CancelScope()  # (close() cancels it: turns, the end)
+            # (close() cancels it: the turns, the end)
+            scope = self._scope = self._pool.cancel_scope()
             if self._aborted:
                 scope.cancel()
             if nxt is None and self._input is _Input.TASK:
@@ -622,7 +623,8 @@ class Driver:
         if self._watchdog is None:  # nothing but close() can end it early: no scope of its own
             await self._transport.drain()
             return True
-        with anyio.CancelScope() as drain:  # a time limit cancels it (time_out)
+        drain = self._pool.cancel_scope()
+        with drain:  # a time limit cancels it (time_out)
             self._drain_scope = drain
             try:
                 await self._transport.drain()
@@ -742,13 +744,11 @@ class Driver:
 
     def _start_helper(self, func: Callable[[], Awaitable[None]]) -> None:
         """Run ``func()`` in a task of its own in the server's pool, which ``close()`` cancels."""
-        scope = anyio.CancelScope()
+        scope = self._pool.cancel_scope()
         self._helpers += (scope,)
         self._pool.start_soon(self._run_helper, scope, func)
 
-    async def _run_helper(
-        self, scope: anyio.CancelScope, func: Callable[[], Awaitable[None]]
-    ) -> None:
+    async def _run_helper(self, scope: CancelScope, func: Callable[[], Awaitable[None]]) -> None:
         _current.set(weakref.ref(self._conn))
         try:
             if self._session.state is State.CLOSED:

@@ -79,9 +79,9 @@ class Workload:
 
 
 WORKLOADS = (
-    Workload("pp", "per message, 1 conn ping-pong", 1, 200, 1000),
-    Workload("batch16", "per message, 16 lines per read", 16, 25, 100),
-    Workload("conn", "per connection (connect, a line, close)", CLIENTS, 50, 250),
+    Workload("pp", "per message, 1 conn ping-pong", 1, 200, 2200),
+    Workload("batch16", "per message, 16 lines per read", 16, 25, 150),
+    Workload("conn", "per connection (connect, a line, close)", CLIENTS, 50, 300),
 )
 QUICK = {"pp": (50, 250), "batch16": (5, 30), "conn": (5, 25)}
 
@@ -147,6 +147,8 @@ def count(spec: ServerSpec, rounds: dict[str, int], workdir: Path) -> int:
     out = Path(tempfile.mkstemp(prefix=f"{spec.name.replace(':', '_')}-", dir=workdir)[1])
     setup = Setup(runs=1, duration=0, warmup=0, idle_conns=0, server_cpu=None, client_cpu=None)
     command = [
+        "env",
+        "PYTHONHASHSEED=0",  # (the same dict layouts in every run: start-up cancels out)
         "valgrind",
         "--tool=callgrind",
         f"--callgrind-out-file={out}",

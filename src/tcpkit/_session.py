@@ -316,31 +316,39 @@ class Session:
         return (_timed_async if is_async else _timed)(func, self.timer), is_async
 
     def _deliver_input(self, func: Callable[..., Any], is_async: bool) -> bool:
-        """See :meth:`_input_loop`. For an ``async def``, see :meth:`_async_input`."""
-        conn, stats, counts, tail = self._conn(), self.stats, self.counts, self._tail
-        while True:
-            try:
-                message = tail.pop(0) if tail else self.decoder.next_message()
-            except Exception as exc:
-                self._decode_failed(exc)
-                return True
-            if message is NEED_DATA:
-                return False
-            stats.messages_in += 1
-            counts.messages_in += 1
-            if is_async:
-                self.call = self._async_input(func, message)
-                self._call_kind = _INPUT
-                return True
-            try:
-                result = func(conn, message)
-            except Exception as exc:
-                self._failed(exc, _INPUT)
-                return True
-            if result is not None and self._became_call(result, _INPUT):  # a def returning one
-                return True
-            if self.state is not _OPEN or self.paused or self._errors:
-                return True  # the handler changed what comes next
+        """See :meth:`_input_loop`. For an ``async def``, see :meth:`_async_input`.
+
+        (The server's count of messages is updated once it returns, as nothing
+        but its own handlers can look in between; the connection's, per message.)
+        """
+        conn, counts, tail = self._conn(), self.counts, self._tail
+        n = 0
+        try:
+            while True:
+                try:
+                    message = tail.pop(0) if tail else self.decoder.next_message()
+                except Exception as exc:
+                    self._decode_failed(exc)
+                    return True
+                if message is NEED_DATA:
+                    return False
+                n += 1
+                counts.messages_in += 1
+                if is_async:
+                    self.call = self._async_input(func, message)
+                    self._call_kind = _INPUT
+                    return True
+                try:
+                    result = func(conn, message)
+                except Exception as exc:
+                    self._failed(exc, _INPUT)
+                    return True
+                if result is not None and self._became_call(result, _INPUT):  # a def's awaitable
+                    return True
+                if self.state is not _OPEN or self.paused or self._errors:
+                    return True  # the handler changed what comes next
+        finally:
+            self.stats.messages_in += n
 
     async def _async_input(self, func: Callable[..., Any], message: Any) -> None:
         """:meth:`_deliver_input` for an ``async def`` on_input, from ``message`` on.

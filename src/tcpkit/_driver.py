@@ -940,10 +940,9 @@ class Driver:
                         self._disconnect_failed(exc)
 
     async def _close_transport(self) -> None:
-        transport = self._transport
         try:
-            if not transport.close_nowait():  # (as the inline end: no loop turn to wait for)
-                await transport.aclose()
+            # (aclose waits until the socket is closed: the connection counts until then)
+            await self._transport.aclose()
         except _SOCKET_ERRORS:
             pass
 

@@ -45,6 +45,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
+import functools
 import socket
 import types
 from collections import deque
@@ -98,6 +100,7 @@ class _StreamProtocol(asyncio.Protocol):
         "lost",
         "lost_waiter",
         "on_data",
+        "on_lost",
         "on_wake",
         "poll",
         "read_paused",
@@ -120,6 +123,7 @@ class _StreamProtocol(asyncio.Protocol):
         self.read_waiter: asyncio.Future[None] | None = None
         self.write_waiters: tuple[asyncio.Future[None], ...] = ()  # (no list while idle)
         self.lost_waiter: asyncio.Future[None] | None = None
+        self.on_lost: Callable[[], None] | None = None  # called once the socket is closed
         self.on_data: Callable[[bytes], bool] | None = None
         self.on_wake: Callable[[], None] | None = None  # for a reader that does not wait (parked)
         self.interrupted = False
@@ -171,6 +175,11 @@ class _StreamProtocol(asyncio.Protocol):
         self.wake_writers()
         waiter, self.lost_waiter = self.lost_waiter, None
         _wake(waiter)
+        on_lost = self.on_lost
+        if on_lost is not None:
+            self.on_lost = None
+            # (the transport closes the socket right after this call returns)
+            asyncio.get_running_loop().call_soon(on_lost)
 
     # helpers -------------------------------------------------------------------
 
@@ -453,7 +462,7 @@ class AsyncioSocketStream(anyio.abc.SocketStream, Transport):
         the peer. Never raises for a connection that already failed.
         """
         protocol = self._protocol
-        self.close_nowait()
+        self._close()
         if not protocol.lost:
             # The transport closes the socket on the next loop turn: wait for it,
             # so that a closed stream holds no file descriptor.
@@ -462,8 +471,20 @@ class AsyncioSocketStream(anyio.abc.SocketStream, Transport):
                 waiter = protocol.lost_waiter = self._loop.create_future()
             await waiter
 
-    def close_nowait(self) -> bool:
-        """Close the connection; the transport closes the socket at the loop's next turn."""
+    def close_nowait(self, closed: Callable[[], None]) -> bool:
+        """Close the connection; ``closed`` is called once the socket is closed.
+
+        (The transport closes the socket at the event loop's next turn.)
+        """
+        self._close()
+        protocol = self._protocol
+        if protocol.lost:  # (maybe in connection_lost, before the socket is closed)
+            self._loop.call_soon(closed)  # (in a copy of this context)
+        else:
+            protocol.on_lost = functools.partial(contextvars.copy_context().run, closed)
+        return True
+
+    def _close(self) -> None:
         if not self._closed:
             self._closed = True
             transport = self._transport
@@ -473,7 +494,6 @@ class AsyncioSocketStream(anyio.abc.SocketStream, Transport):
                 transport.close()
             self._protocol.wake_reader()
             self._protocol.wake_writers()
-        return True
 
     # attributes ----------------------------------------------------------------
 

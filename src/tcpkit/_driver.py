@@ -289,10 +289,12 @@ class Driver:
         self._stop_inline()
         if self._watchdog is not None:
             self._watchdog.remove(self)
+        ended = False
         try:
-            await self._finish()
+            ended = await self._finish()
         finally:
-            self._on_end()
+            if not ended:
+                self._on_end()
 
     def _set_data_callback(self) -> None:
         """The data callback of a connection that does not park (set in its task)."""
@@ -806,23 +808,30 @@ class Driver:
         client has not ended its stream), output the kernel did not take, an
         ``async def`` handler, a socket error to report, a helper still
         running, a transport that cannot close without waiting. The task then
-        goes on from there: the steps done here are done once. (On asyncio
-        the socket itself closes at the event loop's next turn, just after
-        the connection has ended.)
+        goes on from there: the steps done here are done once. ``on_disconnect``
+        and the server's count follow once the socket is closed (on asyncio
+        at the event loop's next turn).
         """
         session = self._session
         h = session.handlers.on_disconnect
         if self._helpers or session.fatal is not None or (h is not None and h.is_async):
             return False
-        if not self._wind_down_now() or not self._transport.close_nowait():
+        if not self._wind_down_now():
             return False
         self._stop_inline()
         session.close()
         if self._watchdog is not None:
             self._watchdog.remove(self)
+        return self._transport.close_nowait(self._closed_now)  # (parkable: it can)
+
+    def _closed_now(self) -> None:
+        """The end without a task, once the socket is closed: on_disconnect, the server.
+
+        (In the connection's context, where :meth:`_end_now` ran: ``close_nowait`` says so.)
+        """
+        h = self._session.handlers.on_disconnect
         if h is None or self._disconnect_now(h):
             self._on_end()
-        return True
 
     def _wind_down_now(self) -> bool:
         """:meth:`_wind_down` if it needs no waiting (``False``: it does, for the task)."""
@@ -866,12 +875,13 @@ class Driver:
         logger.exception("%s: on_disconnect raised", self._session.log_prefix, exc_info=exc)
         self._observer.unhandled_error(exc, "on_disconnect", self._conn)
 
-    async def _finish(self) -> None:
+    async def _finish(self) -> bool:
+        """Close, on_disconnect; ``True`` if the transport ends the connection once closed."""
         self._session.close()
         if self._helpers:  # still running (cancelled, or started during the linger)
             with anyio.CancelScope(shield=True):
                 await self._stop_helpers()
-        await self._end()
+        return await self._end()
 
     async def _settle(self) -> None:
         """Run what is left (error reports), send the rest of the output."""
@@ -913,18 +923,22 @@ class Driver:
         while self._helpers:
             await self._wait_change()
 
-    async def _end(self) -> None:
+    async def _end(self) -> bool:
         """Report a socket error, close the transport, call on_disconnect.
 
         Shielded from cancellation when there is a handler to run (a server
         that is being cancelled still calls them, for at most 5 s each).
+        ``True`` if the transport ends the connection once its socket is
+        closed (nothing to run: the common case, no waiting).
         """
         session = self._session
         h = session.handlers.on_disconnect
         fatal = session.fatal
         if h is None and fatal is None:  # the common case: no shield scope to pay for
+            if self._transport.close_nowait(self._on_end):
+                return True
             await self._close_transport()
-            return
+            return False
         with anyio.CancelScope(shield=True):
             if fatal is not None:
                 session.fatal = None
@@ -938,6 +952,7 @@ class Driver:
                         await call(h, self._conn)
                     except Exception as exc:
                         self._disconnect_failed(exc)
+        return False
 
     async def _close_transport(self) -> None:
         try:

@@ -14,7 +14,8 @@ driver (:mod:`tcpkit._driver`) needs, each a typed method:
   waits for input without a task: its data callback takes what arrives, and
   the wake callback runs when a ``receive`` would return (``receive_nowait``
   then says what it would return, and ``close_nowait`` closes without
-  waiting, so the end of a connection may need no task either);
+  waiting, calling back once the socket is closed, so the end of a
+  connection may need no task either);
 * ``write``: take bytes without waiting, and tell whether they are all in the
   OS now; if not, :meth:`~Transport.drain` must be awaited (it pushes the
   rest out where the transport needs that, and waits until it is gone);
@@ -220,12 +221,15 @@ class Transport(ABC):
     async def aclose(self) -> None:
         """Close; bytes already in the OS still go out, what is buffered here is dropped."""
 
-    def close_nowait(self) -> bool:
+    def close_nowait(self, closed: Callable[[], None]) -> bool:
         """Close as :meth:`aclose` does, without waiting, where this transport can.
 
-        Returns whether it closed (this default: no; await :meth:`aclose`).
-        :attr:`parkable` transports can: the socket itself may close a moment
-        later (on asyncio, at the event loop's next turn).
+        Returns whether it closed (this default: no, and ``closed`` is never
+        called; await :meth:`aclose`). :attr:`parkable` transports always
+        can. ``closed`` is called once the socket is closed, in the caller's
+        context (``contextvars``): right here, or a moment later from the
+        event loop, in a copy of it (asyncio closes a socket at the loop's
+        next turn).
         """
         return False
 

@@ -513,10 +513,15 @@ class TrioSocketStream(anyio.abc.SocketStream, Transport):
 
     async def aclose(self) -> None:
         """Close the socket (bytes of completed sends are in the kernel and still go out)."""
-        self.close_nowait()
+        self._close()
 
-    def close_nowait(self) -> bool:
-        """:meth:`aclose`, which never waits."""
+    def close_nowait(self, closed: Callable[[], None]) -> bool:
+        """:meth:`aclose`, which never waits; calls ``closed`` before it returns."""
+        self._close()
+        closed()
+        return True
+
+    def _close(self) -> None:
         if not self._closed:
             self._closed = True
             self._unwatch()
@@ -524,7 +529,6 @@ class TrioSocketStream(anyio.abc.SocketStream, Transport):
             if self._sock.fileno() >= 0:
                 trio.lowlevel.notify_closing(self._sock)  # wakes a task waiting on it
             self._sock.close()
-        return True
 
     @property
     def _raw_socket(self) -> socket.socket:

@@ -808,8 +808,8 @@ class _ProxiedTransport(ProxiedStream, Transport):
         self._pending = b""
         await self._transport.aclose()
 
-    def close_nowait(self) -> bool:
-        if not self._transport.close_nowait():
+    def close_nowait(self, closed: Callable[[], None]) -> bool:
+        if not self._transport.close_nowait(closed):
             return False
         self._pending = b""
         return True

@@ -12,8 +12,10 @@ while connections are idle, after each of those, and check the bytes.
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -536,3 +538,27 @@ async def test_input_that_wakes_a_parked_connection_while_a_write_drains_waits_f
         assert got == (line.encode() + b"\r\n") * count + b"ping\r\n"
         await client.aclose()
         await wait_for("ended", lambda: server.connection_count == 0)
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").exists(), reason="needs /proc")
+@pytest.mark.parametrize("style", ["def", "async def"])
+async def test_a_connection_is_counted_until_its_socket_is_closed(style: str) -> None:
+    """SPEC: ``connection_count`` counts sockets from accept to close (so
+    ``max_connections`` bounds open sockets). Checked at the first moment the
+    count drops, for an end run without a task (``def``: in the data
+    callback, on asyncio the socket closes at the loop's next turn) and for
+    a task's end."""
+    app = echo_app(is_async=style == "async def")
+    async with app.start(host="127.0.0.1", port=0) as server:
+        assert server.port is not None
+        for i in range(3):
+            client = await connect(server.port)
+            await exchange(client, b"%d\n" % i, b"%d\r\n" % i)
+            open_now = len(os.listdir("/proc/self/fd"))
+            await client.send_eof()  # the server reads EOF and ends (nothing to linger for)
+            with anyio.fail_after(5):
+                while server.connection_count:
+                    await anyio.sleep(0)
+            assert len(os.listdir("/proc/self/fd")) == open_now - 1, "the socket is still open"
+            assert await read_to_end(client) == b""
+            await client.aclose()

@@ -352,7 +352,7 @@ class Driver:
                 else:
                     nxt = session.after_call()
                 continue
-            if self._output_pending():  # (else no coroutine to await)
+            if self._write_pending():  # (else no coroutine to await)
                 await self._write_out()
             if nxt is _CLOSE:
                 return False
@@ -584,10 +584,13 @@ class Driver:
 
     # -- output -----------------------------------------------------------------------------
 
-    def _output_pending(self) -> bool:
-        """Anything for :meth:`_write_out` to do: output, a write under way, bytes in flight."""
+    def _write_pending(self) -> bool:
+        """Write the output as an inline turn does, if no other write is under way;
+        whether :meth:`_write_out` has something to do (and must be awaited)."""
         session = self._session
-        return bool(session.out or self._writing or session.in_flight or self._transport.buffered)
+        if self._writing or session.in_flight or self._transport.buffered:
+            return True
+        return bool(session.out) and not self._write_now()
 
     async def _write_out(self) -> None:
         """Send what the session queued (and what the transport holds), in one write."""

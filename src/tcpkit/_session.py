@@ -35,13 +35,13 @@ from typing import TYPE_CHECKING, Any
 
 from .codecs.base import NEED_DATA
 from .exceptions import ConnectionClosed, ConnectionTimeout, FrameError, WriteBufferFull
+from .handlers import Handler
 from .observer import peer_of
 from .stats import ConnectionCounts
 
 if TYPE_CHECKING:
     from .codecs.base import Decoder, Encoder
     from .connection import Connection
-    from .handlers import Handler
     from .observer import Observer
     from .settings import Handlers, Settings
     from .stats import ServerStats
@@ -142,7 +142,6 @@ class Session:
         "paused",
         "state",
         "stats",
-        "timer",
         "turning",
         "wants_flushed",
     )
@@ -188,14 +187,12 @@ class Session:
         self._flushed_queued = False
         self._frame_errors = 0
         self._observer = observer
-        h = handlers.on_input
-        self._on_input = (h.func, h.is_async) if h is not None else (_no_handler, False)
+        self._on_input = h = handlers.on_input or _NO_INPUT
         self.counts = ConnectionCounts()
         self.close_reason: str | None = None  # why it began to end (see tcpkit.observer)
         self.close_error: str | None = None  # ... and the error's type, if an error did
-        # Told how long each on_input call took, if an observer wants it.
-        self.timer = observer.message_handled if observer.times_handlers else None
-        self._deliver = self._input_loop()  # (func, is_async) for _deliver_input
+        # (on_input for _deliver_input, telling the observer how long each call took if asked)
+        self._deliver = _timed_input(h, observer.message_handled) if observer.times_handlers else h
         self.wants_flushed = handlers.on_flushed is not None  # (flushed() does something)
 
     @property
@@ -299,8 +296,8 @@ class Session:
         finally:
             self.turning = turning
 
-    def _input_loop(self) -> tuple[Callable[..., Any], bool]:
-        """The arguments of :meth:`_deliver_input` (chosen once): on_input, timed if asked.
+    def _deliver_input(self, func: Callable[..., Any], is_async: bool) -> bool:
+        """Hand the messages at hand to ``on_input`` (``func``, timed if an observer asked).
 
         The hot loop that hands buffered messages to ``on_input`` runs until no
         message is complete (``False``), or stops early (``True``) at the first
@@ -309,14 +306,6 @@ class Session:
         the first message: :meth:`_async_input` goes on from there). The
         decoder is looked up again after every message: a handler may have
         switched the codec.
-        """
-        func, is_async = self._on_input
-        if self.timer is None:
-            return self._on_input  # (the same tuple: none more per connection)
-        return (_timed_async if is_async else _timed)(func, self.timer), is_async
-
-    def _deliver_input(self, func: Callable[..., Any], is_async: bool) -> bool:
-        """See :meth:`_input_loop`. For an ``async def``, see :meth:`_async_input`.
 
         (The server's count of messages is updated once it returns, as nothing
         but its own handlers can look in between; the connection's, per message.)
@@ -438,7 +427,7 @@ class Session:
             self._call_kind is _INPUT
             and self.state is _OPEN
             and not (self._errors or self._events or self.paused or self.eof)
-            and self._on_input[1]
+            and self._on_input.is_async
         ):
             self.call = None  # (call_done, for input)
             return _READ
@@ -623,6 +612,14 @@ async def _awaited(awaitable: Awaitable[Any]) -> Any:
 
 def _no_handler(conn: Connection[Any, Any], message: Any) -> None:
     """The ``on_input`` of an app that registered none: messages are decoded and dropped."""
+
+
+_NO_INPUT = Handler(_no_handler, False)
+
+
+def _timed_input(h: Handler, timer: Callable[[float], None]) -> Handler:
+    """``h``, telling ``timer`` how long each call took (for an observer)."""
+    return Handler((_timed_async if h.is_async else _timed)(h.func, timer), h.is_async)
 
 
 def _timed(func: Callable[..., Any], timer: Callable[[float], None]) -> Callable[..., Any]:

@@ -191,8 +191,10 @@ class Session:
         self.counts = ConnectionCounts()
         self.close_reason: str | None = None  # why it began to end (see tcpkit.observer)
         self.close_error: str | None = None  # ... and the error's type, if an error did
-        # (on_input for _deliver_input, telling the observer how long each call took if asked)
-        self._deliver = _timed_input(h, observer.message_handled) if observer.times_handlers else h
+        # The arguments of _deliver_input, a plain tuple (``*`` copies a NamedTuple each time):
+        # on_input, telling the observer how long each call took if it asked.
+        timed = _timed_input(h, observer.message_handled) if observer.times_handlers else h
+        self._deliver = (timed.func, timed.is_async)
         self.wants_flushed = handlers.on_flushed is not None  # (flushed() does something)
 
     @property

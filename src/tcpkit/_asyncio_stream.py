@@ -46,7 +46,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
-import functools
 import socket
 import types
 from collections import deque
@@ -123,7 +122,8 @@ class _StreamProtocol(asyncio.Protocol):
         self.read_waiter: asyncio.Future[None] | None = None
         self.write_waiters: tuple[asyncio.Future[None], ...] = ()  # (no list while idle)
         self.lost_waiter: asyncio.Future[None] | None = None
-        self.on_lost: Callable[[], None] | None = None  # called once the socket is closed
+        # Called once the socket is closed, in its context (see close_nowait).
+        self.on_lost: tuple[Callable[[], None], contextvars.Context] | None = None
         self.on_data: Callable[[bytes], bool] | None = None
         self.on_wake: Callable[[], None] | None = None  # for a reader that does not wait (parked)
         self.interrupted = False
@@ -178,8 +178,9 @@ class _StreamProtocol(asyncio.Protocol):
         on_lost = self.on_lost
         if on_lost is not None:
             self.on_lost = None
+            closed, context = on_lost
             # (the transport closes the socket right after this call returns)
-            asyncio.get_running_loop().call_soon(on_lost)
+            asyncio.get_running_loop().call_soon(closed, context=context)
 
     # helpers -------------------------------------------------------------------
 
@@ -481,7 +482,7 @@ class AsyncioSocketStream(anyio.abc.SocketStream, Transport):
         if protocol.lost:  # (maybe in connection_lost, before the socket is closed)
             self._loop.call_soon(closed)  # (in a copy of this context)
         else:
-            protocol.on_lost = functools.partial(contextvars.copy_context().run, closed)
+            protocol.on_lost = (closed, contextvars.copy_context())
         return True
 
     def _close(self) -> None:

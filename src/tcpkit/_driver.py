@@ -84,6 +84,11 @@ _TIMEOUT_REASONS: dict[type[ConnectionTimeout], str] = {
 }
 # Next's members as globals: an enum's attribute costs about ten globals on Python 3.10-3.11.
 _CALL, _READ, _CLOSE = Next.CALL, Next.READ, Next.CLOSE
+_OPEN, _CLOSING, _CLOSED = (
+    State.OPEN,
+    State.CLOSING,
+    State.CLOSED,
+)  # (see _session: a global is cheaper)
 
 
 class _Input(enum.Enum):
@@ -99,7 +104,12 @@ class _Input(enum.Enum):
     """The data callback runs the turns; the connection waits for input without a task."""
 
 
-_PARKING, _CALLBACK_CALLS = _Input.PARKING, _Input.CALLBACK_CALLS
+_TASK, _CALLBACK, _CALLBACK_CALLS, _PARKING = (
+    _Input.TASK,
+    _Input.CALLBACK,
+    _Input.CALLBACK_CALLS,
+    _Input.PARKING,
+)
 
 _current: ContextVar[weakref.ref[Connection[Any, Any]] | None] = ContextVar(
     "tcpkit_connection", default=None
@@ -178,7 +188,7 @@ class Driver:
         self._watchdog = watchdog
         self._raw_socket: socket.socket | None = None  # (for the watchdog: see _begin)
         self._on_end = on_end  # called once the connection has ended
-        self._input = _Input.TASK  # how input reaches the turns (set when it starts)
+        self._input = _TASK  # how input reaches the turns (set when it starts)
         self._parked = False  # ... and does now
         self._aborted = False  # close() was called
 
@@ -218,7 +228,7 @@ class Driver:
         ):
             self._spawn(None)  # (the data callback, if any, is set in the task: as_task)
             return
-        self._input = _Input.PARKING
+        self._input = _PARKING
         self._go_on(session.start())
 
     def _go_on(self, nxt: Next) -> None:
@@ -261,27 +271,29 @@ class Driver:
     async def _run(self, nxt: Next | None) -> None:
         """The task: the turns from ``nxt`` on, then the end, unless it parks before."""
         self._reading = False
-        parked = False
+        parked = ended = False
         try:
             # (close() cancels it: the turns, the end)
             scope = self._scope = self._pool.cancel_scope()
             if self._aborted:
                 scope.cancel()
-            if nxt is None and self._input is _Input.TASK:
+            if nxt is None and self._input is _TASK:
                 self._set_data_callback()
             with scope:
                 parked = await self._turns(self._session.start() if nxt is None else nxt)
                 if not parked:
                     self._stop_inline()
-                    await self._wind_down()
+                    ended = self._end_now()  # (if the end needs no waiting, as a parked one's)
+                    if not ended:
+                        await self._wind_down()
         finally:
             self._scope = None
-            if not parked:
+            if not (parked or ended):
                 await self._close_up()
 
     def _stop_inline(self) -> None:
-        if self._input is not _Input.TASK:
-            self._input = _Input.TASK
+        if self._input is not _TASK:
+            self._input = _TASK
             self._transport.set_data_callback(None)
 
     async def _close_up(self) -> None:
@@ -304,7 +316,7 @@ class Driver:
         if (h is None or not h.is_async or calls) and transport.set_data_callback(
             self._data_callback(), as_task=calls
         ):
-            self._input = _Input.CALLBACK_CALLS if calls else _Input.CALLBACK
+            self._input = _CALLBACK_CALLS if calls else _CALLBACK
 
     @types.coroutine
     def _steps(self, coro: Coroutine[Any, Any, None]) -> Generator[Any, Any, None]:
@@ -457,7 +469,7 @@ class Driver:
             # A handler the callback started waits: this (a cancellation...) is for it.
             runner, yielded, _ = self._started
             self._started = (runner, yielded, exc)
-            return Next.CALL
+            return _CALL
         finally:
             self._reading = False
         self._stats.bytes_in += len(data)  # (as _received, inline: a hot path)
@@ -475,7 +487,7 @@ class Driver:
 
     def _input_failed(self, exc: BaseException) -> Next:
         session = self._session
-        if session.state is State.OPEN:
+        if session.state is _OPEN:
             session.fail(socket_error(exc))
         return session.advance()
 
@@ -598,7 +610,7 @@ class Driver:
             await self._wait_change()
         session = self._session
         transport = self._transport
-        if session.state is State.CLOSED:
+        if session.state is _CLOSED:
             return  # closed: nothing more goes out
         data = session.take_output()
         if not data and not transport.buffered:
@@ -655,7 +667,7 @@ class Driver:
         """
         session = self._session
         while session.out_size + session.in_flight > session.low:
-            if session.state is State.CLOSED:
+            if session.state is _CLOSED:
                 raise ConnectionClosed(f"connection #{self._conn.id} closed while sending")
             await self._write_out()
 
@@ -756,7 +768,7 @@ class Driver:
     async def _run_helper(self, scope: CancelScope, func: Callable[[], Awaitable[None]]) -> None:
         _current.set(weakref.ref(self._conn))
         try:
-            if self._session.state is State.CLOSED:
+            if self._session.state is _CLOSED:
                 scope.cancel()
             with scope:
                 await func()
@@ -798,7 +810,7 @@ class Driver:
     async def _wind_down(self) -> None:
         """The graceful end, unless the connection is closed already: the rest out, linger."""
         session = self._session
-        if session.state is not State.CLOSED:
+        if session.state is not _CLOSED:
             session.shutdown()
             await self._settle()
             await self._linger()
@@ -807,7 +819,8 @@ class Driver:
         """The end (:meth:`_wind_down`, :meth:`_close_up`) right here, if none of it waits.
 
         For a parked connection (its ``on_input`` a plain ``def``), run
-        outside its task. ``False`` if a step needs the task: a linger (the
+        outside its task; and by a task, before it awaits the end (no
+        coroutine per step). ``False`` if a step needs the task: a linger (the
         client has not ended its stream), output the kernel did not take, an
         ``async def`` handler, a socket error to report, a helper still
         running, a transport that cannot close without waiting. The task then
@@ -839,9 +852,10 @@ class Driver:
     def _wind_down_now(self) -> bool:
         """:meth:`_wind_down` if it needs no waiting (``False``: it does, for the task)."""
         session = self._session
-        if session.state is State.CLOSED:
+        if session.state is _CLOSED:
             return True
-        session.shutdown()
+        if session.state is not _CLOSING:  # (the client's end of stream: it is)
+            session.shutdown()
         if session.advance() is _CALL:  # (an error to report: on_error)
             return False
         if session.out and not self._write_now():
@@ -898,7 +912,7 @@ class Driver:
         """
         settings = self._settings
         session = self._session
-        if session.state is State.CLOSED or session.eof or not settings.linger:
+        if session.state is _CLOSED or session.eof or not settings.linger:
             return
         transport = self._transport
         try:

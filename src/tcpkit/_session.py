@@ -87,11 +87,11 @@ class Next(enum.Enum):
     """The connection is closing: send the output, then close."""
 
 
-# The members the hot path uses, as module globals: on Python 3.10 and 3.11 an
-# enum's attribute goes through EnumType.__getattr__ (about ten times the cost
-# of a global), several times per message.
-_OPEN = State.OPEN
-_CALL, _READ = Next.CALL, Next.READ
+# The members, as module globals: on Python 3.10 and 3.11 an enum's attribute
+# goes through EnumType.__getattr__ (about ten times the cost of a global),
+# several times per message and per connection.
+_SETUP, _OPEN, _CLOSING, _CLOSED = State.SETUP, State.OPEN, State.CLOSING, State.CLOSED
+_CALL, _READ, _CLOSE, _WRITE, _PAUSED = Next.CALL, Next.READ, Next.CLOSE, Next.WRITE, Next.PAUSED
 
 
 class _Kind(enum.Enum):
@@ -103,7 +103,7 @@ class _Kind(enum.Enum):
     ERROR = "on_error"
 
 
-_INPUT = _Kind.INPUT
+_CONNECT, _INPUT, _EVENT, _ERROR = _Kind.CONNECT, _Kind.INPUT, _Kind.EVENT, _Kind.ERROR
 
 
 class Session:
@@ -162,7 +162,7 @@ class Session:
         self.stats = stats
         self.decoder: Decoder[Any] = settings.input_codec.decoder()
         self.encoder: Encoder[Any] = settings.output_codec.encoder()
-        self.state = State.SETUP
+        self.state = _SETUP
         wb = settings.write_buffer
         self.high, self.low, self.limit = wb.high, wb.low, wb.limit
         self.out: list[bytes] = []
@@ -174,7 +174,7 @@ class Session:
         self._input_ended = False  # ... and the decoder gave back what it held
         self.call: Coroutine[Any, Any, Any] | None = None  # see Next.CALL
         self.fatal: BaseException | None = None  # a socket error, reported once closed
-        self._call_kind = _Kind.INPUT
+        self._call_kind = _INPUT
         self._reported: BaseException | None = None  # the error on_error is handling
         # An idle connection holds no queue: errors to report are a tuple (a few at most),
         # events a deque made when one comes and dropped when it is empty (an empty deque
@@ -254,13 +254,13 @@ class Session:
         (A connection shut down during its setup still gets ``on_connect``,
         with sending refused, and then ``on_disconnect``.)
         """
-        if self.state is State.SETUP:
-            self.state = State.OPEN
+        if self.state is _SETUP:
+            self.state = _OPEN
         h = self.handlers.on_connect
         if h is not None:
             self.turning = True
             try:
-                self._invoke(h, self.conn.args, _Kind.CONNECT)
+                self._invoke(h, self.conn.args, _CONNECT)
             finally:
                 self.turning = False
         return self.advance()
@@ -282,15 +282,15 @@ class Session:
                     self._report(*error)
                     continue
                 if self.state is not _OPEN:
-                    return Next.CLOSE
+                    return _CLOSE
                 if not self.paused and self._deliver_input(*self._deliver):
                     continue
                 if self._events:  # after the input at hand (events run while paused too)
                     if self.out:  # what came before goes out first: each event's output
-                        return Next.WRITE  # is written before the next event runs
+                        return _WRITE  # is written before the next event runs
                     self._run_event()
                 elif self.paused:
-                    return Next.PAUSED
+                    return _PAUSED
                 elif self.eof:
                     self._end_of_input()
                 else:
@@ -415,7 +415,7 @@ class Session:
         except Exception as exc:
             self._failed(exc, kind)
             return
-        if not self._became_call(result, kind) and kind is _Kind.ERROR:
+        if not self._became_call(result, kind) and kind is _ERROR:
             self._after_report(args[0])
 
     def after_call(self) -> Next:
@@ -447,7 +447,7 @@ class Session:
         self.call = None
         if exc is not None:
             self._failed(exc, kind)
-        elif kind is _Kind.ERROR:
+        elif kind is _ERROR:
             self._after_report(self._reported)
 
     def _run_event(self) -> None:
@@ -458,7 +458,7 @@ class Session:
             self._events = None
         if h is self.handlers.on_flushed:
             self._flushed_queued = False
-        self._invoke(h, args, _Kind.EVENT)
+        self._invoke(h, args, _EVENT)
 
     # -- events --------------------------------------------------------------------
 
@@ -474,7 +474,7 @@ class Session:
         Returns whether it was queued.
         """
         h = self.handlers.on_flushed
-        if h is None or self._flushed_queued or self.state is not State.OPEN:
+        if h is None or self._flushed_queued or self.state is not _OPEN:
             return False
         self._flushed_queued = True
         self.emit(h, ())
@@ -509,20 +509,20 @@ class Session:
         :data:`tcpkit.observer.CLOSE_REASONS`).
         """
         self._ending(reason, error)
-        if self.state is State.OPEN or self.state is State.SETUP:
-            self.state = State.CLOSING
+        if self.state is _OPEN or self.state is _SETUP:
+            self.state = _CLOSING
 
     def close(self, reason: str = "close", error: BaseException | None = None) -> None:
         """Close at once: queued output is discarded."""
         self._ending(reason, error)
-        self.state = State.CLOSED
+        self.state = _CLOSED
         self.out = []
         self.out_size = 0
         self._tail = None
 
     def fail(self, exc: BaseException, reason: str = "error") -> None:
         """A fatal socket-level problem: close, and report ``exc`` to ``on_error`` at the end."""
-        if self.fatal is None and self.state is not State.CLOSED:
+        if self.fatal is None and self.state is not _CLOSED:
             self.fatal = exc
         self.close(reason, exc)
 
@@ -542,7 +542,7 @@ class Session:
 
     def not_writable(self) -> ConnectionClosed:
         """The error ``put``/``send`` raise when the connection takes no output."""
-        if self.state is State.SETUP:
+        if self.state is _SETUP:
             return ConnectionClosed(
                 f"connection #{self.conn.id} is not set up yet (no sending before on_connect)"
             )
@@ -564,11 +564,11 @@ class Session:
         self._errors += ((exc, "codec", True),)
 
     def _failed(self, exc: BaseException, kind: _Kind) -> None:
-        if isinstance(exc, ConnectionClosed) and self.state is not State.OPEN:
+        if isinstance(exc, ConnectionClosed) and self.state is not _OPEN:
             logger.debug("%s: %s", self.log_prefix, exc)  # sent on its own closing connection
-            if kind is _Kind.ERROR:
+            if kind is _ERROR:
                 self._after_report(self._reported)
-        elif kind is _Kind.ERROR:
+        elif kind is _ERROR:
             logger.exception("%s: on_error handler raised", self.log_prefix, exc_info=exc)
             self._observer.unhandled_error(exc, "on_error", self.conn)
             self._after_report(self._reported)
@@ -584,7 +584,7 @@ class Session:
         self._report_ends = ends
         h = self.handlers.on_error
         if h is not None:
-            self._invoke(h, (exc,), _Kind.ERROR)
+            self._invoke(h, (exc,), _ERROR)
             return
         self._log_error(exc, source)
         if source in ("handler", "codec") and not isinstance(exc, _PEER_ERRORS):

@@ -82,13 +82,9 @@ _TIMEOUT_REASONS: dict[type[ConnectionTimeout], str] = {
     MessageTimeout: "message-timeout",
     SendTimeout: "send-timeout",
 }
-# Next's members as globals: an enum's attribute costs about ten globals on Python 3.10-3.11.
+# Enum members as globals: an enum's attribute costs about ten globals on Python 3.10-3.11.
 _CALL, _READ, _CLOSE = Next.CALL, Next.READ, Next.CLOSE
-_OPEN, _CLOSING, _CLOSED = (
-    State.OPEN,
-    State.CLOSING,
-    State.CLOSED,
-)  # (see _session: a global is cheaper)
+_OPEN, _CLOSING, _CLOSED = State.OPEN, State.CLOSING, State.CLOSED
 
 
 class _Input(enum.Enum):
@@ -301,12 +297,10 @@ class Driver:
         self._stop_inline()
         if self._watchdog is not None:
             self._watchdog.remove(self)
-        ended = False
         try:
-            ended = await self._finish()
+            await self._finish()
         finally:
-            if not ended:
-                self._on_end()
+            self._on_end()
 
     def _set_data_callback(self) -> None:
         """The data callback of a connection that does not park (set in its task)."""
@@ -892,13 +886,12 @@ class Driver:
         logger.exception("%s: on_disconnect raised", self._session.log_prefix, exc_info=exc)
         self._observer.unhandled_error(exc, "on_disconnect", self._conn)
 
-    async def _finish(self) -> bool:
-        """Close, on_disconnect; ``True`` if the transport ends the connection once closed."""
+    async def _finish(self) -> None:
         self._session.close()
         if self._helpers:  # still running (cancelled, or started during the linger)
             with anyio.CancelScope(shield=True):
                 await self._stop_helpers()
-        return await self._end()
+        await self._end()
 
     async def _settle(self) -> None:
         """Run what is left (error reports), send the rest of the output."""
@@ -940,22 +933,18 @@ class Driver:
         while self._helpers:
             await self._wait_change()
 
-    async def _end(self) -> bool:
+    async def _end(self) -> None:
         """Report a socket error, close the transport, call on_disconnect.
 
         Shielded from cancellation when there is a handler to run (a server
         that is being cancelled still calls them, for at most 5 s each).
-        ``True`` if the transport ends the connection once its socket is
-        closed (nothing to run: the common case, no waiting).
         """
         session = self._session
         h = session.handlers.on_disconnect
         fatal = session.fatal
-        if h is None and fatal is None:  # the common case: no shield scope to pay for
-            if self._transport.close_nowait(self._on_end):
-                return True
+        if h is None and fatal is None:  # no shield scope to pay for
             await self._close_transport()
-            return False
+            return
         with anyio.CancelScope(shield=True):
             if fatal is not None:
                 session.fatal = None
@@ -969,7 +958,6 @@ class Driver:
                         await call(h, self._conn)
                     except Exception as exc:
                         self._disconnect_failed(exc)
-        return False
 
     async def _close_transport(self) -> None:
         try:

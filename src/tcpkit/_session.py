@@ -120,7 +120,6 @@ class Session:
         "_input_ended",
         "_name",
         "_observer",
-        "_on_input",
         "_report_ends",
         "_reported",
         "_tail",
@@ -187,14 +186,14 @@ class Session:
         self._flushed_queued = False
         self._frame_errors = 0
         self._observer = observer
-        self._on_input = h = handlers.on_input or _NO_INPUT
         self.counts = ConnectionCounts()
         self.close_reason: str | None = None  # why it began to end (see tcpkit.observer)
         self.close_error: str | None = None  # ... and the error's type, if an error did
-        # The arguments of _deliver_input, a plain tuple (``*`` copies a NamedTuple each time):
+        # The arguments of _deliver_input (a plain tuple: ``*`` copies a NamedTuple each time):
         # on_input, telling the observer how long each call took if it asked.
-        timed = _timed_input(h, observer.message_handled) if observer.times_handlers else h
-        self._deliver = (timed.func, timed.is_async)
+        h = handlers.on_input or _NO_INPUT
+        func = _timed_input(h, observer.message_handled) if observer.times_handlers else h.func
+        self._deliver = (func, h.is_async)
         self.wants_flushed = handlers.on_flushed is not None  # (flushed() does something)
 
     @property
@@ -429,7 +428,7 @@ class Session:
             self._call_kind is _INPUT
             and self.state is _OPEN
             and not (self._errors or self._events or self.paused or self.eof)
-            and self._on_input.is_async
+            and self._deliver[1]  # (on_input is an async def)
         ):
             self.call = None  # (call_done, for input)
             return _READ
@@ -619,9 +618,9 @@ def _no_handler(conn: Connection[Any, Any], message: Any) -> None:
 _NO_INPUT = Handler(_no_handler, False)
 
 
-def _timed_input(h: Handler, timer: Callable[[float], None]) -> Handler:
-    """``h``, telling ``timer`` how long each call took (for an observer)."""
-    return Handler((_timed_async if h.is_async else _timed)(h.func, timer), h.is_async)
+def _timed_input(h: Handler, timer: Callable[[float], None]) -> Callable[..., Any]:
+    """``h``'s function, telling ``timer`` how long each call took (for an observer)."""
+    return (_timed_async if h.is_async else _timed)(h.func, timer)
 
 
 def _timed(func: Callable[..., Any], timer: Callable[[float], None]) -> Callable[..., Any]:

@@ -509,6 +509,59 @@ async def test_trio_inline_mode_needs_its_reactor(anyio_backend: Any) -> None:
         await listener.aclose()
 
 
+@pytest.mark.parametrize("anyio_backend", [("trio", {})], ids=["trio"])
+async def test_trio_a_task_waits_through_the_reactor_while_it_serves_several_sockets(
+    anyio_backend: Any,
+) -> None:
+    # Without a data callback (an async def on_input), a task's receive is woken by the
+    # reactor while a wake-up serves several sockets. One that serves a socket alone costs
+    # a task switch more than trio's own wait: that task's next LONE_WAITS receives wait in
+    # trio's, then it tries the reactor again. The bytes are the same either way.
+    from tcpkit._trio_stream import LONE_WAITS
+
+    served = serve_listener(await anyio.create_tcp_listener(local_host="127.0.0.1"))
+    listener: Any = served.listener
+    assert served.background is not None
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(served.background)
+        await anyio.wait_all_tasks_blocked()
+        port = listener.extra(SocketAttribute.local_port)
+        clients = [socket.create_connection(("127.0.0.1", port)) for _ in range(2)]
+        servers: list[Any] = [await listener.accept() for _ in clients]
+
+        async def round_trip(senders: list[int], payload: bytes) -> None:
+            got: dict[int, bytes] = {}
+
+            async def reader(i: int) -> None:
+                got[i] = await read_exactly(servers[i], len(payload))
+
+            async with anyio.create_task_group() as readers:
+                for i in senders:
+                    readers.start_soon(reader, i)
+                await anyio.wait_all_tasks_blocked()  # every reader waits
+                for i in senders:  # (no checkpoint in between: the reactor sees them at once)
+                    clients[i].sendall(payload)
+            assert got == dict.fromkeys(senders, payload)
+
+        try:
+            assert [s.waits_in_reactor for s in servers] == [True, True]
+            await round_trip([0, 1], b"both")
+            assert [s.waits_in_reactor for s in servers] == [True, True]
+            await round_trip([0], b"alone")
+            assert [s.waits_in_reactor for s in servers] == [False, True]
+            for n in range(LONE_WAITS):
+                await round_trip([0], b"%d" % n)  # in trio's wait
+            assert [s.waits_in_reactor for s in servers] == [True, True]
+            await round_trip([0, 1], b"again")
+        finally:
+            for server in servers:
+                await server.aclose()
+            for client in clients:
+                client.close()
+            await listener.aclose()
+            tg.cancel_scope.cancel()
+
+
 class _Inner(Transport):
     """A transport that only records interrupts (what TLS runs over, in the test below)."""
 

@@ -24,6 +24,15 @@ re-arms a file descriptor at every wait), as a callback server on asyncio.
 A stream with no task at all waiting for it (a parked connection:
 ``Transport.set_wake_callback``) is watched the same way; the wake callback
 starts its task when the callback does not take the bytes, or at the end.
+
+Without a data callback (an ``async def`` ``on_input``, whose coroutine must
+run in the connection's task), a waiting ``receive`` is woken by the reactor
+too, with the bytes it read: a wake-up that serves many sockets costs one
+``epoll_wait`` for all, where trio re-arms each socket. A wake-up that serves
+one socket alone costs a task switch and two system calls more than trio's
+own wait, so that task's next :data:`LONE_WAITS` receives wait in trio's
+instead, then it tries the reactor again (``docs/performance.md`` has
+the measurements).
 """
 
 from __future__ import annotations
@@ -49,6 +58,8 @@ _READ_SIZE = 65536
 """What the reactor reads from a socket at once."""
 _MAX_EVENTS = 256
 """Ready sockets the reactor handles per wake-up (then it lets other tasks run)."""
+LONE_WAITS = 64
+"""Receives that wait in trio's own wait after the reactor woke the task for its socket alone."""
 
 
 class Reactor:
@@ -99,10 +110,12 @@ class Reactor:
         task_status.started()
         try:
             while True:
-                for fd, _ in epoll.poll(0, _MAX_EVENTS):
+                events = epoll.poll(0, _MAX_EVENTS)
+                alone = len(events) == 1
+                for fd, _ in events:
                     stream = streams.get(fd)
                     if stream is not None:
-                        stream.on_readable()
+                        stream.on_readable(alone)
                 if polling is not None and polling():
                     await trio.lowlevel.checkpoint()  # other tasks run; then poll again
                 else:
@@ -148,6 +161,7 @@ class TrioSocketStream(anyio.abc.SocketStream, Transport):
         self._waiter: trio.lowlevel.Task | None = None  # a task waiting in receive
         self._on_wake: Callable[[], None] | None = None  # ... or none waits (parked)
         self._buffer = b""  # read by the reactor, for receive
+        self._trio_waits = 0  # receives left that wait in trio's own wait (see LONE_WAITS)
         self._interrupted = False  # interrupt_receive() was called
         self._in_trio_wait = False  # a receive waits in trio's wait_readable
         self._eof = False
@@ -174,17 +188,15 @@ class TrioSocketStream(anyio.abc.SocketStream, Transport):
             if self._streak > STREAK:
                 self._streak = 0
                 await trio.lowlevel.checkpoint()
-            if self._on_data is not None:
-                data = await self._receive_inline()
-                if data is not None:
-                    return data
+            if self._on_data is not None:  # the reactor reads, for the callback first
+                await self._wait_reactor()
             data = self._read_already(max_bytes)
+            if data is None and self._drained and not self._closed:
+                # The last read emptied the socket: wait for more before trying
+                # (saves a recv that would fail, in request-response traffic).
+                self._streak = 0
+                data = await self._wait_input(max_bytes)
             if data is None:
-                if self._drained and not self._closed:
-                    # The last read emptied the socket: wait for more before trying
-                    # (saves a recv that would fail, in request-response traffic).
-                    self._streak = 0
-                    await self._wait_readable()
                 while (data := self._recv(max_bytes)) is None:
                     self._streak = 0
                     await self._wait_readable()
@@ -210,6 +222,19 @@ class TrioSocketStream(anyio.abc.SocketStream, Transport):
         if self._poll is not None:
             self._poll()
         return data
+
+    async def _wait_input(self, max_bytes: int) -> bytes | None:
+        """Wait for input: through the reactor, which reads it (returned here), or
+        through trio's wait (``None``: the socket is readable). See LONE_WAITS."""
+        if self._trio_waits:
+            self._trio_waits -= 1
+        elif self._reactor is not None:
+            await self._wait_reactor()
+            data = self._read_already(max_bytes)
+            if data is not None:
+                return data
+        await self._wait_readable()  # (without a running reactor)
+        return None
 
     async def _wait_readable(self) -> None:
         """Wait until the socket is readable, or until :meth:`interrupt_receive`.
@@ -280,6 +305,13 @@ class TrioSocketStream(anyio.abc.SocketStream, Transport):
         if callback is None:
             self._unwatch()
         return True
+
+    @property
+    def waits_in_reactor(self) -> bool:
+        """Whether a ``receive`` that has to wait now is woken by the reactor (see LONE_WAITS)."""
+        reactor = self._reactor
+        running = reactor is not None and reactor.running
+        return running and (self._on_data is not None or not self._trio_waits)
 
     @property
     def parkable(self) -> bool:
@@ -361,8 +393,9 @@ class TrioSocketStream(anyio.abc.SocketStream, Transport):
     def stream(self) -> anyio.abc.ByteStream:
         return self
 
-    async def _receive_inline(self) -> bytes | None:
-        """Wait for the reactor; ``None``: the inline mode ended, wait as usual instead."""
+    async def _wait_reactor(self) -> None:
+        """Wait until the reactor read something (or the end, or a failure), unless it is
+        not running (then wait as usual)."""
         while True:
             if self._closed:
                 raise anyio.ClosedResourceError
@@ -370,10 +403,10 @@ class TrioSocketStream(anyio.abc.SocketStream, Transport):
                 self._interrupted = False
                 raise ReceiveInterrupted
             if self._buffer or self._error is not None or self._eof:
-                return None  # receive hands them out
+                return  # receive hands them out
             reactor = self._reactor
-            if self._on_data is None or reactor is None or not reactor.running:
-                return None
+            if reactor is None or not reactor.running:
+                return
             self._watch(reactor)
             self._streak = 0
             self._waiter = trio.lowlevel.current_task()
@@ -408,8 +441,11 @@ class TrioSocketStream(anyio.abc.SocketStream, Transport):
         self._on_data = None
         self._wake()
 
-    def on_readable(self) -> None:
-        """The reactor saw the socket readable: read it, for the callback or the waiting task."""
+    def on_readable(self, alone: bool) -> None:
+        """The reactor saw the socket readable: read it, for the callback or the waiting task.
+
+        ``alone``: no other socket was ready in this wake-up of the reactor.
+        """
         if self._waiter is None and self._on_wake is None:
             self._unwatch()  # nobody waits (nor is parked): stop watching until one does
             return
@@ -425,6 +461,7 @@ class TrioSocketStream(anyio.abc.SocketStream, Transport):
             self._unwatch()
             self._wake()
             return
+        self._drained = len(data) < _READ_SIZE
         if self._poll is not None:
             self._poll()
         on_data = self._on_data
@@ -437,6 +474,12 @@ class TrioSocketStream(anyio.abc.SocketStream, Transport):
                 self._unwatch()
                 self._wake()
                 return
+        elif alone:
+            # A wake-up of the reactor costs a task switch and two system calls more
+            # than trio's wait; it pays when it serves several sockets at once. For
+            # one, the next receives of this task wait in trio's wait instead.
+            self._trio_waits = LONE_WAITS
+            self._unwatch()
         self._buffer = data
         self._wake()
 

@@ -30,9 +30,8 @@ run in the connection's task), a waiting ``receive`` is woken by the reactor
 too, with the bytes it read: a wake-up that serves many sockets costs one
 ``epoll_wait`` for all, where trio re-arms each socket. A wake-up that serves
 one socket alone costs a task switch and two system calls more than trio's
-own wait, so that task's next :data:`LONE_WAITS` receives wait in trio's
-instead, then it tries the reactor again (``docs/performance.md`` has
-the measurements).
+own wait, so that task's next :data:`LONE_WAITS` waits are trio's, then it
+tries the reactor again (``docs/performance.md`` has the measurements).
 """
 
 from __future__ import annotations
@@ -59,7 +58,7 @@ _READ_SIZE = 65536
 _MAX_EVENTS = 256
 """Ready sockets the reactor handles per wake-up (then it lets other tasks run)."""
 LONE_WAITS = 64
-"""Receives that wait in trio's own wait after the reactor woke the task for its socket alone."""
+"""Waits for input in trio's own wait after the reactor woke a task for its socket alone."""
 
 
 class Reactor:
@@ -161,7 +160,7 @@ class TrioSocketStream(anyio.abc.SocketStream, Transport):
         self._waiter: trio.lowlevel.Task | None = None  # a task waiting in receive
         self._on_wake: Callable[[], None] | None = None  # ... or none waits (parked)
         self._buffer = b""  # read by the reactor, for receive
-        self._trio_waits = 0  # receives left that wait in trio's own wait (see LONE_WAITS)
+        self._trio_waits = 0  # waits for input left that are trio's own (see LONE_WAITS)
         self._interrupted = False  # interrupt_receive() was called
         self._in_trio_wait = False  # a receive waits in trio's wait_readable
         self._eof = False
@@ -233,7 +232,7 @@ class TrioSocketStream(anyio.abc.SocketStream, Transport):
             data = self._read_already(max_bytes)
             if data is not None:
                 return data
-        await self._wait_readable()  # (without a running reactor)
+        await self._wait_readable()  # (also where the reactor is not running)
         return None
 
     async def _wait_readable(self) -> None:
@@ -477,7 +476,7 @@ class TrioSocketStream(anyio.abc.SocketStream, Transport):
         elif alone:
             # A wake-up of the reactor costs a task switch and two system calls more
             # than trio's wait; it pays when it serves several sockets at once. For
-            # one, the next receives of this task wait in trio's wait instead.
+            # one, the next waits of this task are trio's.
             self._trio_waits = LONE_WAITS
             self._unwatch()
         self._buffer = data

@@ -49,6 +49,17 @@ async def pair() -> AsyncIterator[tuple[anyio.abc.SocketStream, anyio.abc.Socket
         await listener.aclose()
 
 
+async def close_all(
+    streams: list[Any], socks: list[socket.socket], listener: anyio.abc.Listener[Any]
+) -> None:
+    """Close the server's ``streams``, the clients' ``socks``, then the ``listener``."""
+    for stream in streams:
+        await stream.aclose()
+    for sock in socks:
+        sock.close()
+    await listener.aclose()
+
+
 async def read_exactly(stream: anyio.abc.ByteStream, n: int) -> bytes:
     data = b""
     with anyio.fail_after(10):
@@ -311,11 +322,7 @@ async def test_a_connect_flood_does_not_starve_other_tasks() -> None:
                     accepted.append(await listener.accept())
             assert ran == [1]
     finally:
-        for stream in accepted:
-            await stream.aclose()
-        for sock in clients:
-            sock.close()
-        await listener.aclose()
+        await close_all(accepted, clients, listener)
 
 
 async def test_other_listeners_are_left_alone(anyio_backend: Any) -> None:
@@ -554,11 +561,7 @@ async def test_trio_a_task_waits_through_the_reactor_while_it_serves_several_soc
             assert [s.waits_in_reactor for s in servers] == [True, True]
             await round_trip([0, 1], b"again")
         finally:
-            for server in servers:
-                await server.aclose()
-            for client in clients:
-                client.close()
-            await listener.aclose()
+            await close_all(servers, clients, listener)
             tg.cancel_scope.cancel()
 
 

@@ -57,7 +57,7 @@ _READ_SIZE = 65536
 """What the reactor reads from a socket at once."""
 _MAX_EVENTS = 256
 """Ready sockets the reactor handles per wake-up (then it lets other tasks run)."""
-LONE_WAITS = 64
+LONE_WAITS = 256
 """Waits for input in trio's own wait after the reactor woke a task for its socket alone."""
 
 
@@ -194,7 +194,10 @@ class TrioSocketStream(anyio.abc.SocketStream, Transport):
                 # The last read emptied the socket: wait for more before trying
                 # (saves a recv that would fail, in request-response traffic).
                 self._streak = 0
-                data = await self._wait_input(max_bytes)
+                if self._trio_waits or self._reactor is None:
+                    await self._wait_readable()
+                else:
+                    data = await self._wait_reactor_input(max_bytes)
             if data is None:
                 while (data := self._recv(max_bytes)) is None:
                     self._streak = 0
@@ -222,18 +225,14 @@ class TrioSocketStream(anyio.abc.SocketStream, Transport):
             self._poll()
         return data
 
-    async def _wait_input(self, max_bytes: int) -> bytes | None:
-        """Wait for input: through the reactor, which reads it (returned here), or
-        through trio's wait (``None``: the socket is readable). See LONE_WAITS."""
-        if self._trio_waits:
-            self._trio_waits -= 1
-        elif self._reactor is not None:
-            await self._wait_reactor()
-            data = self._read_already(max_bytes)
-            if data is not None:
-                return data
-        await self._wait_readable()  # (also where the reactor is not running)
-        return None
+    async def _wait_reactor_input(self, max_bytes: int) -> bytes | None:
+        """Wait for input through the reactor, which reads it (see LONE_WAITS); ``None``
+        if the reactor is not running (then through trio's wait: the socket is readable)."""
+        await self._wait_reactor()
+        data = self._read_already(max_bytes)
+        if data is None:
+            await self._wait_readable()
+        return data
 
     async def _wait_readable(self) -> None:
         """Wait until the socket is readable, or until :meth:`interrupt_receive`.
@@ -247,6 +246,8 @@ class TrioSocketStream(anyio.abc.SocketStream, Transport):
         if self._interrupted:
             self._interrupted = False
             raise ReceiveInterrupted
+        if self._trio_waits:
+            self._trio_waits -= 1
         self._in_trio_wait = True
         try:
             await trio.lowlevel.wait_readable(self._sock)

@@ -56,13 +56,12 @@ async def test_the_loop_goes_idle_once_input_stops() -> None:
     app = echo_app(0.02)
     async with app.start() as server, await LineClient.connect(server.port or 0) as client:
         # Requests 10 ms apart: the window grows to catch them (up to 20 ms),
-        # and the loop polls through the gaps instead of sleeping.
-        cpu = time.process_time()
+        # and the loop polls through the gaps instead of sleeping. (Counted, not
+        # timed: on a loaded host the polling loop gets less CPU than it asks for.)
         for i in range(40):
             await client.send(f"m{i}")
             assert await client.recv_line() == f"m{i}!"
             await anyio.sleep(0.01)
-        assert time.process_time() - cpu > 0.1, "the event loop slept between requests"
         assert server.stats.polled_reads >= 10, server.stats
         # Then silence: polling stops after one window, the process sleeps.
         cpu = time.process_time()

@@ -3,9 +3,10 @@
 A rate depends on the machine and, on a shared virtual machine, on what its
 neighbours do: this project's host changes single-connection ping-pong by
 2-6x between runs. The number of instructions a server runs for the same
-work does not (within about 0.5 % from run to run), so it is the measure to
-compare two trees by, or tcpkit with a hand-written server, when the timings
-are noise. It is not a timing: a cache miss or a system call costs more than
+work hardly does (within about 0.5 % from run to run for ``pp`` and
+``conn``; ``batch16`` has moved by up to 4 % on a busy host), so it is the
+measure to compare two trees by, or tcpkit with a hand-written server, when
+the timings are noise. It is not a timing: a cache miss or a system call costs more than
 its instructions say, and the kernel's work is not counted.
 
 ``python -m benchmarks.icount`` runs each chosen Python server under

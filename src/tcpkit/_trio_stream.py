@@ -461,7 +461,6 @@ class TrioSocketStream(anyio.abc.SocketStream, Transport):
             self._unwatch()
             self._wake()
             return
-        self._drained = len(data) < _READ_SIZE
         if self._poll is not None:
             self._poll()
         on_data = self._on_data
@@ -480,6 +479,7 @@ class TrioSocketStream(anyio.abc.SocketStream, Transport):
             # one, the next waits of this task are trio's.
             self._trio_waits = LONE_WAITS
             self._unwatch()
+        self._drained = len(data) < _READ_SIZE  # (for receive, as its own reads)
         self._buffer = data
         self._wake()
 

@@ -288,8 +288,9 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def listening(port: int) -> bool:
-    """True if a socket listens on PORT (from /proc/net/tcp*, with no connection made)."""
+def socket_states(port: int) -> list[str]:
+    """The TCP states of the sockets bound to PORT (from /proc/net/tcp*, no connection made)."""
+    states: list[str] = []
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         try:
             rows = Path(table).read_text().splitlines()[1:]
@@ -297,9 +298,26 @@ def listening(port: int) -> bool:
             continue
         for row in rows:
             fields = row.split()
-            if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
-                return True
-    return False
+            if int(fields[1].rsplit(":", 1)[1], 16) == port:
+                states.append(fields[3])
+    return states
+
+
+def listening(port: int) -> bool:
+    """True if a socket listens on PORT."""
+    return "0A" in socket_states(port)
+
+
+def wait_until_clients_left(port: int) -> None:
+    """Wait until the server on PORT has closed every client's socket.
+
+    (Established, or half-closed by the client and not closed yet: the
+    server still counts that connection, as in ``server.connections``.)
+    """
+    deadline = time.monotonic() + STEP_TIMEOUT
+    while any(state in ("01", "08") for state in socket_states(port)):
+        assert time.monotonic() < deadline, f"the server on {port} kept a client's socket open"
+        time.sleep(0.01)
 
 
 @dataclass
@@ -308,6 +326,7 @@ class Server:
     name: str  # the probe key: the example's or the file's stem
     proc: subprocess.Popen[bytes]
     log: Path
+    port: int
 
 
 class Runner:
@@ -435,7 +454,7 @@ class Runner:
                 start_new_session=True,
             )
         self.ran.append(text)
-        server = Server(command, name, proc, log)
+        server = Server(command, name, proc, log, port)
         deadline = time.monotonic() + 30
         while not listening(port):
             if proc.poll() is not None or time.monotonic() > deadline:
@@ -519,6 +538,9 @@ class Runner:
     def _terminal(self, command: Command, text: str, server: Server) -> None:
         assert server.name in PROBES, f"{command.where}: add a probe for {server.name!r}"
         typed, answers = PROBES[server.name]
+        # One terminal at a time: the last one's client was stopped, and the server may
+        # not have closed its socket yet (a greeting counts the clients connected).
+        wait_until_clients_left(server.port)
         proc = subprocess.Popen(
             ["bash", "-c", text],
             cwd=self.workdir,
